@@ -1,0 +1,73 @@
+# Makefile for enrich: the extension (PGXS), the mock API server, and the
+# one-command targets demo, test and bench.
+#
+#   make            build enrich.so and test/mock/aggk-mock
+#   make install    install the extension into the PostgreSQL of $(PG_CONFIG)
+#   make test       install missing packages, build, install, run every test
+#   make demo       install missing packages, build, install, run the demo
+#   make bench      install missing packages, build, install, run the benchmark
+#   make deps       only install the missing Debian packages
+
+PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+MODULE_big = enrich
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+EXTENSION = enrich
+DATA = sql/enrich--1.0.sql
+REGRESS = create_extension api_calls api_processing api_errors api_cancel api_security api_tls
+REGRESS_OPTS = --inputdir=.
+
+PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags json-c libcurl 2>/dev/null)
+# -Wextra on our files; unused parameters are allowed because PostgreSQL's own
+# headers and its fixed hook signatures (GUC check hooks, callbacks) have them
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+SHLIB_LINK = $(shell pkg-config --libs json-c libcurl 2>/dev/null || echo -ljson-c -lcurl)
+
+EXTRA_CLEAN = results regression.diffs regression.out log tmp_check
+
+MOCK = test/mock/aggk-mock
+
+.PHONY: deps test demo bench mock print-regress
+
+# the harness asks which pg_regress tests to run
+print-regress:
+	@echo $(REGRESS)
+
+ifneq ($(PGXS),)
+include $(PGXS)
+
+all: mock
+
+mock:
+	$(MAKE) -C test/mock
+
+clean: clean-mock
+.PHONY: clean-mock
+clean-mock:
+	$(MAKE) -C test/mock clean
+else
+all install:
+	@echo "pg_config was not found: run 'make deps' (or 'make test', which does it) first" >&2
+	@exit 1
+endif
+
+deps:
+	@bash test/deps.sh
+
+# Each one-command target first installs what is missing, then re-enters make
+# so that PGXS is found even on a machine that had no PostgreSQL before.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@bash test/install.sh
+	@bash test/harness.sh test
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@bash test/install.sh
+	@bash test/harness.sh demo
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@bash test/install.sh
+	@bash test/harness.sh bench

@@ -1,0 +1,853 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *	  The only file that knows the wire format of the AggKnowledge V2 person
+ *	  API: endpoint paths and query strings, the bulk enrich body and its
+ *	  validation, LinkedIn URL normalization, the parsing of every response
+ *	  (json-c, with a depth limit) and the mapping of API answers to
+ *	  PostgreSQL errors for SQL callers.  A change of the vendor's format
+ *	  should touch this file only.
+ *
+ * json-c allocates with malloc.  Every parsed tree is owned by a guard that
+ * is registered as a reset callback on the current memory context, so an
+ * error raised while a tree is alive (out of memory, say) still frees it.
+ * Parsers never raise errors themselves: they return what is wrong, so the
+ * worker can record it on a row instead.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <json-c/json.h>
+
+#include "lib/stringinfo.h"
+#include "utils/memutils.h"
+
+#include "api.h"
+#include "enrich.h"
+
+/* a json-c tree tied to the memory context that was current at its parse */
+typedef struct EnrichJsonGuard
+{
+	json_object *root;
+	MemoryContextCallback callback;
+} EnrichJsonGuard;
+
+/* enrich_json_guard_release frees the tree once; a reset callback */
+static void
+enrich_json_guard_release(void *arg)
+{
+	EnrichJsonGuard *guard = (EnrichJsonGuard *) arg;
+
+	if (guard->root != NULL)
+		json_object_put(guard->root);
+	guard->root = NULL;
+}
+
+/*
+ * enrich_json_parse parses text with the depth limit into a guarded tree.
+ * It returns NULL on success, else what is wrong.
+ */
+static char *
+enrich_json_parse(const char *text, size_t len, EnrichJsonGuard **guard_out)
+{
+	EnrichJsonGuard *guard;
+	json_tokener *tok;
+	json_object *root;
+	enum json_tokener_error jerr;
+	size_t		end;
+
+	*guard_out = NULL;
+	if (text == NULL || len == 0)
+		return pstrdup("the body is empty");
+	if (len > PG_INT32_MAX)
+		return pstrdup("the body is too large to parse");
+
+	guard = palloc0(sizeof(EnrichJsonGuard));
+	guard->callback.func = enrich_json_guard_release;
+	guard->callback.arg = guard;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &guard->callback);
+
+	tok = json_tokener_new_ex(ENRICH_API_MAX_DEPTH);
+	if (tok == NULL)
+		return pstrdup("out of memory creating the JSON parser");
+	root = json_tokener_parse_ex(tok, text, (int) len);
+	jerr = json_tokener_get_error(tok);
+	end = json_tokener_get_parse_end(tok);
+	json_tokener_free(tok);
+
+	if (jerr != json_tokener_success)
+	{
+		if (root)
+			json_object_put(root);
+		if (jerr == json_tokener_continue)
+			return pstrdup("the body is not complete JSON");
+		return psprintf("the body is not valid JSON: %s",
+						json_tokener_error_desc(jerr));
+	}
+	guard->root = root;
+	while (end < len && (text[end] == ' ' || text[end] == '\n' ||
+						 text[end] == '\r' || text[end] == '\t'))
+		end++;
+	if (end < len)
+		return pstrdup("the body has data after its JSON value");
+	if (root == NULL)
+		return pstrdup("the body is JSON null");
+	*guard_out = guard;
+	return NULL;
+}
+
+/* enrich_json_done frees a guarded tree now (its callback then does nothing) */
+static void
+enrich_json_done(EnrichJsonGuard *guard)
+{
+	if (guard != NULL)
+		enrich_json_guard_release(guard);
+}
+
+/*
+ * Small typed accessors.  Each returns false when the member is absent or of
+ * the wrong type; "nullable" members accept JSON null as absent.
+ */
+static bool
+json_get_string(json_object *obj, const char *key, bool nullable, char **out)
+{
+	json_object *v;
+
+	*out = NULL;
+	if (!json_object_object_get_ex(obj, key, &v) || v == NULL)
+		return nullable;
+	if (!json_object_is_type(v, json_type_string))
+		return false;
+	*out = pnstrdup(json_object_get_string(v), json_object_get_string_len(v));
+	return true;
+}
+
+static bool
+json_get_bool(json_object *obj, const char *key, bool *out)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(obj, key, &v) ||
+		!json_object_is_type(v, json_type_boolean))
+		return false;
+	*out = json_object_get_boolean(v);
+	return true;
+}
+
+static bool
+json_get_count(json_object *obj, const char *key, int32 *out)
+{
+	json_object *v;
+	int64		n;
+
+	if (!json_object_object_get_ex(obj, key, &v) ||
+		!json_object_is_type(v, json_type_int))
+		return false;
+	n = json_object_get_int64(v);
+	if (n < 0 || n > PG_INT32_MAX)
+		return false;
+	*out = (int32) n;
+	return true;
+}
+
+/*
+ * json_get_object_text keeps an object member as JSON text: NULL when absent
+ * or null, false when it is present but not an object.
+ */
+static bool
+json_get_object_text(json_object *obj, const char *key, char **out)
+{
+	json_object *v;
+
+	*out = NULL;
+	if (!json_object_object_get_ex(obj, key, &v) || v == NULL)
+		return true;
+	if (!json_object_is_type(v, json_type_object))
+		return false;
+	*out = pstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+	return true;
+}
+
+/*
+ * Paths and query strings
+ */
+
+/* append_escaped percent-encodes one path segment or query value */
+static void
+append_escaped(StringInfo buf, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+	{
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			(*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
+			*p == '.' || *p == '~')
+			appendStringInfoChar(buf, (char) *p);
+		else
+		{
+			appendStringInfoChar(buf, '%');
+			appendStringInfoChar(buf, hex[*p >> 4]);
+			appendStringInfoChar(buf, hex[*p & 15]);
+		}
+	}
+}
+
+/* start_url begins the URL of the bulk-enrich collection of an environment */
+static void
+start_url(StringInfo buf, const char *environment)
+{
+	size_t		len = strlen(enrich_api_url);
+
+	initStringInfo(buf);
+	while (len > 0 && enrich_api_url[len - 1] == '/')
+		len--;
+	appendBinaryStringInfo(buf, enrich_api_url, len);
+	appendStringInfoString(buf, "/v2/");
+	append_escaped(buf, environment);
+	appendStringInfoString(buf, "/person/bulk-enrich");
+}
+
+char *
+enrich_api_url_bulk_enrich(const char *environment)
+{
+	StringInfoData buf;
+
+	start_url(&buf, environment);
+	return buf.data;
+}
+
+char *
+enrich_api_url_batches(const char *environment, const char *created_after,
+					   int limit, int offset)
+{
+	StringInfoData buf;
+
+	start_url(&buf, environment);
+	appendStringInfo(&buf, "?limit=%d&offset=%d", limit, offset);
+	if (created_after != NULL)
+	{
+		appendStringInfoString(&buf, "&createdAfter=");
+		append_escaped(&buf, created_after);
+	}
+	return buf.data;
+}
+
+char *
+enrich_api_url_batch(const char *environment, const char *batch_id)
+{
+	StringInfoData buf;
+
+	start_url(&buf, environment);
+	appendStringInfoChar(&buf, '/');
+	append_escaped(&buf, batch_id);
+	return buf.data;
+}
+
+char *
+enrich_api_url_items(const char *environment, const char *batch_id,
+					 const char *cursor, int limit)
+{
+	StringInfoData buf;
+
+	start_url(&buf, environment);
+	appendStringInfoChar(&buf, '/');
+	append_escaped(&buf, batch_id);
+	appendStringInfo(&buf, "/items?limit=%d", limit);
+	if (cursor != NULL)
+	{
+		appendStringInfoString(&buf, "&cursor=");
+		append_escaped(&buf, cursor);
+	}
+	return buf.data;
+}
+
+char *
+enrich_api_url_item(const char *environment, const char *batch_id,
+					const char *item_id)
+{
+	StringInfoData buf;
+
+	start_url(&buf, environment);
+	appendStringInfoChar(&buf, '/');
+	append_escaped(&buf, batch_id);
+	appendStringInfoString(&buf, "/items/");
+	append_escaped(&buf, item_id);
+	return buf.data;
+}
+
+/*
+ * Requests
+ */
+
+/*
+ * enrich_api_normalize_linkedin_url returns the normalized form of a LinkedIn
+ * profile URL (linkedin.com/in/<slug>, linkedin.com/sales/lead/<id>,
+ * linkedin.com/sales/people/<id>, linkedin.com/talent/profile/<id>), lower
+ * case, without scheme, subdomain, query, fragment or trailing slash; NULL
+ * when the text is not such a URL.  The API treats equal normalized forms as
+ * the same person, so this is also the key that finds duplicates.
+ */
+char *
+enrich_api_normalize_linkedin_url(const char *url)
+{
+	static const char *const prefixes[] = {"/in/", "/sales/lead/", "/sales/people/", "/talent/profile/"};
+	char	   *s;
+	char	   *host;
+	char	   *path;
+	char	   *end;
+	size_t		hostlen;
+	size_t		len;
+
+	if (url == NULL || url[0] == '\0' || strlen(url) > ENRICH_API_MAX_IDENTIFIER)
+		return NULL;
+	s = pstrdup(url);
+	for (char *p = s; *p; p++)
+	{
+		if (*p >= 'A' && *p <= 'Z')
+			*p = *p - 'A' + 'a';
+		else if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\\')
+			return NULL;
+	}
+
+	host = s;
+	if (strncmp(host, "https://", 8) == 0)
+		host += 8;
+	else if (strncmp(host, "http://", 7) == 0)
+		host += 7;
+	else if (strstr(host, "://") != NULL)
+		return NULL;
+
+	path = strchr(host, '/');
+	if (path == NULL)
+		return NULL;
+	hostlen = path - host;
+	/* linkedin.com or <subdomain>.linkedin.com, no port, no user info */
+	if (!(hostlen == 12 && strncmp(host, "linkedin.com", 12) == 0) &&
+		!(hostlen > 13 && strncmp(path - 13, ".linkedin.com", 13) == 0))
+		return NULL;
+	for (char *p = host; p < path; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+			return NULL;
+
+	/* drop query and fragment, then trailing slashes */
+	end = strpbrk(path, "?#");
+	if (end != NULL)
+		*end = '\0';
+	len = strlen(path);
+	while (len > 1 && path[len - 1] == '/')
+		path[--len] = '\0';
+
+	for (size_t i = 0; i < lengthof(prefixes); i++)
+	{
+		size_t		plen = strlen(prefixes[i]);
+
+		if (strncmp(path, prefixes[i], plen) == 0 &&
+			path[plen] != '\0' && strchr(path + plen, '/') == NULL)
+			return psprintf("linkedin.com%s", path);
+	}
+	return NULL;
+}
+
+/* problem sets the field and reason of a refused request */
+static bool
+problem(EnrichRequestProblem *p, char *field, char *reason)
+{
+	p->field = field;
+	p->reason = reason;
+	return false;
+}
+
+/*
+ * check_request validates one PersonEnrichmentRequest object exactly as the
+ * API does, so that no call is made for input the API would refuse.
+ */
+static bool
+check_request(json_object *req, int index, EnrichRequestProblem *p)
+{
+	static const char *const identifiers[] = {"pdlId", "personId", "professionalSocialMediaUrl"};
+	bool		has_identifier = false;
+
+	if (!json_object_is_type(req, json_type_object))
+		return problem(p, psprintf("requests[%d]", index),
+					   pstrdup("Each request must be a JSON object."));
+
+	for (struct json_object_iterator it = json_object_iter_begin(req),
+		 it_end = json_object_iter_end(req);
+		 !json_object_iter_equal(&it, &it_end);
+		 json_object_iter_next(&it))
+	{
+		const char *key = json_object_iter_peek_name(&it);
+		json_object *val = json_object_iter_peek_value(&it);
+		bool		known = false;
+
+		for (size_t i = 0; i < lengthof(identifiers); i++)
+		{
+			if (strcmp(key, identifiers[i]) != 0)
+				continue;
+			known = true;
+			if (!json_object_is_type(val, json_type_string) ||
+				json_object_get_string_len(val) == 0 ||
+				json_object_get_string_len(val) > ENRICH_API_MAX_IDENTIFIER)
+				return problem(p, psprintf("requests[%d].%s", index, key),
+							   psprintf("The value must be a non-empty string of at most %d bytes.",
+										ENRICH_API_MAX_IDENTIFIER));
+			if (i == 2 &&
+				enrich_api_normalize_linkedin_url(json_object_get_string(val)) == NULL)
+				return problem(p, psprintf("requests[%d].%s", index, key),
+							   psprintf("\"%s\" is not a LinkedIn profile URL.",
+										json_object_get_string(val)));
+			has_identifier = true;
+		}
+		if (strcmp(key, "metadata") == 0)
+		{
+			known = true;
+			if (val != NULL && !json_object_is_type(val, json_type_object))
+				return problem(p, psprintf("requests[%d].metadata", index),
+							   pstrdup("The metadata must be a JSON object."));
+			if (val != NULL &&
+				strlen(json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN)) > ENRICH_API_MAX_METADATA)
+				return problem(p, psprintf("requests[%d].metadata", index),
+							   psprintf("The metadata must be at most %d bytes serialized.",
+										ENRICH_API_MAX_METADATA));
+		}
+		if (!known)
+			return problem(p, psprintf("requests[%d].%s", index, key),
+						   pstrdup("Unknown field: a request has only pdlId, personId, professionalSocialMediaUrl and metadata."));
+	}
+	if (!has_identifier)
+		return problem(p, psprintf("requests[%d]", index),
+					   pstrdup("At least one of pdlId, personId and professionalSocialMediaUrl is required."));
+	return true;
+}
+
+/*
+ * enrich_api_build_bulk_body validates a JSON array of requests and builds
+ * the bulk enrich body from it.  On a refusal it returns false and says
+ * which field is wrong and why.
+ */
+bool
+enrich_api_build_bulk_body(const char *requests_json, char **body,
+						   int *nrequests, EnrichRequestProblem *p)
+{
+	EnrichJsonGuard *guard;
+	char	   *err;
+	json_object *wrapper;
+	size_t		n;
+
+	err = enrich_json_parse(requests_json, strlen(requests_json), &guard);
+	if (err != NULL)
+		return problem(p, pstrdup("requests"), err);
+	if (!json_object_is_type(guard->root, json_type_array))
+	{
+		enrich_json_done(guard);
+		return problem(p, pstrdup("requests"),
+					   pstrdup("The requests must be a JSON array."));
+	}
+	n = json_object_array_length(guard->root);
+	if (n < 1 || n > ENRICH_API_MAX_REQUESTS)
+	{
+		enrich_json_done(guard);
+		return problem(p, pstrdup("requests"),
+					   psprintf("The array must hold 1 to %d requests, not %zu.",
+								ENRICH_API_MAX_REQUESTS, n));
+	}
+	for (size_t i = 0; i < n; i++)
+	{
+		if (!check_request(json_object_array_get_idx(guard->root, i), (int) i, p))
+		{
+			enrich_json_done(guard);
+			return false;
+		}
+	}
+
+	wrapper = json_object_new_object();
+	json_object_object_add(wrapper, "requests", json_object_get(guard->root));
+	*body = pstrdup(json_object_to_json_string_ext(wrapper, JSON_C_TO_STRING_PLAIN));
+	json_object_put(wrapper);
+	enrich_json_done(guard);
+	*nrequests = (int) n;
+	return true;
+}
+
+/*
+ * Responses
+ */
+
+/*
+ * looks_like_timestamp checks the shape of an RFC 3339 timestamp
+ * (YYYY-MM-DDTHH:MM:SS, optional fraction, Z or an offset) so that only
+ * well-formed text reaches timestamptz input
+ */
+static bool
+looks_like_timestamp(const char *s)
+{
+	static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+	size_t		i;
+
+	for (i = 0; shape[i] != '\0'; i++)
+	{
+		if (shape[i] == 'd' ? !(s[i] >= '0' && s[i] <= '9') : s[i] != shape[i])
+			return false;
+	}
+	for (; s[i] != '\0'; i++)
+	{
+		if (!strchr("0123456789.:+-Z", s[i]))
+			return false;
+	}
+	return i <= 40;
+}
+
+/* parse_status_object reads one BatchStatus */
+static char *
+parse_status_object(json_object *obj, EnrichBatchStatus *s)
+{
+	memset(s, 0, sizeof(*s));
+	if (!json_object_is_type(obj, json_type_object))
+		return pstrdup("a batch status is not a JSON object");
+	if (!json_get_string(obj, "batchId", false, &s->batch_id) || s->batch_id[0] == '\0')
+		return pstrdup("batchId is missing or not a non-empty string");
+	if (!json_get_string(obj, "status", false, &s->status))
+		return pstrdup("status is missing or not a string");
+	if (strcmp(s->status, "pending") != 0 && strcmp(s->status, "processing") != 0 &&
+		strcmp(s->status, "completed") != 0 && strcmp(s->status, "failed") != 0)
+		return psprintf("status \"%s\" is not one of pending, processing, completed, failed",
+						s->status);
+	if (!json_get_string(obj, "createdAt", false, &s->created_at) ||
+		!looks_like_timestamp(s->created_at))
+		return pstrdup("createdAt is missing or not an RFC 3339 timestamp");
+	if (!json_get_string(obj, "completedAt", true, &s->completed_at) ||
+		(s->completed_at != NULL && !looks_like_timestamp(s->completed_at)))
+		return pstrdup("completedAt is not an RFC 3339 timestamp or null");
+	if (!json_get_count(obj, "totalCount", &s->total_count) ||
+		!json_get_count(obj, "processedCount", &s->processed_count) ||
+		!json_get_count(obj, "successCount", &s->success_count) ||
+		!json_get_count(obj, "failureCount", &s->failure_count))
+		return pstrdup("a count is missing or not a non-negative integer");
+	return NULL;
+}
+
+/* parse_item_object reads one Item */
+static char *
+parse_item_object(json_object *obj, EnrichItem *item)
+{
+	json_object *err;
+
+	memset(item, 0, sizeof(*item));
+	if (!json_object_is_type(obj, json_type_object))
+		return pstrdup("an item is not a JSON object");
+	if (!json_get_string(obj, "itemId", false, &item->item_id) || item->item_id[0] == '\0')
+		return pstrdup("itemId is missing or not a non-empty string");
+	if (!json_get_bool(obj, "isSuccess", &item->is_success))
+		return pstrdup("isSuccess is missing or not a boolean");
+	if (!json_get_bool(obj, "isRetryable", &item->is_retryable))
+		return pstrdup("isRetryable is missing or not a boolean");
+	if (!json_get_object_text(obj, "metadata", &item->metadata))
+		return pstrdup("metadata is not an object or null");
+	if (!json_get_object_text(obj, "person", &item->person))
+		return pstrdup("person is not an object or null");
+	if (!json_get_object_text(obj, "error", &item->error))
+		return pstrdup("error is not an object or null");
+	if (item->is_success && item->person == NULL)
+		return pstrdup("a successful item has no person");
+	if (!item->is_success && item->error == NULL)
+		return pstrdup("a failed item has no error");
+	if (item->error != NULL &&
+		json_object_object_get_ex(obj, "error", &err) &&
+		(!json_get_string(err, "code", false, &item->error_code) ||
+		 !json_get_string(err, "message", false, &item->error_message)))
+		return pstrdup("error.code or error.message is missing or not a string");
+	return NULL;
+}
+
+char *
+enrich_api_parse_batch_id(const char *body, char **batch_id)
+{
+	EnrichJsonGuard *guard;
+	char	   *err;
+
+	*batch_id = NULL;
+	err = enrich_json_parse(body, strlen(body), &guard);
+	if (err == NULL &&
+		(!json_object_is_type(guard->root, json_type_object) ||
+		 !json_get_string(guard->root, "batchId", false, batch_id) ||
+		 (*batch_id)[0] == '\0'))
+		err = pstrdup("batchId is missing or not a non-empty string");
+	enrich_json_done(guard);
+	return err;
+}
+
+char *
+enrich_api_parse_status(const char *body, EnrichBatchStatus *status)
+{
+	EnrichJsonGuard *guard;
+	char	   *err;
+
+	memset(status, 0, sizeof(*status));
+	err = enrich_json_parse(body, strlen(body), &guard);
+	if (err == NULL)
+		err = parse_status_object(guard->root, status);
+	enrich_json_done(guard);
+	return err;
+}
+
+char *
+enrich_api_parse_batch_list(const char *body, EnrichBatchList *list)
+{
+	EnrichJsonGuard *guard;
+	json_object *batches;
+	json_object *total;
+	char	   *err;
+
+	memset(list, 0, sizeof(*list));
+	err = enrich_json_parse(body, strlen(body), &guard);
+	if (err != NULL)
+		return err;
+	if (!json_object_is_type(guard->root, json_type_object) ||
+		!json_object_object_get_ex(guard->root, "batches", &batches) ||
+		!json_object_is_type(batches, json_type_array))
+		err = pstrdup("batches is missing or not an array");
+	else if (!json_object_object_get_ex(guard->root, "total", &total) ||
+			 !json_object_is_type(total, json_type_int) ||
+			 json_object_get_int64(total) < 0)
+		err = pstrdup("total is missing or not a non-negative integer");
+	else
+	{
+		size_t		n = json_object_array_length(batches);
+
+		list->total = json_object_get_int64(total);
+		list->batches = palloc0(sizeof(EnrichBatchStatus) * Max(n, 1));
+		for (size_t i = 0; i < n && err == NULL; i++)
+		{
+			err = parse_status_object(json_object_array_get_idx(batches, i),
+									  &list->batches[i]);
+			if (err != NULL)
+				err = psprintf("batches[%zu]: %s", i, err);
+			else
+				list->nbatches++;
+		}
+	}
+	enrich_json_done(guard);
+	return err;
+}
+
+char *
+enrich_api_parse_item(const char *body, EnrichItem *item)
+{
+	EnrichJsonGuard *guard;
+	char	   *err;
+
+	memset(item, 0, sizeof(*item));
+	err = enrich_json_parse(body, strlen(body), &guard);
+	if (err == NULL)
+		err = parse_item_object(guard->root, item);
+	enrich_json_done(guard);
+	return err;
+}
+
+char *
+enrich_api_parse_items_page(const char *body, EnrichItemsPage *page)
+{
+	EnrichJsonGuard *guard;
+	json_object *items;
+	char	   *err;
+
+	memset(page, 0, sizeof(*page));
+	err = enrich_json_parse(body, strlen(body), &guard);
+	if (err != NULL)
+		return err;
+	if (!json_object_is_type(guard->root, json_type_object) ||
+		!json_object_object_get_ex(guard->root, "items", &items) ||
+		!json_object_is_type(items, json_type_array))
+		err = pstrdup("items is missing or not an array");
+	else if (!json_object_object_get_ex(guard->root, "cursor", NULL) ||
+			 !json_get_string(guard->root, "cursor", true, &page->cursor))
+		err = pstrdup("cursor is missing or not a string or null");
+	else
+	{
+		size_t		n = json_object_array_length(items);
+
+		page->items = palloc0(sizeof(EnrichItem) * Max(n, 1));
+		for (size_t i = 0; i < n && err == NULL; i++)
+		{
+			err = parse_item_object(json_object_array_get_idx(items, i),
+									&page->items[i]);
+			if (err != NULL)
+				err = psprintf("items[%zu]: %s", i, err);
+			else
+				page->nitems++;
+		}
+	}
+	enrich_json_done(guard);
+	return err;
+}
+
+/*
+ * enrich_api_parse_error reads the error envelope {"error": {"code",
+ * "message"}}; what cannot be read is left NULL.
+ */
+void
+enrich_api_parse_error(const char *body, char **code, char **message)
+{
+	EnrichJsonGuard *guard;
+	json_object *error;
+
+	*code = NULL;
+	*message = NULL;
+	if (enrich_json_parse(body, strlen(body), &guard) != NULL)
+		return;
+	if (json_object_is_type(guard->root, json_type_object) &&
+		json_object_object_get_ex(guard->root, "error", &error) &&
+		json_object_is_type(error, json_type_object))
+	{
+		(void) json_get_string(error, "code", false, code);
+		(void) json_get_string(error, "message", false, message);
+	}
+	enrich_json_done(guard);
+}
+
+/*
+ * Errors for SQL callers
+ */
+
+/* url_path returns the path and query of a URL, for messages */
+static const char *
+url_path(const char *url)
+{
+	const char *p = strstr(url, "://");
+
+	p = p ? strchr(p + 3, '/') : NULL;
+	return p ? p : url;
+}
+
+/*
+ * enrich_api_check raises the error that a failed call deserves, with a
+ * SQLSTATE fitting the cause, the API's message, the method, path and
+ * status in the detail, and a hint where one helps.  It returns when the
+ * call got the expected status.
+ */
+void
+enrich_api_check(EnrichHttpCall *call, const char *environment, long expected_status)
+{
+	const char *path = url_path(call->url);
+	char	   *code = NULL;
+	char	   *message = NULL;
+	const char *text;
+
+	if (call->failure != ENRICH_HTTP_OK)
+	{
+		switch (call->failure)
+		{
+			case ENRICH_HTTP_TOO_LARGE:
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("AggKnowledge API response is larger than enrich.max_response_size (%d kB)",
+								enrich_max_response_size_kb),
+						 errdetail("%s %s", call->method, path)));
+				break;
+			case ENRICH_HTTP_TIMEOUT:
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("AggKnowledge API call timed out: %s", call->error),
+						 errdetail("%s %s", call->method, path),
+						 errhint("The limits are enrich.timeout (%d ms) and enrich.connect_timeout (%d ms).",
+								 enrich_timeout_ms, enrich_connect_timeout_ms)));
+				break;
+			case ENRICH_HTTP_TLS:
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("TLS failure talking to the AggKnowledge API: %s", call->error),
+						 errdetail("%s %s", call->method, path),
+						 errhint("The server's certificate is verified against enrich.ca_file, or the system's trust store when it is empty.")));
+				break;
+			default:
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("could not reach the AggKnowledge API: %s", call->error),
+						 errdetail("%s %s", call->method, path),
+						 errhint("Check enrich.api_url and the network.")));
+				break;
+		}
+	}
+	if (call->status == expected_status)
+		return;
+
+	enrich_api_parse_error(call->response, &code, &message);
+	text = message ? message : "no error message";
+
+	switch (call->status)
+	{
+		case 400:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("AggKnowledge API refused the request: %s", text),
+					 errdetail("%s %s: HTTP 400", call->method, path)));
+			break;
+		case 401:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("AggKnowledge API rejected the API key for environment \"%s\": %s",
+							environment, text),
+					 errdetail("%s %s: HTTP 401", call->method, path),
+					 errhint("Set the key with enrich_set_api_key('%s', '...').", environment)));
+			break;
+		case 403:
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("AggKnowledge API key is not allowed for environment \"%s\": %s",
+							environment, text),
+					 errdetail("%s %s: HTTP 403", call->method, path),
+					 errhint("Keys are per environment; set this environment's key with enrich_set_api_key('%s', '...').",
+							 environment)));
+			break;
+		case 404:
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("AggKnowledge API found no such object: %s", text),
+					 errdetail("%s %s: HTTP 404", call->method, path)));
+			break;
+		case 413:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("AggKnowledge API refused a body this large: %s", text),
+					 errdetail("%s %s: HTTP 413", call->method, path),
+					 errhint("Send fewer requests at a time.")));
+			break;
+		case 429:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("AggKnowledge API rate limit exceeded: %s", text),
+					 errdetail("%s %s: HTTP 429", call->method, path),
+					 call->retry_after >= 0 ?
+					 errhint("Retry after %d s.", call->retry_after) :
+					 errhint("Retry later.")));
+			break;
+		default:
+			if (call->status >= 500 && call->status <= 599)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("AggKnowledge API is unavailable: %s", text),
+						 errdetail("%s %s: HTTP %ld", call->method, path, call->status),
+						 errhint("This is transient; retry later.")));
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg("AggKnowledge API answered with unexpected HTTP status %ld: %s",
+								call->status, text),
+						 errdetail("%s %s: HTTP %ld", call->method, path, call->status)));
+			break;
+	}
+}
+
+/* enrich_api_malformed raises the error for a response that cannot be used */
+void
+enrich_api_malformed(EnrichHttpCall *call, const char *problem)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROTOCOL_VIOLATION),
+			 errmsg("malformed AggKnowledge API response: %s", problem),
+			 errdetail("%s %s: HTTP %ld, %zu bytes", call->method, url_path(call->url),
+					   call->status, call->response_len)));
+	pg_unreachable();
+}

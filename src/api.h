@@ -1,0 +1,104 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.h
+ *	  The wire format of the AggKnowledge V2 person API (api.c): paths,
+ *	  request bodies, response parsing, and the mapping of API answers to
+ *	  PostgreSQL errors.  Nothing else in enrich knows a field name.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ENRICH_API_H
+#define ENRICH_API_H
+
+#include "http.h"
+
+/* requests of one bulk enrich, as the API caps them */
+#define ENRICH_API_MAX_REQUESTS 1000
+/* an identifier's longest length in bytes */
+#define ENRICH_API_MAX_IDENTIFIER 2048
+/* metadata's longest serialized length in bytes */
+#define ENRICH_API_MAX_METADATA 4096
+/* items per page of the list-items endpoint */
+#define ENRICH_API_MAX_PAGE 50
+/* batches per page of the list-batches endpoint */
+#define ENRICH_API_MAX_BATCH_LIST 1000
+/* deepest JSON nesting parsed from a response */
+#define ENRICH_API_MAX_DEPTH 64
+
+/* BatchStatus */
+typedef struct EnrichBatchStatus
+{
+	char	   *batch_id;
+	char	   *status;			/* pending, processing, completed, failed */
+	char	   *created_at;		/* RFC 3339 */
+	char	   *completed_at;	/* RFC 3339, or NULL */
+	int32		total_count;
+	int32		processed_count;
+	int32		success_count;
+	int32		failure_count;
+} EnrichBatchStatus;
+
+/* Item: JSON members are kept as JSON text (NULL when null or absent) */
+typedef struct EnrichItem
+{
+	char	   *item_id;
+	bool		is_success;
+	bool		is_retryable;
+	char	   *metadata;
+	char	   *person;
+	char	   *error;
+	char	   *error_code;		/* error.code, or NULL */
+	char	   *error_message;	/* error.message, or NULL */
+} EnrichItem;
+
+typedef struct EnrichItemsPage
+{
+	EnrichItem *items;
+	int			nitems;
+	char	   *cursor;			/* NULL at the end of a finished batch */
+} EnrichItemsPage;
+
+typedef struct EnrichBatchList
+{
+	EnrichBatchStatus *batches;
+	int			nbatches;
+	int64		total;
+} EnrichBatchList;
+
+/* what is wrong with a request to be sent: a field path and the reason */
+typedef struct EnrichRequestProblem
+{
+	char	   *field;			/* e.g. requests[17].professionalSocialMediaUrl */
+	char	   *reason;			/* a sentence */
+} EnrichRequestProblem;
+
+/* URLs of the endpoints; environment is "live" or "test" */
+extern char *enrich_api_url_bulk_enrich(const char *environment);
+extern char *enrich_api_url_batches(const char *environment, const char *created_after,
+									int limit, int offset);
+extern char *enrich_api_url_batch(const char *environment, const char *batch_id);
+extern char *enrich_api_url_items(const char *environment, const char *batch_id,
+								  const char *cursor, int limit);
+extern char *enrich_api_url_item(const char *environment, const char *batch_id,
+								 const char *item_id);
+
+/* requests */
+extern char *enrich_api_normalize_linkedin_url(const char *url);
+extern bool enrich_api_build_bulk_body(const char *requests_json,
+									   char **body, int *nrequests,
+									   EnrichRequestProblem *problem);
+
+/* responses: each returns NULL on success, or what is wrong with the body */
+extern char *enrich_api_parse_batch_id(const char *body, char **batch_id);
+extern char *enrich_api_parse_status(const char *body, EnrichBatchStatus *status);
+extern char *enrich_api_parse_batch_list(const char *body, EnrichBatchList *list);
+extern char *enrich_api_parse_item(const char *body, EnrichItem *item);
+extern char *enrich_api_parse_items_page(const char *body, EnrichItemsPage *page);
+extern void enrich_api_parse_error(const char *body, char **code, char **message);
+
+/* SQL callers: raise the error an unexpected answer deserves */
+extern void enrich_api_check(EnrichHttpCall *call, const char *environment,
+							 long expected_status);
+extern void enrich_api_malformed(EnrichHttpCall *call, const char *problem) pg_attribute_noreturn();
+
+#endif							/* ENRICH_API_H */

@@ -1,0 +1,28 @@
+/*-------------------------------------------------------------------------
+ *
+ * enrich.c
+ *	  Entry point of the enrich extension: _PG_init, which only calls the
+ *	  init function of each module.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+
+#include "enrich.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/*
+ * _PG_init registers the settings of every module.  It runs in the
+ * postmaster when enrich is in shared_preload_libraries, and in a backend
+ * that loads the library on first use otherwise.
+ */
+void
+_PG_init(void)
+{
+	enrich_guc_init();
+}

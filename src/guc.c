@@ -1,0 +1,145 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  Every enrich.* setting: definitions, units, limits and check hooks.
+ *
+ * Settings that decide where the API key is sent (the API's URL and the CA
+ * file) are superuser-only, so that no other role can redirect the key.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/guc.h"
+
+#include "enrich.h"
+
+char	   *enrich_api_url = NULL;
+int			enrich_environment = ENRICH_ENV_LIVE;
+int			enrich_timeout_ms = 30000;
+int			enrich_connect_timeout_ms = 5000;
+int			enrich_max_response_size_kb = 16 * 1024;
+char	   *enrich_ca_file = NULL;
+
+static const struct config_enum_entry enrich_environment_options[] = {
+	{"live", ENRICH_ENV_LIVE, false},
+	{"test", ENRICH_ENV_TEST, false},
+	{NULL, 0, false}
+};
+
+/*
+ * enrich_api_url_check accepts only http:// and https:// URLs: no other
+ * protocol is ever given to libcurl.
+ */
+static bool
+enrich_api_url_check(char **newval, void **extra, GucSource source)
+{
+	const char *url = *newval;
+
+	if (url == NULL)
+		return true;
+	if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("enrich.api_url must start with http:// or https://");
+		return false;
+	}
+	return true;
+}
+
+/* enrich_environment_name returns "live" or "test" */
+const char *
+enrich_environment_name(int environment)
+{
+	return environment == ENRICH_ENV_TEST ? "test" : "live";
+}
+
+/* enrich_environment_parse maps "live"/"test" to the enum, -1 otherwise */
+int
+enrich_environment_parse(const char *name)
+{
+	if (strcmp(name, "live") == 0)
+		return ENRICH_ENV_LIVE;
+	if (strcmp(name, "test") == 0)
+		return ENRICH_ENV_TEST;
+	return -1;
+}
+
+/*
+ * enrich_environment_arg maps a function's environment argument to the enum,
+ * raising an error that names the accepted values when it is neither
+ */
+int
+enrich_environment_arg(const char *name)
+{
+	int			environment = enrich_environment_parse(name);
+
+	if (environment < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid environment \"%s\"", name),
+				 errhint("The environment is 'live' or 'test'.")));
+	return environment;
+}
+
+/* enrich_guc_init defines the settings of the HTTP client and the API */
+void
+enrich_guc_init(void)
+{
+	DefineCustomStringVariable("enrich.api_url",
+							   "Base URL of the AggKnowledge API.",
+							   "Only superusers may change it: the API key is sent there.",
+							   &enrich_api_url,
+							   "https://api.aggknowledge.ai",
+							   PGC_SUSET,
+							   0,
+							   enrich_api_url_check, NULL, NULL);
+
+	DefineCustomEnumVariable("enrich.environment",
+							 "API environment used when a function is given none.",
+							 NULL,
+							 &enrich_environment,
+							 ENRICH_ENV_LIVE,
+							 enrich_environment_options,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.timeout",
+							"Longest time one HTTP call to the API may take.",
+							NULL,
+							&enrich_timeout_ms,
+							30000, 100, 3600 * 1000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.connect_timeout",
+							"Longest time to establish a connection to the API.",
+							NULL,
+							&enrich_connect_timeout_ms,
+							5000, 100, 600 * 1000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.max_response_size",
+							"Largest API response body accepted.",
+							"Larger responses are refused before they are parsed.",
+							&enrich_max_response_size_kb,
+							16 * 1024, 64, 1024 * 1024,
+							PGC_SUSET,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("enrich.ca_file",
+							   "File of CA certificates that verify the API's TLS certificate.",
+							   "Empty means the system's trust store.",
+							   &enrich_ca_file,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("enrich");
+}

@@ -1,0 +1,395 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  The only file that uses libcurl.  It owns the per-process multi handle
+ *	  and its pool of easy handles (so connections are kept alive and reused
+ *	  across calls), timeouts, the response size cap, TLS verification,
+ *	  protocol and redirect restrictions, cancellation and the wait event.
+ *
+ * libcurl allocates with malloc, which memory contexts do not see.  Every
+ * malloc'd buffer of a call is freed in a PG_FINALLY block, so a cancel or
+ * a statement_timeout in the middle of a transfer leaks nothing.  Handles
+ * and the multi handle live as long as the process, by design.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "portability/instr_time.h"
+#include "utils/wait_event.h"
+
+#include "enrich.h"
+#include "http.h"
+
+/* how long one wait for network activity lasts before interrupts are checked */
+#define ENRICH_HTTP_POLL_MS 20
+
+/* the state of one transfer that libcurl's callbacks see */
+typedef struct EnrichTransfer
+{
+	EnrichHttpCall *call;
+	CURL	   *easy;
+	struct curl_slist *headers;
+	char	   *buf;			/* malloc'd response body */
+	size_t		len;
+	size_t		cap;
+	size_t		limit;			/* enrich.max_response_size in bytes */
+	bool		too_large;
+	bool		done;
+	CURLcode	result;
+	char		errbuf[CURL_ERROR_SIZE];
+} EnrichTransfer;
+
+static CURLM *enrich_http_multi = NULL;
+static CURL **enrich_http_pool = NULL;	/* malloc'd array of idle handles */
+static int	enrich_http_pool_size = 0;
+
+/* enrich_http_setup initializes libcurl and the multi handle once a process */
+static void
+enrich_http_setup(void)
+{
+	if (enrich_http_multi != NULL)
+		return;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not initialize libcurl")));
+	enrich_http_multi = curl_multi_init();
+	if (enrich_http_multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+}
+
+/*
+ * enrich_http_take_handle returns an easy handle from the pool, or a new
+ * one.  A reset handle keeps its live connections and TLS sessions.
+ */
+static CURL *
+enrich_http_take_handle(void)
+{
+	CURL	   *easy;
+
+	if (enrich_http_pool_size > 0)
+	{
+		easy = enrich_http_pool[--enrich_http_pool_size];
+		curl_easy_reset(easy);
+		return easy;
+	}
+	easy = curl_easy_init();
+	if (easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl handle")));
+	return easy;
+}
+
+/* enrich_http_return_handle puts an easy handle back into the pool */
+static void
+enrich_http_return_handle(CURL *easy)
+{
+	CURL	  **grown;
+
+	grown = realloc(enrich_http_pool, sizeof(CURL *) * (enrich_http_pool_size + 1));
+	if (grown == NULL)
+	{
+		curl_easy_cleanup(easy);
+		return;
+	}
+	enrich_http_pool = grown;
+	enrich_http_pool[enrich_http_pool_size++] = easy;
+}
+
+/* enrich_http_write collects the response body, refusing it past the cap */
+static size_t
+enrich_http_write(char *data, size_t size, size_t nmemb, void *arg)
+{
+	EnrichTransfer *t = (EnrichTransfer *) arg;
+	size_t		n = size * nmemb;
+
+	if (t->len + n > t->limit)
+	{
+		t->too_large = true;
+		return 0;				/* makes libcurl fail with CURLE_WRITE_ERROR */
+	}
+	if (t->len + n + 1 > t->cap)
+	{
+		size_t		newcap = Max(t->cap * 2, t->len + n + 1);
+		char	   *grown;
+
+		newcap = Max(newcap, 8192);
+		grown = realloc(t->buf, newcap);
+		if (grown == NULL)
+			return 0;
+		t->buf = grown;
+		t->cap = newcap;
+	}
+	memcpy(t->buf + t->len, data, n);
+	t->len += n;
+	t->buf[t->len] = '\0';
+	return n;
+}
+
+/*
+ * enrich_http_header reads Retry-After.  A new status line (after a 100
+ * Continue, say) forgets what earlier headers said.
+ */
+static size_t
+enrich_http_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+	EnrichTransfer *t = (EnrichTransfer *) arg;
+	size_t		n = size * nmemb;
+
+	if (n >= 5 && strncmp(data, "HTTP/", 5) == 0)
+		t->call->retry_after = -1;
+	else if (n > 12 && pg_strncasecmp(data, "retry-after:", 12) == 0)
+	{
+		size_t		i = 12;
+		long		seconds = 0;
+		bool		digits = false;
+
+		while (i < n && (data[i] == ' ' || data[i] == '\t'))
+			i++;
+		while (i < n && data[i] >= '0' && data[i] <= '9' && seconds < 86400)
+		{
+			seconds = seconds * 10 + (data[i] - '0');
+			digits = true;
+			i++;
+		}
+		if (digits)
+			t->call->retry_after = (int) Min(seconds, 86400);
+	}
+	return n;
+}
+
+/*
+ * enrich_http_progress stops a transfer as soon as the backend is asked to
+ * cancel (Ctrl-C, statement_timeout) or to die; the caller then raises the
+ * interrupt with CHECK_FOR_INTERRUPTS.
+ */
+static int
+enrich_http_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+					 curl_off_t ultotal, curl_off_t ulnow)
+{
+	return (QueryCancelPending || ProcDiePending) ? 1 : 0;
+}
+
+/* enrich_http_prepare sets every option of one transfer */
+static void
+enrich_http_prepare(EnrichTransfer *t)
+{
+	EnrichHttpCall *call = t->call;
+	CURL	   *easy = t->easy;
+	char	   *key_header;
+
+	key_header = psprintf("x-api-key: %s", call->api_key ? call->api_key : "");
+	t->headers = curl_slist_append(t->headers, key_header);
+	memset(key_header, 0, strlen(key_header));
+	pfree(key_header);
+	t->headers = curl_slist_append(t->headers, "Accept: application/json");
+	t->headers = curl_slist_append(t->headers, "Expect:");
+	if (call->body != NULL)
+		t->headers = curl_slist_append(t->headers, "Content-Type: application/json");
+	if (t->headers == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory building HTTP headers")));
+
+	curl_easy_setopt(easy, CURLOPT_URL, call->url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) enrich_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) enrich_connect_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (enrich_ca_file != NULL && enrich_ca_file[0] != '\0')
+		curl_easy_setopt(easy, CURLOPT_CAINFO, enrich_ca_file);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "enrich/1.0");
+	curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t->limit);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->errbuf);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, enrich_http_write);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, enrich_http_header);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, enrich_http_progress);
+	curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
+	if (strcmp(call->method, "POST") == 0)
+	{
+		curl_easy_setopt(easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) call->body_len);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, call->body ? call->body : "");
+	}
+	else
+		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+}
+
+/* enrich_http_classify turns libcurl's result of a transfer into the call's */
+static void
+enrich_http_classify(EnrichTransfer *t)
+{
+	EnrichHttpCall *call = t->call;
+
+	call->failure = ENRICH_HTTP_OK;
+	call->error[0] = '\0';
+	if (t->result == CURLE_OK)
+	{
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &call->status);
+		return;
+	}
+
+	call->status = 0;
+	if (t->too_large || t->result == CURLE_FILESIZE_EXCEEDED)
+		call->failure = ENRICH_HTTP_TOO_LARGE;
+	else if (t->result == CURLE_OPERATION_TIMEDOUT)
+		call->failure = ENRICH_HTTP_TIMEOUT;
+	else if (t->result == CURLE_PEER_FAILED_VERIFICATION ||
+			 t->result == CURLE_SSL_CONNECT_ERROR ||
+			 t->result == CURLE_SSL_CACERT_BADFILE ||
+			 t->result == CURLE_SSL_CERTPROBLEM ||
+			 t->result == CURLE_SSL_ISSUER_ERROR)
+		call->failure = ENRICH_HTTP_TLS;
+	else
+		call->failure = ENRICH_HTTP_NETWORK;
+	strlcpy(call->error,
+			t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result),
+			sizeof(call->error));
+}
+
+/*
+ * enrich_http_perform performs the calls at once and returns when every one
+ * has an answer or a failure.  It waits in short slices so that Ctrl-C,
+ * statement_timeout and SIGTERM stop it within a few tens of milliseconds,
+ * and reports the wait event "Extension" while it waits.
+ */
+void
+enrich_http_perform(EnrichHttpCall *calls, int ncalls)
+{
+	EnrichTransfer *transfers;
+	volatile int remaining = ncalls;
+	instr_time	start;
+
+	enrich_http_setup();
+	transfers = palloc0(sizeof(EnrichTransfer) * ncalls);
+	INSTR_TIME_SET_CURRENT(start);
+
+	PG_TRY();
+	{
+		for (int i = 0; i < ncalls; i++)
+		{
+			EnrichTransfer *t = &transfers[i];
+
+			t->call = &calls[i];
+			t->call->retry_after = -1;
+			t->limit = (size_t) enrich_max_response_size_kb * 1024;
+			t->easy = enrich_http_take_handle();
+			enrich_http_prepare(t);
+			if (curl_multi_add_handle(enrich_http_multi, t->easy) != CURLM_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("could not start an HTTP transfer")));
+		}
+
+		while (remaining > 0)
+		{
+			int			running = 0;
+			CURLMsg    *msg;
+			int			queued;
+
+			if (curl_multi_perform(enrich_http_multi, &running) != CURLM_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("libcurl failed to drive the HTTP transfers")));
+			while ((msg = curl_multi_info_read(enrich_http_multi, &queued)) != NULL)
+			{
+				EnrichTransfer *t = NULL;
+
+				if (msg->msg != CURLMSG_DONE)
+					continue;
+				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+				if (t == NULL || t->done)
+					continue;
+				t->done = true;
+				t->result = msg->data.result;
+				remaining--;
+			}
+			CHECK_FOR_INTERRUPTS();
+			if (remaining == 0)
+				break;
+
+			pgstat_report_wait_start(PG_WAIT_EXTENSION);
+			curl_multi_poll(enrich_http_multi, NULL, 0, ENRICH_HTTP_POLL_MS, NULL);
+			pgstat_report_wait_end();
+			CHECK_FOR_INTERRUPTS();
+		}
+
+		for (int i = 0; i < ncalls; i++)
+		{
+			EnrichTransfer *t = &transfers[i];
+			EnrichHttpCall *call = t->call;
+			instr_time	now;
+
+			enrich_http_classify(t);
+			call->response = palloc(t->len + 1);
+			if (t->len > 0)
+				memcpy(call->response, t->buf, t->len);
+			call->response[t->len] = '\0';
+			call->response_len = t->len;
+			INSTR_TIME_SET_CURRENT(now);
+			INSTR_TIME_SUBTRACT(now, start);
+			call->elapsed_ms = INSTR_TIME_GET_MILLISEC(now);
+			elog(DEBUG2, "enrich: %s %s: status %ld, %zu bytes, %.1f ms%s%s",
+				 call->method, call->url, call->status, t->len, call->elapsed_ms,
+				 call->failure ? ": " : "", call->error);
+		}
+	}
+	PG_FINALLY();
+	{
+		for (int i = 0; i < ncalls; i++)
+		{
+			EnrichTransfer *t = &transfers[i];
+
+			if (t->easy != NULL)
+			{
+				curl_multi_remove_handle(enrich_http_multi, t->easy);
+				/* forget pointers into this call's memory before pooling */
+				curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
+				curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, NULL);
+				enrich_http_return_handle(t->easy);
+			}
+			if (t->headers != NULL)
+				curl_slist_free_all(t->headers);
+			free(t->buf);
+		}
+	}
+	PG_END_TRY();
+	pfree(transfers);
+}
+
+/* enrich_http_failure_name names a failure for messages */
+const char *
+enrich_http_failure_name(EnrichHttpFailure failure)
+{
+	switch (failure)
+	{
+		case ENRICH_HTTP_OK:
+			return "ok";
+		case ENRICH_HTTP_NETWORK:
+			return "network error";
+		case ENRICH_HTTP_TIMEOUT:
+			return "timeout";
+		case ENRICH_HTTP_TLS:
+			return "TLS error";
+		case ENRICH_HTTP_TOO_LARGE:
+			return "response too large";
+	}
+	return "unknown failure";
+}

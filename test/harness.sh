@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# harness.sh: starts a throwaway PostgreSQL cluster (enrich preloaded) and the
+# mock API on free ports, then runs the tests (mode "test") or the demo (mode
+# "demo"), and stops everything it started, whatever happens.
+#
+# PostgreSQL refuses to run as root: when run as root, the cluster, the mock
+# and the TAP tests run as the unprivileged user "postgres", from a copy of
+# test/ in a private work directory that this user owns.
+#
+# Environment: PG_CONFIG (default Debian's PostgreSQL 15), ENRICH_KEEP=1 keeps
+# the work directory for inspection, PROVE_VERBOSE=1 prints every TAP line.
+set -uo pipefail
+
+mode=${1:-test}
+top=$(cd "$(dirname "$0")/.." && pwd)
+PG_CONFIG=${PG_CONFIG:-$(command -v /usr/lib/postgresql/15/bin/pg_config || command -v pg_config)}
+bindir=$("$PG_CONFIG" --bindir)
+pgxsdir=$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")
+
+work=$(mktemp -d "/tmp/enrich-$mode.XXXXXX")
+chmod 755 "$work"
+run_user=$(id -un)
+if [ "$(id -u)" -eq 0 ]; then
+	run_user=postgres
+	id postgres >/dev/null 2>&1 || { echo "harness: user postgres is missing (is postgresql-15 installed?)" >&2; exit 1; }
+	chown postgres: "$work"
+fi
+
+# as_runner runs a command as the unprivileged user, with a clean HOME
+as_runner()
+{
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u postgres -- env HOME="$work" "$@"
+	else
+		"$@"
+	fi
+}
+
+# copy what the runner needs into the work directory it can read
+mkdir -p "$work/test"
+cp -r "$top/test/." "$work/test/"
+[ "$(id -u)" -eq 0 ] && chown -R postgres: "$work"
+
+export PGHOST=$work PGPORT=65432 PGUSER=postgres PGDATABASE=postgres
+export PATH="$bindir:$PATH"
+pgdata=$work/pgdata
+mock_pids=
+mock_bin=$work/test/mock/aggk-mock
+export ENRICH_MOCK_BIN=$mock_bin
+export ENRICH_LIVE_KEY=live-key ENRICH_TEST_KEY=test-key
+
+# cleanup stops the cluster, the mock and any process left in the work
+# directory (TAP clusters, mocks started by tests), then removes it
+cleanup()
+{
+	local rc=$?
+	trap - EXIT INT TERM
+	if [ -f "$pgdata/postmaster.pid" ]; then
+		as_runner pg_ctl -D "$pgdata" -m immediate -w stop >/dev/null 2>&1
+	fi
+	[ -n "$mock_pids" ] && kill $mock_pids 2>/dev/null
+	pkill -TERM -f "$work" 2>/dev/null
+	sleep 0.3
+	pkill -KILL -f "$work" 2>/dev/null
+	if [ "${ENRICH_KEEP:-0}" = 1 ] || [ $rc -ne 0 -a "$mode" = test -a -n "${CI:-}" ]; then
+		echo "harness: work directory kept: $work"
+	else
+		rm -rf "$work"
+	fi
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_mock NAME [FLAG...] starts a mock on a free port with the two test
+# keys and sets mock_port
+start_mock()
+{
+	local name=$1 port_file=$work/mock-$1.port
+	shift
+	as_runner "$mock_bin" --port 0 --port-file "$port_file" \
+		--key-live "$ENRICH_LIVE_KEY" --key-test "$ENRICH_TEST_KEY" \
+		--tier3 0 --tier4 0 "$@" >"$work/mock-$name.log" 2>&1 &
+	mock_pids="$mock_pids $!"
+	for _ in $(seq 100); do
+		[ -s "$port_file" ] && break
+		sleep 0.1
+	done
+	[ -s "$port_file" ] || { echo "harness: the mock $name did not start:" >&2; cat "$work/mock-$name.log" >&2; exit 1; }
+	mock_port=$(cat "$port_file")
+}
+
+# make_tls_files makes a throwaway CA and a certificate for 127.0.0.1
+make_tls_files()
+{
+	local d=$work/tls
+	mkdir -p "$d"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=enrich test CA" \
+		-keyout "$d/ca.key" -out "$d/ca.crt" >/dev/null 2>&1 &&
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+		-keyout "$d/server.key" -out "$d/server.csr" >/dev/null 2>&1 &&
+	printf 'subjectAltName=IP:127.0.0.1\n' >"$d/ext.cnf" &&
+	openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+		-CAcreateserial -days 2 -extfile "$d/ext.cnf" -out "$d/server.crt" >/dev/null 2>&1 ||
+		{ echo "harness: could not make TLS test certificates" >&2; exit 1; }
+	chmod 644 "$d"/*
+	export ENRICH_TEST_CA=$d/ca.crt
+}
+
+# start_mocks starts the mocks the tests use: an instant one (the default
+# API of the cluster), a slow one that keeps a batch pending for 1 s then
+# processes 100 items a second, and an
+# HTTPS one whose certificate the test CA signs
+start_mocks()
+{
+	start_mock main
+	ENRICH_MOCK_URL="http://127.0.0.1:$mock_port"
+	start_mock slow --start-delay-ms 1000 --items-per-second 100
+	ENRICH_MOCK_SLOW_URL="http://127.0.0.1:$mock_port"
+	make_tls_files
+	start_mock tls --tls-cert "$work/tls/server.crt" --tls-key "$work/tls/server.key"
+	ENRICH_MOCK_TLS_URL="https://127.0.0.1:$mock_port"
+	export ENRICH_MOCK_URL ENRICH_MOCK_SLOW_URL ENRICH_MOCK_TLS_URL
+}
+
+# start_cluster creates and starts a cluster that preloads enrich and talks
+# to the mock; it listens on a Unix socket in the work directory only
+start_cluster()
+{
+	as_runner initdb -D "$pgdata" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+		>"$work/initdb.log" 2>&1 || { cat "$work/initdb.log" >&2; exit 1; }
+	cat >>"$pgdata/postgresql.conf" <<-EOF
+		listen_addresses = ''
+		unix_socket_directories = '$work'
+		port = $PGPORT
+		shared_preload_libraries = 'enrich'
+		fsync = off
+		enrich.api_url = '$ENRICH_MOCK_URL'
+		enrich.environment = 'test'
+		log_line_prefix = '%m [%p] %q%a '
+	EOF
+	as_runner pg_ctl -D "$pgdata" -l "$work/postgres.log" -w -t 60 start >/dev/null ||
+		{ echo "harness: the cluster did not start:" >&2; cat "$work/postgres.log" >&2; exit 1; }
+}
+
+# run_regress runs the pg_regress tests named by REGRESS in the Makefile and
+# adds their outcome to the totals
+run_regress()
+{
+	local tests out
+	tests=$(make -s --no-print-directory -C "$top" print-regress)
+	echo "== pg_regress: $tests"
+	out=$work/regress
+	mkdir -p "$out"
+	timeout 600 "$pgxsdir/test/regress/pg_regress" --inputdir="$top" --outputdir="$out" \
+		--bindir="$bindir" --host="$PGHOST" --port="$PGPORT" --user=postgres \
+		--dbname=contrib_regression $tests 2>&1 | tee "$work/regress.out"
+	regress_passed=$(grep -cE '^(test| ) *[a-z0-9_]+ +\.\.\. ok' "$work/regress.out")
+	regress_failed=$(grep -cE '\.\.\. FAILED|\.\.\. failed' "$work/regress.out")
+	if [ "$regress_passed" -eq 0 ] && [ "$regress_failed" -eq 0 ]; then
+		regress_failed=1
+	fi
+	if [ -s "$out/regression.diffs" ]; then
+		echo "== pg_regress differences ($out/regression.diffs):"
+		head -200 "$out/regression.diffs"
+	fi
+}
+
+# run_tap runs the mock's conformance tests and the TAP tests as the runner
+run_tap()
+{
+	local files counts=$work/tap.counts verbose=
+	files=$(ls "$work"/test/mock/t/*.pl "$work"/test/t/*.pl 2>/dev/null)
+	[ "${PROVE_VERBOSE:-0}" = 1 ] && verbose=--verbose
+	echo "== TAP tests"
+	mkdir -p "$work/tap"
+	[ "$(id -u)" -eq 0 ] && chown postgres: "$work/tap"
+	(cd "$work/tap" && as_runner timeout 1200 env TESTDIR="$work/tap" \
+		PG_REGRESS="$pgxsdir/test/regress/pg_regress" \
+		perl "$work/test/tap-run.pl" --counts "$counts" $verbose \
+		-I "$work/test/perl" -I "$pgxsdir/test/perl" $files)
+	if [ -s "$counts" ]; then
+		read -r tap_passed tap_failed tap_skipped <"$counts"
+	else
+		tap_passed=0 tap_failed=1 tap_skipped=0
+	fi
+}
+
+case "$mode" in
+	test)
+		start_mocks
+		start_cluster
+		regress_passed=0 regress_failed=0 tap_passed=0 tap_failed=0 tap_skipped=0
+		run_regress
+		run_tap
+		passed=$((regress_passed + tap_passed))
+		failed=$((regress_failed + tap_failed))
+		echo "== pg_regress: $regress_passed passed, $regress_failed failed; TAP: $tap_passed passed, $tap_failed failed, $tap_skipped skipped"
+		if [ "$tap_skipped" -gt 0 ]; then
+			echo "$passed passed, $failed failed, $tap_skipped skipped"
+		else
+			echo "$passed passed, $failed failed"
+		fi
+		[ "$failed" -eq 0 ]
+		;;
+	demo)
+		start_mock main --start-delay-ms 300 --items-per-second 2000
+		export ENRICH_MOCK_URL="http://127.0.0.1:$mock_port"
+		start_cluster
+		bash "$top/test/demo.sh"
+		;;
+	*)
+		echo "usage: harness.sh test|demo" >&2
+		exit 2
+		;;
+esac
