@@ -1,0 +1,112 @@
+# The SQL API seen from outside one session: the wait event of a call in
+# pg_stat_activity, a cancel (Ctrl-C) stopping a slow call promptly, flat
+# memory while enrich_items walks a large batch, and no server log line that
+# shows the API key.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+
+use EnrichMock;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $key = 'tk-5f1e0c9d7a3b';
+my $mock = EnrichMock->start(key_test => [$key]);
+
+my $node = PostgreSQL::Test::Cluster->new('sql_api');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'enrich'
+enrich.api_url = '@{[ $mock->url ]}'
+enrich.environment = 'test'
+log_min_messages = debug2
+log_statement = 'all'
+});
+$node->start;
+
+$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
+$node->safe_psql('postgres', "SELECT enrich_set_api_key('test', '$key')");
+my $batch = $node->safe_psql('postgres',
+	q{SELECT enrich_submit('[{"personId": "p-1"}, {"personId": "p-2"}]')});
+like($batch, qr/^\S+$/, 'a batch was submitted');
+
+# A slow call shows the wait event, and a cancel stops it within 100 ms.
+$mock->set_faults({ latency_ms => 5000 });
+$node->safe_psql('postgres', 'CREATE TABLE cancelled_at (at timestamptz)');
+my $slow = $node->background_psql('postgres');
+$slow->query_until(qr/started/, qq{
+\\echo started
+DO \$\$
+BEGIN
+	PERFORM enrich_status('$batch');
+EXCEPTION WHEN query_canceled THEN
+	INSERT INTO cancelled_at VALUES (clock_timestamp());
+END
+\$\$;
+});
+
+ok( $node->poll_query_until(
+		'postgres', q{
+		SELECT wait_event_type = 'Extension' AND wait_event = 'Extension'
+		FROM pg_stat_activity WHERE query LIKE 'DO%PERFORM enrich_status%'}),
+	'a waiting API call shows wait event Extension in pg_stat_activity');
+
+my $slow_pid = $node->safe_psql('postgres', q{
+	SELECT pid FROM pg_stat_activity
+	WHERE query LIKE 'DO%PERFORM enrich_status%' AND pid <> pg_backend_pid()});
+like($slow_pid, qr/^\d+$/, 'the waiting backend was found');
+my $cancel_sent = $node->safe_psql('postgres',
+	"SELECT clock_timestamp() FROM (SELECT pg_cancel_backend($slow_pid) AS sent) s WHERE sent");
+ok($cancel_sent ne '', 'the cancel was sent');
+ok($node->poll_query_until('postgres', 'SELECT count(*) = 1 FROM cancelled_at'),
+	'the call was cancelled');
+my $delay_ms = $node->safe_psql('postgres',
+	"SELECT round(extract(epoch FROM at - '$cancel_sent'::timestamptz) * 1000) FROM cancelled_at");
+cmp_ok($delay_ms, '<', 100, "the call stopped ${delay_ms} ms after the cancel (< 100 ms)");
+$slow->quit;
+$mock->set_faults({});
+
+# enrich_items keeps memory flat: 1000 items of ~4 KB read in pages of 10
+my $fat = $node->safe_psql('postgres', q{
+	SELECT enrich_submit(jsonb_agg(jsonb_build_object('personId', 'p-' || g,
+		'metadata', jsonb_build_object('pad', repeat('m', 4000)))))
+	FROM generate_series(1, 1000) g});
+my $walker = $node->background_psql('postgres');
+my $pid = $walker->query_safe('SELECT pg_backend_pid()');
+chomp $pid;
+
+sub rss_kb
+{
+	my ($p) = @_;
+	open my $fh, '<', "/proc/$p/status" or die "cannot read /proc/$p/status: $!";
+	while (<$fh>) { return $1 if /^VmRSS:\s+(\d+)\s+kB/; }
+	die "no VmRSS for $p";
+}
+
+# warm up (libraries, caches), then measure
+$walker->query_safe("SELECT count(*) FROM enrich_items('$fat', page_size => 10) WHERE false");
+$walker->query_safe("SELECT count(*) FROM (SELECT * FROM enrich_items('$fat', page_size => 10) LIMIT 100) s");
+my $before = rss_kb($pid);
+my $rows = $walker->query_safe(
+	"SELECT count(*) || ' ' || sum(length(metadata::text)) FROM enrich_items('$fat', page_size => 10)");
+my $after = rss_kb($pid);
+$walker->quit;
+my ($count, $bytes) = split ' ', $rows;
+is($count, 1000, 'every item was read');
+cmp_ok($bytes, '>', 4_000_000, 'the items carried more than 4 MB of metadata');
+cmp_ok($after - $before, '<', 2048,
+	"backend RSS grew by @{[ $after - $before ]} kB reading them (< 2 MB)");
+
+# The key appears in no server log line but the statement that set it.
+my $log = slurp_file($node->logfile);
+my @with_key = grep { index($_, $key) >= 0 } split /\n/, $log;
+ok(@with_key > 0, 'the statement that set the key is logged (log_statement = all)');
+is_deeply([ grep { !/enrich_set_api_key/ } @with_key ], [],
+	'no other log line contains the key');
+like($log, qr/enrich: GET \S+bulk-enrich/, 'API calls are logged at DEBUG2, without the key');
+
+$node->stop;
+$mock->stop;
+done_testing();
