@@ -3,18 +3,35 @@
 # harness.sh started (PGHOST/PGPORT and ENRICH_MOCK_URL are set by it).
 set -euo pipefail
 
-psql_q() { psql -X -v ON_ERROR_STOP=1 -q "$@"; }
+psql_demo() { psql -X -v ON_ERROR_STOP=1 -v test_key="$ENRICH_TEST_KEY" "$@"; }
 
-echo "== enrich demo: cluster on $PGHOST, mock API at $ENRICH_MOCK_URL"
-psql_q -c "CREATE EXTENSION enrich"
-psql_q -c "SELECT extname, extversion FROM pg_extension WHERE extname = 'enrich'"
+echo "== enrich demo: a throwaway cluster on $PGHOST, the mock API at $ENRICH_MOCK_URL"
+psql_demo -q <<'SQL'
+CREATE EXTENSION enrich;
+SELECT enrich_set_api_key('test', :'test_key') \gset
+SQL
 
-echo "== a submit/status round trip against the mock API"
-batch=$(curl -sS -H "x-api-key: $ENRICH_TEST_KEY" -H 'content-type: application/json' \
-	-d '{"requests":[{"professionalSocialMediaUrl":"https://www.linkedin.com/in/jane-doe"},{"personId":"p-notfound-1"}]}' \
-	"$ENRICH_MOCK_URL/v2/test/person/bulk-enrich")
-echo "submitted: $batch"
-id=$(echo "$batch" | sed -E 's/.*"batchId" *: *"([^"]+)".*/\1/')
-sleep 1
-curl -sS -H "x-api-key: $ENRICH_TEST_KEY" "$ENRICH_MOCK_URL/v2/test/person/bulk-enrich/$id"; echo
-curl -sS -H "x-api-key: $ENRICH_TEST_KEY" "$ENRICH_MOCK_URL/v2/test/person/bulk-enrich/$id/items"; echo
+psql_demo <<'SQL'
+\echo '== submit three people to the test environment'
+SET enrich.environment = 'test';
+SELECT enrich_submit('[
+  {"professionalSocialMediaUrl": "https://www.linkedin.com/in/jane-doe", "metadata": {"contact_id": 1}},
+  {"personId": "p-1002", "metadata": {"contact_id": 2}},
+  {"professionalSocialMediaUrl": "linkedin.com/in/notfound-someone", "metadata": {"contact_id": 3}}
+]') AS batch \gset
+\echo batch :batch
+SELECT status, total_count, processed_count FROM enrich_status(:'batch');
+
+\echo '== wait for the API to process it'
+SELECT pg_sleep(1) \gset
+SELECT status, total_count, success_count, failure_count FROM enrich_status(:'batch');
+
+\echo '== the enriched people'
+SELECT metadata->>'contact_id' AS contact, is_success,
+       person->>'fullName' AS full_name, person->>'jobTitle' AS job_title,
+       person->>'companyName' AS company, error->>'code' AS error
+FROM enrich_items(:'batch');
+
+\echo '== recent batches'
+SELECT batch_id, status, total_count FROM enrich_batches("limit" => 5);
+SQL
