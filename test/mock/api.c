@@ -155,6 +155,7 @@ validate_request(int i, json_object *req, mock_input *in, mock_reply *r)
 	json_object *person_id = NULL;
 	json_object *pdl_id = NULL;
 	json_object *metadata = NULL;
+	struct json_object_iter field;
 
 	if (!json_object_is_type(req, json_type_object))
 	{
@@ -162,8 +163,10 @@ validate_request(int i, json_object *req, mock_input *in, mock_reply *r)
 		return false;
 	}
 
-	json_object_object_foreach(req, key, val)
+	json_object_object_foreachC(req, field)
 	{
+		const char *key = field.key;
+		json_object *val = field.val;
 		json_object **slot = NULL;
 
 		if (strcmp(key, "professionalSocialMediaUrl") == 0)
@@ -275,6 +278,7 @@ bulk_enrich(const mock_call *call, mock_reply *r)
 	int			n;
 	int			i;
 	sbuf		b;
+	struct json_object_iter field;
 
 	if (!api_check_args(call, no_args, r))
 		return;
@@ -291,18 +295,18 @@ bulk_enrich(const mock_call *call, mock_reply *r)
 		reply_error(r, 400, INVALID, "body: must be a JSON object");
 		return;
 	}
-	json_object_object_foreach(root, key, val)
+	json_object_object_foreachC(root, field)
 	{
-		if (strcmp(key, "requests") != 0)
+		if (strcmp(field.key, "requests") != 0)
 		{
 			char		name[128];
 
-			mock_clip(name, sizeof(name), key);
+			mock_clip(name, sizeof(name), field.key);
 			json_object_put(root);
 			reply_error(r, 400, INVALID, "%s: unknown field", name);
 			return;
 		}
-		requests = val;
+		requests = field.val;
 	}
 	if (!json_object_is_type(requests, json_type_array) ||
 		json_object_array_length(requests) < 1 ||

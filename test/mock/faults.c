@@ -9,6 +9,7 @@
  */
 #include "mock.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -79,6 +80,32 @@ get_endpoints(json_object *v, unsigned *out)
 	return true;
 }
 
+/* The probability settings, by name and place in mock_faults. */
+static const struct
+{
+	const char *name;
+	size_t		offset;
+}			probabilities[] = {
+	{"rate_429", offsetof(mock_faults, rate_429)},
+	{"rate_5xx", offsetof(mock_faults, rate_5xx)},
+	{"rate_drop", offsetof(mock_faults, rate_drop)},
+	{"rate_drop_after", offsetof(mock_faults, rate_drop_after)},
+	{"rate_malformed", offsetof(mock_faults, rate_malformed)},
+	{"batch_fail_rate", offsetof(mock_faults, batch_fail_rate)},
+};
+
+/* probability_slot returns where probability setting key goes, or NULL. */
+static double *
+probability_slot(mock_faults *f, const char *key)
+{
+	size_t		i;
+
+	for (i = 0; i < sizeof(probabilities) / sizeof(probabilities[0]); i++)
+		if (strcmp(key, probabilities[i].name) == 0)
+			return (double *) ((char *) f + probabilities[i].offset);
+	return NULL;
+}
+
 /*
  * faults_parse validates a fault setting object.  Keys not given keep their
  * defaults (no fault, retry_after 1, every vendor endpoint).  On error it
@@ -88,6 +115,7 @@ bool
 faults_parse(json_object *obj, mock_faults *out, char *err, size_t errlen)
 {
 	mock_faults f = {.retry_after = 1,.endpoints = ALL_VENDOR_ENDPOINTS};
+	struct json_object_iter field;
 
 	if (!json_object_is_type(obj, json_type_object))
 	{
@@ -95,29 +123,29 @@ faults_parse(json_object *obj, mock_faults *out, char *err, size_t errlen)
 		return false;
 	}
 
-	json_object_object_foreach(obj, key, val)
+	json_object_object_foreachC(obj, field)
 	{
+		const char *key = field.key;
+		json_object *val = field.val;
+		double	   *probability = probability_slot(&f, key);
 		bool		ok;
 		const char *want;
 
-		if (strcmp(key, "rate_429") == 0)
-			ok = get_probability(val, &f.rate_429), want = "a number between 0 and 1";
-		else if (strcmp(key, "rate_5xx") == 0)
-			ok = get_probability(val, &f.rate_5xx), want = "a number between 0 and 1";
-		else if (strcmp(key, "rate_drop") == 0)
-			ok = get_probability(val, &f.rate_drop), want = "a number between 0 and 1";
-		else if (strcmp(key, "rate_drop_after") == 0)
-			ok = get_probability(val, &f.rate_drop_after), want = "a number between 0 and 1";
-		else if (strcmp(key, "rate_malformed") == 0)
-			ok = get_probability(val, &f.rate_malformed), want = "a number between 0 and 1";
-		else if (strcmp(key, "batch_fail_rate") == 0)
-			ok = get_probability(val, &f.batch_fail_rate), want = "a number between 0 and 1";
+		if (probability)
+		{
+			ok = get_probability(val, probability);
+			want = "a number between 0 and 1";
+		}
 		else if (strcmp(key, "retry_after") == 0)
-			ok = get_integer(val, 1, 86400, &f.retry_after),
-				want = "an integer between 1 and 86400";
+		{
+			ok = get_integer(val, 1, 86400, &f.retry_after);
+			want = "an integer between 1 and 86400";
+		}
 		else if (strcmp(key, "latency_ms") == 0)
-			ok = get_integer(val, 0, 3600000, &f.latency_ms),
-				want = "an integer between 0 and 3600000";
+		{
+			ok = get_integer(val, 0, 3600000, &f.latency_ms);
+			want = "an integer between 0 and 3600000";
+		}
 		else if (strcmp(key, "extra_field") == 0)
 		{
 			ok = json_object_is_type(val, json_type_boolean);
@@ -126,9 +154,11 @@ faults_parse(json_object *obj, mock_faults *out, char *err, size_t errlen)
 			want = "a boolean";
 		}
 		else if (strcmp(key, "endpoints") == 0)
-			ok = get_endpoints(val, &f.endpoints),
-				want = "an array of endpoint names (bulk_enrich, list_batches, "
+		{
+			ok = get_endpoints(val, &f.endpoints);
+			want = "an array of endpoint names (bulk_enrich, list_batches, "
 				"batch_status, get_item, list_items)";
+		}
 		else
 		{
 			char		clipped[128];

@@ -200,11 +200,12 @@ add_extra_field(json_object *obj)
 	if (json_object_is_type(obj, json_type_object))
 	{
 		json_object *extra;
+		struct json_object_iter field;
 
-		json_object_object_foreach(obj, key, val)
+		json_object_object_foreachC(obj, field)
 		{
-			if (strcmp(key, "metadata") != 0)
-				add_extra_field(val);
+			if (strcmp(field.key, "metadata") != 0)
+				add_extra_field(field.val);
 		}
 		extra = json_object_new_object();
 		json_object_object_add(extra, "note", json_object_new_string("ignore me"));
@@ -229,8 +230,8 @@ rewrite_extra_field(mock_reply *r)
 
 	if (r->body == NULL)
 		return;
-	/* deeper than requests: metadata is nested inside the response */
-	obj = mock_parse_json(r->body, r->len, 4 * MOCK_JSON_DEPTH, err, sizeof(err));
+	/* a little deeper than requests: metadata sits inside an items page */
+	obj = mock_parse_json(r->body, r->len, MOCK_JSON_DEPTH + 8, err, sizeof(err));
 	if (obj == NULL)
 		return;
 	add_extra_field(obj);
@@ -459,10 +460,12 @@ is_loopback(struct MHD_Connection *conn)
 	return false;
 }
 
-/* key_valid says whether key is one of n keys. */
+/* key_valid says whether key is an API key of environment env. */
 static bool
-key_valid(const char *key, char **keys, int n)
+key_valid(const char *key, mock_env env)
 {
+	char	  **keys = (env == MOCK_ENV_LIVE) ? mock_conf.live_keys : mock_conf.test_keys;
+	int			n = (env == MOCK_ENV_LIVE) ? mock_conf.n_live_keys : mock_conf.n_test_keys;
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -475,7 +478,7 @@ key_valid(const char *key, char **keys, int n)
 static void
 sleep_ms(int64_t ms)
 {
-	while (ms > 0 && !mock_stopping)
+	while (ms > 0 && !atomic_load(&mock_stopping))
 	{
 		int64_t		step = ms < 50 ? ms : 50;
 		struct timespec ts = {(time_t) (step / 1000), (long) (step % 1000) * 1000000L};
@@ -486,9 +489,10 @@ sleep_ms(int64_t ms)
 }
 
 /*
- * begin_request runs the checks that need no body, in the documented
- * order, and answers at once if one fails.  Returns what the access handler
- * returns; req->answered says whether a response was queued.
+ * begin_request runs the checks that need no body, in the documented order.
+ * A failed check keeps its answer in req->early_reply (sent once the body
+ * is read), except a drop (MHD_NO) and a 413 by Content-Length (sent now).
+ * Returns what the access handler returns.
  */
 static enum MHD_Result
 begin_request(struct MHD_Connection *conn, request *req)
@@ -497,12 +501,12 @@ begin_request(struct MHD_Connection *conn, request *req)
 	const char *allow = NULL;
 	const char *key;
 	const char *clen;
-	mock_env	other;
 	int			status;
+	int			tier;
+	int64_t		rate;
 	int			retry;
 	int			fault_status = 0;
 	bool		drop_now = false;
-	bool		limited = false;
 	uint64_t	length;
 
 	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_arg, req);
@@ -522,6 +526,8 @@ begin_request(struct MHD_Connection *conn, request *req)
 	}
 	if (status != 0)
 		return answer_early(req, 404, "not_found", 0, NULL, message);
+	tier = (req->endpoint == EP_BULK_ENRICH) ? 3 : 4;
+	rate = (tier == 3) ? mock_conf.tier3 : mock_conf.tier4;
 
 	/* the fault setting of this request; extra_field applies to every reply */
 	pthread_mutex_lock(&mock_lock);
@@ -530,20 +536,12 @@ begin_request(struct MHD_Connection *conn, request *req)
 	req->faults_apply = (req->faults.endpoints & (1u << req->endpoint)) != 0;
 
 	key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "x-api-key");
-	other = (req->env == MOCK_ENV_LIVE) ? MOCK_ENV_TEST : MOCK_ENV_LIVE;
 	if (key == NULL || *key == '\0')
-	{
 		return answer_early(req, 401, "unauthorized", 0, NULL,
 							"missing API key (header x-api-key)");
-	}
-	if (!key_valid(key, req->env == MOCK_ENV_LIVE ? mock_conf.live_keys : mock_conf.test_keys,
-				   req->env == MOCK_ENV_LIVE ? mock_conf.n_live_keys : mock_conf.n_test_keys))
+	if (!key_valid(key, req->env))
 	{
-		bool		for_other = key_valid(key,
-										  other == MOCK_ENV_LIVE ? mock_conf.live_keys : mock_conf.test_keys,
-										  other == MOCK_ENV_LIVE ? mock_conf.n_live_keys : mock_conf.n_test_keys);
-
-		if (for_other)
+		if (key_valid(key, req->env == MOCK_ENV_LIVE ? MOCK_ENV_TEST : MOCK_ENV_LIVE))
 			return answer_early(req, 403, "forbidden", 0, NULL,
 								req->env == MOCK_ENV_LIVE ?
 								"this API key is not valid for the live environment" :
@@ -581,20 +579,18 @@ begin_request(struct MHD_Connection *conn, request *req)
 								"service unavailable (injected fault)");
 	}
 
-	if ((req->endpoint == EP_BULK_ENRICH ? mock_conf.tier3 : mock_conf.tier4) > 0)
+	if (rate > 0)
 	{
 		pthread_mutex_lock(&mock_lock);
-		retry = ratelimit_take_locked(key, req->endpoint == EP_BULK_ENRICH ? 3 : 4,
-									  mock_mono_ms());
+		retry = ratelimit_take_locked(key, tier, mock_mono_ms());
 		pthread_mutex_unlock(&mock_lock);
-		limited = retry > 0;
-		if (limited)
+		if (retry > 0)
 		{
 			char		msg[96];
 
-			snprintf(msg, sizeof(msg), "rate limit of tier %d exceeded (%lld requests per second)",
-					 req->endpoint == EP_BULK_ENRICH ? 3 : 4,
-					 (long long) (req->endpoint == EP_BULK_ENRICH ? mock_conf.tier3 : mock_conf.tier4));
+			snprintf(msg, sizeof(msg),
+					 "rate limit of tier %d exceeded (%lld requests per second)",
+					 tier, (long long) rate);
 			return answer_early(req, 429, "rate_limited", retry, NULL, msg);
 		}
 	}

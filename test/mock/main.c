@@ -27,7 +27,7 @@ mock_config mock_conf = {
 	.seed = 1,
 };
 pthread_mutex_t mock_lock = PTHREAD_MUTEX_INITIALIZER;
-volatile int mock_stopping;
+atomic_int mock_stopping;
 
 static const char usage[] =
 "Usage: aggk-mock [FLAG]...\n"
@@ -274,6 +274,11 @@ free_keys(char **keys, int n)
 	free(keys);
 }
 
+/*
+ * main parses the flags, starts the daemon, announces the port, and serves
+ * until SIGTERM or SIGINT; then it stops the daemon (joining every
+ * connection thread) and frees all state.
+ */
 int
 main(int argc, char **argv)
 {
@@ -328,7 +333,7 @@ main(int argc, char **argv)
 
 	while (sigwait(&stop_signals, &sig) != 0)
 		;
-	mock_stopping = 1;
+	atomic_store(&mock_stopping, 1);
 	MHD_stop_daemon(d);
 	if (mock_conf.verbose)
 		fprintf(stderr, "aggk-mock: stopped by signal %d\n", sig);

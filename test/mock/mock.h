@@ -28,6 +28,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,11 +36,19 @@
 
 #include <json-c/json.h>
 
+struct MHD_Daemon;
+
 #define MOCK_MAX_BODY			(4 * 1024 * 1024)	/* bytes; above: 413 */
 #define MOCK_MAX_REQUESTS		1000	/* requests per bulk enrich */
 #define MOCK_MAX_IDENTIFIER		2048	/* bytes per identifier field */
 #define MOCK_MAX_METADATA		4096	/* bytes of serialized metadata */
-#define MOCK_JSON_DEPTH			64	/* nesting limit of request bodies */
+/*
+ * Nesting limit of request bodies.  The contract bounds metadata by size
+ * only, and 4096 bytes of metadata nest at most 2046 levels ({"":[[...]]}),
+ * plus 3 levels of the bulk-enrich body around it; so no valid request
+ * reaches this limit, while parsing stays bounded.
+ */
+#define MOCK_JSON_DEPTH			2100
 
 #define MOCK_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
@@ -88,7 +97,7 @@ typedef struct mock_config
 
 extern mock_config mock_conf;
 extern pthread_mutex_t mock_lock;
-extern volatile int mock_stopping;
+extern atomic_int mock_stopping;	/* set once SIGTERM or SIGINT arrived */
 
 /* ---- util.c ---- */
 
@@ -110,7 +119,7 @@ extern void sbuf_reserve(sbuf *b, size_t extra);
 extern void sbuf_append(sbuf *b, const char *s, size_t n);
 extern void sbuf_puts(sbuf *b, const char *s);
 extern void sbuf_printf(sbuf *b, const char *fmt,...) MOCK_PRINTF(2, 3);
-extern void sbuf_vprintf(sbuf *b, const char *fmt, va_list ap);
+extern void sbuf_vprintf(sbuf *b, const char *fmt, va_list ap) MOCK_PRINTF(2, 0);
 extern void sbuf_json_string(sbuf *b, const char *s, size_t n);
 extern char *sbuf_detach(sbuf *b, size_t *len);
 extern void sbuf_free(sbuf *b);

@@ -24,6 +24,7 @@ use File::Basename ();
 use File::Spec;
 use File::Temp ();
 use HTTP::Tiny;
+use IO::Handle ();
 use JSON::PP ();
 use POSIX ();
 use Scalar::Util ();
@@ -35,8 +36,11 @@ my $MODULE_DIR = File::Basename::dirname(File::Spec->rel2abs(__FILE__));
 
 # pid => weak reference to the object, for END-time cleanup.
 my %RUNNING;
+# every object (weak), so END can remove temp dirs before global destruction
+my %OBJECTS;
 
-my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
+# max_depth: the mock accepts (and echoes) metadata nested far deeper than JSON::PP's 512
+my $JSON = JSON::PP->new->utf8->canonical->allow_nonref->max_depth(100_000);
 
 sub json_encode { return $JSON->encode($_[-1]) }
 
@@ -104,6 +108,9 @@ sub start
 	push @args, '--verbose' if $o{verbose};
 	push @args, @{ $o{args} } if $o{args};
 
+	# nothing buffered may be written twice (by the child when it reopens STDOUT)
+	STDOUT->flush;
+	STDERR->flush;
 	my $pid = fork;
 	croak "EnrichMock: fork failed: $!" unless defined $pid;
 	if ($pid == 0)
@@ -140,6 +147,8 @@ sub start
 	}, $class;
 	$RUNNING{$pid} = $self;
 	Scalar::Util::weaken($RUNNING{$pid});
+	$OBJECTS{ Scalar::Util::refaddr($self) } = $self;
+	Scalar::Util::weaken($OBJECTS{ Scalar::Util::refaddr($self) });
 
 	my $timeout = $o{timeout} // 10;
 	my $deadline = Time::HiRes::time() + $timeout;
@@ -177,12 +186,19 @@ sub start
 
 	$self->{port} = $port;
 	$self->{url} = ($self->{tls} ? 'https' : 'http') . "://$self->{host}:$port";
-	$self->{http} = HTTP::Tiny->new(
-		keep_alive => 1,
-		timeout => $o{http_timeout} // 30,
-		agent => "EnrichMock/$VERSION",
-		verify_SSL => 0);
+	$self->{http} = ua(keep_alive => 1, timeout => $o{http_timeout} // 30);
 	return $self;
+}
+
+# An HTTP::Tiny for talking to the mock: no proxy from the environment, and
+# TCP_NODELAY so that a POST (headers and body are two writes) does not wait for a
+# delayed ACK (~40 ms a request otherwise).
+sub ua
+{
+	shift if @_ % 2;    # EnrichMock->ua(...) or EnrichMock::ua(...)
+	my (%o) = @_;
+	return EnrichMock::UA->new(agent => "EnrichMock/$VERSION", verify_SSL => 0,
+		proxy => undef, http_proxy => undef, https_proxy => undef, %o);
 }
 
 sub _list
@@ -289,7 +305,7 @@ sub _curl_request
 	my ($self, $method, $url, $h, $content) = @_;
 	my $d = $self->{dir};
 	my ($hf, $bf, $inf) = map { File::Spec->catfile($d, "curl.$$.$_") } qw(hdr body in);
-	my @cmd = ('curl', '-s', '-X', $method, '-D', $hf, '-o', $bf, '-w', '%{http_code}',
+	my @cmd = ('curl', '-s', '--noproxy', '*', '-X', $method, '-D', $hf, '-o', $bf, '-w', '%{http_code}',
 		'--max-time', '30');
 	push @cmd, $self->{tls_ca} ? ('--cacert', $self->{tls_ca}) : ('-k');
 	push @cmd, '-H', "$_: $h->{$_}" for sort keys %$h;
@@ -429,6 +445,7 @@ sub DESTROY
 	my ($self) = @_;
 	local ($@, $!, $?);
 	eval { $self->stop if $self->{pid} };
+	delete $OBJECTS{ Scalar::Util::refaddr($self) };
 	return;
 }
 
@@ -498,7 +515,30 @@ END
 		else { eval { _terminate($pid, 5) }; }
 	}
 	%RUNNING = ();
+	# temp dirs: File::Temp's own cleanup is unreliable during global destruction
+	for my $obj (grep { defined } values %OBJECTS)
+	{
+		next unless ($obj->{owner} // 0) == $$;
+		$obj->{tmp} = undef;
+	}
 }
+
+package EnrichMock::UA;
+
+our @ISA = ('HTTP::Tiny');
+
+sub _open_handle
+{
+	my $self = shift;
+	my $h = $self->SUPER::_open_handle(@_);
+	eval {
+		require Socket;
+		$h->{fh}->setsockopt(Socket::IPPROTO_TCP(), Socket::TCP_NODELAY(), 1) if $h && $h->{fh};
+	};
+	return $h;
+}
+
+package EnrichMock;
 
 # Turn SIGINT/SIGTERM/SIGHUP of the test into a normal exit so END runs,
 # unless the test installed its own handlers.

@@ -90,6 +90,17 @@ for my $p ('/', '/v2/test/person', '/v2/test/person/nope', '/v3/test/person/bulk
 $err->($m->request(GET => '/v2/test/person/nope', key => undef), 404, 'not_found', undef,
 	'unknown path without a key -> 404 (path checked before the key)');
 
+# every non-2xx has the error envelope, whatever the status (e.g. a method not served)
+for my $meth (qw(DELETE PUT PATCH))
+{
+	my $r = $m->request($meth => '/v2/test/person/bulk-enrich', key => 'test-1', body => '');
+	my $j = $r->{json};
+	ok($r->{status} >= 400 && ref $j eq 'HASH' && join(',', sort keys %$j) eq 'error' && ref $j->{error} eq 'HASH'
+		  && join(',', sort keys %{ $j->{error} }) eq 'code,message'
+		  && EnrichMock::jtype($j->{error}{code}) eq 'string' && EnrichMock::jtype($j->{error}{message}) eq 'string',
+		"$meth on bulk-enrich: $r->{status} with the error envelope") or diag $r->{content};
+}
+
 # order: key checks before validation
 $err->($m->request(POST => '/v2/test/person/bulk-enrich', key => undef, body => '{not json'),
 	401, 'unauthorized', undef, 'no key and malformed body -> 401, not 400');

@@ -115,6 +115,15 @@ accepted(post_json(with_at(1, { personId => 'm', metadata => { k => 'x' x 3900 }
 	'metadata of ~3.9 KiB serialized -> 202');
 $err->(post_json(with_at(1, { personId => 'm', metadata => { k => 'x' x 4200 } })), 400, 'invalid_request',
 	qr/requests\[1\]\.metadata/, 'metadata over 4 KiB serialized -> 400 naming requests[1].metadata');
+{
+	# the contract bounds metadata by size only (4 KiB serialized), not by nesting depth
+	my $deep = {};
+	my $cur = $deep;
+	($cur = $cur->{a} = {}) for 1 .. 99;
+	my $len = length(EnrichMock->json_encode($deep));
+	accepted(post_json(with_at(1, { personId => 'm-deep', metadata => $deep })),
+		"metadata nested 100 levels deep ($len bytes, under 4 KiB) -> 202");
+}
 $err->(post_json(with_at(1, { personId => 'm', metadata => { map { ("key$_" => 'v' x 40) } 1 .. 100 } })), 400,
 	'invalid_request', qr/requests\[1\]\.metadata/, 'metadata of many small keys over 4 KiB -> 400');
 

@@ -69,17 +69,26 @@ is($m->request(GET => '/v2/test/nope')->{status}, 404, 'an unknown path 404');
 
 # --- connections
 {
-	my $fresh = sub { HTTP::Tiny->new(keep_alive => 0)->get($m->url . $_[0], { headers => { 'x-api-key' => $m->key_test } }) };
+	my $fresh = sub { EnrichMock->ua(keep_alive => 0)->get($m->url . $_[0], { headers => { 'x-api-key' => $m->key_test } }) };
 	my $c0 = EnrichMock::json_decode($fresh->('/__mock/stats')->{content})->{connections};
 	$fresh->($BE) for 1 .. 3;
 	my $c1 = EnrichMock::json_decode($fresh->('/__mock/stats')->{content})->{connections};
 	is($c1 - $c0, 4, 'connections: +4 for 3 requests and a stats call on fresh connections');
 
-	my $ka = HTTP::Tiny->new(keep_alive => 1);
+	my $ka = EnrichMock->ua(keep_alive => 1);
 	my $k0 = EnrichMock::json_decode($ka->get($m->url . '/__mock/stats')->{content})->{connections};
 	$ka->get($m->url . $BE, { headers => { 'x-api-key' => $m->key_test } }) for 1 .. 5;
 	my $k1 = EnrichMock::json_decode($ka->get($m->url . '/__mock/stats')->{content})->{connections};
 	is($k1, $k0, 'connections: 5 requests on a keep-alive connection open no new connection');
+
+	# error answers keep the connection too (a client reusing connections is not penalized)
+	my $json = { 'content-type' => 'application/json' };
+	$ka->post($m->url . $BE, { headers => $json, content => '{"requests":[{"personId":"ka-1"}]}' });    # 401
+	$ka->post($m->url . $BE, { headers => { %$json, 'x-api-key' => $m->key_test }, content => '{"requests":[]}' });    # 400
+	$ka->post($m->url . '/v2/test/nope', { headers => { %$json, 'x-api-key' => $m->key_test }, content => '{}' });    # 404
+	$ka->get($m->url . "$BE/bat_99999999_deadbeef", { headers => { 'x-api-key' => $m->key_test } });    # 404
+	my $k2 = EnrichMock::json_decode($ka->get($m->url . '/__mock/stats')->{content})->{connections};
+	is($k2, $k0, 'connections: 401, 400 and 404 answers keep the connection alive');
 }
 
 # --- flaky before reset
@@ -130,7 +139,7 @@ SKIP: {
 	my ($ip) = grep { !/^127\./ && /^\d+\.\d+\.\d+\.\d+$/ } split ' ', (`hostname -I 2>/dev/null` // '');
 	skip 'no non-loopback IPv4 address', 3 unless $ip;
 	$m = EnrichMock->start(bind => '0.0.0.0', seed => 1);
-	my $h = HTTP::Tiny->new(timeout => 10);
+	my $h = EnrichMock->ua(timeout => 10);
 	my $base = 'http://' . $ip . ':' . $m->port;
 	my $r = $h->get("$base/__mock/stats");
 	is($r->{status}, 403, "GET /__mock/stats from $ip (not loopback) -> 403");

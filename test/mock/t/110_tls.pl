@@ -39,7 +39,7 @@ sub curl
 {
 	my (@args) = @_;
 	my $out = File::Temp->new(DIR => $d);
-	my @cmd = ('curl', '-s', '--max-time', '10', '-o', $out->filename, '-w', '%{http_code}', @args);
+	my @cmd = ('curl', '-s', '--noproxy', '*', '--max-time', '10', '-o', $out->filename, '-w', '%{http_code}', @args);
 	open(my $p, '-|', @cmd) or die "curl: $!";
 	local $/;
 	my $code = <$p> // '';

@@ -22,7 +22,7 @@ for my $c (1 .. $clients)
 	if (!$pid)
 	{
 		# child: its own keep-alive connection; writes "status batchId" lines
-		my $h = HTTP::Tiny->new(keep_alive => 1, timeout => 30);
+		my $h = EnrichMock->ua(keep_alive => 1, timeout => 30);
 		open(my $out, '>', "$dir/client.$c") or POSIX::_exit(1);
 		for my $i (1 .. $per)
 		{
