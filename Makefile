@@ -15,7 +15,7 @@ MODULE_big = enrich
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 EXTENSION = enrich
 DATA = sql/enrich--1.0.sql
-REGRESS = create_extension api_calls api_processing api_errors api_cancel api_security api_tls
+REGRESS = create_extension api_calls api_processing api_errors api_cancel api_security api_tls requests watch
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags json-c libcurl 2>/dev/null)
@@ -28,6 +28,7 @@ EXTRA_CLEAN = results regression.diffs regression.out log tmp_check
 
 MOCK = test/mock/aggk-mock
 
+.DEFAULT_GOAL := all
 .PHONY: deps test demo bench mock print-regress
 
 # the harness asks which pg_regress tests to run

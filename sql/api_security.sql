@@ -12,7 +12,7 @@ JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'enrich'
 ORDER BY 1;
 SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_can_select
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'enrich' AND c.relkind = 'r' ORDER BY 1;
+WHERE n.nspname = 'enrich' AND c.relkind IN ('r', 'v') ORDER BY 1;
 
 -- an application role granted what README.md shows
 CREATE ROLE enrich_app_test;

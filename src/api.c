@@ -26,6 +26,12 @@
 #include "api.h"
 #include "enrich.h"
 
+/*
+ * The metadata key that carries enrich's request id beside the caller's own
+ * keys; a caller's key of that name is replaced.
+ */
+#define ENRICH_REQUEST_ID_KEY "enrichRequestId"
+
 /* a json-c tree tied to the memory context that was current at its parse */
 typedef struct EnrichJsonGuard
 {
@@ -472,6 +478,80 @@ enrich_api_build_bulk_body(const char *requests_json, char **body,
 }
 
 /*
+ * enrich_api_build_worker_body builds the bulk enrich body of requests the
+ * worker claimed; each carries its request id in its metadata.  The rows
+ * were validated when they were queued.
+ */
+char *
+enrich_api_build_worker_body(const EnrichOutgoing *requests, int n)
+{
+	json_object *root = json_object_new_object();
+	json_object *array = json_object_new_array_ext(n);
+	char	   *body;
+
+	json_object_object_add(root, "requests", array);
+	for (int i = 0; i < n; i++)
+	{
+		const EnrichOutgoing *r = &requests[i];
+		json_object *req = json_object_new_object();
+		json_object *meta = NULL;
+
+		if (r->linkedin_url)
+			json_object_object_add(req, "professionalSocialMediaUrl",
+								   json_object_new_string(r->linkedin_url));
+		if (r->person_id)
+			json_object_object_add(req, "personId", json_object_new_string(r->person_id));
+		if (r->pdl_id)
+			json_object_object_add(req, "pdlId", json_object_new_string(r->pdl_id));
+		if (r->metadata)
+		{
+			json_tokener *tok = json_tokener_new_ex(ENRICH_API_MAX_DEPTH);
+
+			if (tok != NULL)
+			{
+				meta = json_tokener_parse_ex(tok, r->metadata, (int) strlen(r->metadata));
+				json_tokener_free(tok);
+			}
+			if (meta != NULL && !json_object_is_type(meta, json_type_object))
+			{
+				json_object_put(meta);
+				meta = NULL;
+			}
+		}
+		if (meta == NULL)
+			meta = json_object_new_object();
+		json_object_object_add(meta, ENRICH_REQUEST_ID_KEY, json_object_new_int64(r->request_id));
+		json_object_object_add(req, "metadata", meta);
+		json_object_array_add(array, req);
+	}
+	body = pstrdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+	json_object_put(root);
+	return body;
+}
+
+/*
+ * enrich_api_error_index finds the index of the offending request in a 400
+ * message ("requests[17].professionalSocialMediaUrl: ..."), or -1
+ */
+int
+enrich_api_error_index(const char *message)
+{
+	const char *p = message ? strstr(message, "requests[") : NULL;
+	long		index = 0;
+
+	if (p == NULL)
+		return -1;
+	p += 9;
+	if (*p < '0' || *p > '9')
+		return -1;
+	while (*p >= '0' && *p <= '9' && index <= ENRICH_API_MAX_REQUESTS)
+		index = index * 10 + (*p++ - '0');
+	if (*p != ']' || index >= ENRICH_API_MAX_REQUESTS)
+		return -1;
+	return (int) index;
+}
+
+/*
  * Responses
  */
 
@@ -533,6 +613,8 @@ static char *
 parse_item_object(json_object *obj, EnrichItem *item)
 {
 	json_object *err;
+	json_object *meta;
+	json_object *rid;
 
 	memset(item, 0, sizeof(*item));
 	if (!json_object_is_type(obj, json_type_object))
@@ -545,6 +627,13 @@ parse_item_object(json_object *obj, EnrichItem *item)
 		return pstrdup("isRetryable is missing or not a boolean");
 	if (!json_get_object_text(obj, "metadata", &item->metadata))
 		return pstrdup("metadata is not an object or null");
+	item->request_id = -1;
+	if (item->metadata != NULL &&
+		json_object_object_get_ex(obj, "metadata", &meta) &&
+		json_object_object_get_ex(meta, ENRICH_REQUEST_ID_KEY, &rid) &&
+		json_object_is_type(rid, json_type_int) &&
+		json_object_get_int64(rid) > 0)
+		item->request_id = json_object_get_int64(rid);
 	if (!json_get_object_text(obj, "person", &item->person))
 		return pstrdup("person is not an object or null");
 	if (!json_get_object_text(obj, "error", &item->error))
@@ -705,6 +794,46 @@ enrich_api_parse_error(const char *body, char **code, char **message)
 		(void) json_get_string(error, "message", false, message);
 	}
 	enrich_json_done(guard);
+}
+
+/*
+ * enrich_api_outcome says how a call ended for the worker, and gives the
+ * words for it (the API's error message when it sent one)
+ */
+EnrichCallOutcome
+enrich_api_outcome(EnrichHttpCall *call, long expected_status, char **message)
+{
+	char	   *code = NULL;
+	char	   *text = NULL;
+
+	if (call->failure != ENRICH_HTTP_OK)
+	{
+		*message = psprintf("%s: %s", enrich_http_failure_name(call->failure), call->error);
+		return ENRICH_OUTCOME_TRANSIENT;
+	}
+	if (call->status == expected_status)
+	{
+		*message = NULL;
+		return ENRICH_OUTCOME_OK;
+	}
+	enrich_api_parse_error(call->response, &code, &text);
+	*message = psprintf("HTTP %ld: %s", call->status, text ? text : "no error message");
+	switch (call->status)
+	{
+		case 400:
+			return ENRICH_OUTCOME_BAD_REQUEST;
+		case 401:
+		case 403:
+			return ENRICH_OUTCOME_UNAUTHORIZED;
+		case 404:
+			return ENRICH_OUTCOME_NOT_FOUND;
+		case 413:
+			return ENRICH_OUTCOME_TOO_LARGE;
+		case 429:
+			return ENRICH_OUTCOME_RATE_LIMITED;
+		default:
+			return ENRICH_OUTCOME_TRANSIENT;
+	}
 }
 
 /*

@@ -22,8 +22,11 @@
 #define ENRICH_API_MAX_PAGE 50
 /* batches per page of the list-batches endpoint */
 #define ENRICH_API_MAX_BATCH_LIST 1000
-/* deepest JSON nesting parsed from a response */
-#define ENRICH_API_MAX_DEPTH 64
+/*
+ * deepest JSON nesting parsed: metadata of at most 4 KiB can nest about
+ * 2040 levels and comes back inside an item, inside a page
+ */
+#define ENRICH_API_MAX_DEPTH 2100
 
 /* BatchStatus */
 typedef struct EnrichBatchStatus
@@ -49,7 +52,30 @@ typedef struct EnrichItem
 	char	   *error;
 	char	   *error_code;		/* error.code, or NULL */
 	char	   *error_message;	/* error.message, or NULL */
+	int64		request_id;		/* enrich's request id echoed in metadata, or -1 */
 } EnrichItem;
+
+/* one request the worker sends: enrich's request id travels in its metadata */
+typedef struct EnrichOutgoing
+{
+	int64		request_id;
+	const char *linkedin_url;
+	const char *person_id;
+	const char *pdl_id;
+	const char *metadata;		/* the caller's JSON object, or NULL */
+} EnrichOutgoing;
+
+/* how a call ended, as the worker acts on it */
+typedef enum EnrichCallOutcome
+{
+	ENRICH_OUTCOME_OK,			/* the expected status */
+	ENRICH_OUTCOME_TRANSIENT,	/* network, timeout, 5xx, unreadable: retry later */
+	ENRICH_OUTCOME_RATE_LIMITED,	/* 429: wait Retry-After */
+	ENRICH_OUTCOME_UNAUTHORIZED,	/* 401 or 403: pause the environment */
+	ENRICH_OUTCOME_BAD_REQUEST, /* 400: the input is refused */
+	ENRICH_OUTCOME_TOO_LARGE,	/* 413: send less at once */
+	ENRICH_OUTCOME_NOT_FOUND	/* 404 */
+} EnrichCallOutcome;
 
 typedef struct EnrichItemsPage
 {
@@ -88,6 +114,9 @@ extern bool enrich_api_build_bulk_body(const char *requests_json,
 									   char **body, int *nrequests,
 									   EnrichRequestProblem *problem);
 
+extern char *enrich_api_build_worker_body(const EnrichOutgoing *requests, int n);
+extern int	enrich_api_error_index(const char *message);
+
 /* responses: each returns NULL on success, or what is wrong with the body */
 extern char *enrich_api_parse_batch_id(const char *body, char **batch_id);
 extern char *enrich_api_parse_status(const char *body, EnrichBatchStatus *status);
@@ -95,6 +124,10 @@ extern char *enrich_api_parse_batch_list(const char *body, EnrichBatchList *list
 extern char *enrich_api_parse_item(const char *body, EnrichItem *item);
 extern char *enrich_api_parse_items_page(const char *body, EnrichItemsPage *page);
 extern void enrich_api_parse_error(const char *body, char **code, char **message);
+
+/* the worker: how a call ended, and the words for it */
+extern EnrichCallOutcome enrich_api_outcome(EnrichHttpCall *call, long expected_status,
+											char **message);
 
 /* SQL callers: raise the error an unexpected answer deserves */
 extern void enrich_api_check(EnrichHttpCall *call, const char *environment,

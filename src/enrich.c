@@ -17,12 +17,15 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 /*
- * _PG_init registers the settings of every module.  It runs in the
- * postmaster when enrich is in shared_preload_libraries, and in a backend
- * that loads the library on first use otherwise.
+ * _PG_init calls the init function of each module.  It runs in the
+ * postmaster when enrich is in shared_preload_libraries (then the shared
+ * memory and the worker exist), and in a backend that loads the library on
+ * first use otherwise.
  */
 void
 _PG_init(void)
 {
 	enrich_guc_init();
+	enrich_shared_init();
+	enrich_worker_init();
 }

@@ -9,6 +9,8 @@
 #ifndef ENRICH_H
 #define ENRICH_H
 
+#include "datatype/timestamp.h"
+
 /* Environments of the API, as the enum setting enrich.environment knows them */
 typedef enum EnrichEnvironment
 {
@@ -25,6 +27,17 @@ extern int	enrich_timeout_ms;
 extern int	enrich_connect_timeout_ms;
 extern int	enrich_max_response_size_kb;
 extern char *enrich_ca_file;
+extern char *enrich_database;
+extern int	enrich_batch_size;
+extern int	enrich_page_size;
+extern int	enrich_poll_interval_min_ms;
+extern int	enrich_poll_interval_max_ms;
+extern int	enrich_max_in_flight;
+extern int	enrich_max_attempts;
+extern int	enrich_retry_delay_ms;
+extern int	enrich_retry_delay_max_ms;
+extern int	enrich_tier3_rate;
+extern int	enrich_tier4_rate;
 
 extern void enrich_guc_init(void);
 extern const char *enrich_environment_name(int environment);
@@ -33,7 +46,29 @@ extern int	enrich_environment_arg(const char *name);
 
 /* keys.c: API keys, and SPI as the bootstrap superuser */
 extern char *enrich_api_key(const char *environment);
+extern char *enrich_api_key_if_set(const char *environment);
 extern int	enrich_run_privileged(const char *sql, int nargs, Oid *argtypes,
 								  Datum *values, const char *nulls, bool read_only);
+
+/* shared.c: shared memory between backends and the worker, and wakeups */
+typedef enum EnrichWorkerEnvState
+{
+	ENRICH_ENV_RUNNING = 0,
+	ENRICH_ENV_PAUSED,			/* 401/403: until a key is set */
+	ENRICH_ENV_BACKING_OFF		/* 429, 5xx or network: until a time */
+} EnrichWorkerEnvState;
+
+extern bool enrich_in_worker;	/* true in the worker process */
+
+extern void enrich_shared_init(void);
+extern void enrich_wake_at_commit(void);
+extern void enrich_keys_changed_at_commit(void);
+extern void enrich_shared_worker_started(void);
+extern uint64 enrich_shared_keys_generation(void);
+extern void enrich_shared_set_env(int environment, EnrichWorkerEnvState state,
+								  TimestampTz until, const char *last_error);
+
+/* worker.c */
+extern void enrich_worker_init(void);
 
 #endif							/* ENRICH_H */

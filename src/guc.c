@@ -20,6 +20,17 @@ int			enrich_timeout_ms = 30000;
 int			enrich_connect_timeout_ms = 5000;
 int			enrich_max_response_size_kb = 16 * 1024;
 char	   *enrich_ca_file = NULL;
+char	   *enrich_database = NULL;
+int			enrich_batch_size = 1000;
+int			enrich_page_size = 50;
+int			enrich_poll_interval_min_ms = 200;
+int			enrich_poll_interval_max_ms = 10000;
+int			enrich_max_in_flight = 8;
+int			enrich_max_attempts = 5;
+int			enrich_retry_delay_ms = 1000;
+int			enrich_retry_delay_max_ms = 600000;
+int			enrich_tier3_rate = 5;
+int			enrich_tier4_rate = 50;
 
 static const struct config_enum_entry enrich_environment_options[] = {
 	{"live", ENRICH_ENV_LIVE, false},
@@ -82,6 +93,100 @@ enrich_environment_arg(const char *name)
 	return environment;
 }
 
+/* enrich_worker_guc_init defines the settings of the background worker */
+static void
+enrich_worker_guc_init(void)
+{
+	DefineCustomStringVariable("enrich.database",
+							   "Database the enrich worker connects to.",
+							   "The extension must be created in that database.",
+							   &enrich_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.batch_size",
+							"Most requests the worker sends in one bulk enrich.",
+							NULL,
+							&enrich_batch_size,
+							1000, 1, 1000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.page_size",
+							"Items the worker asks for per page.",
+							NULL,
+							&enrich_page_size,
+							50, 1, 50,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.poll_interval_min",
+							"Shortest wait between two polls of a batch.",
+							NULL,
+							&enrich_poll_interval_min_ms,
+							200, 1, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.poll_interval_max",
+							"Longest wait between two polls of a batch.",
+							NULL,
+							&enrich_poll_interval_max_ms,
+							10000, 1, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.max_in_flight",
+							"Most API calls the worker makes at once.",
+							NULL,
+							&enrich_max_in_flight,
+							8, 1, 64,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.max_attempts",
+							"Attempts of a request before it fails for good.",
+							"Only failures the API marks retryable are tried again.",
+							&enrich_max_attempts,
+							5, 1, 100,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.retry_delay",
+							"Base of the exponential back-off of a retried request.",
+							"The wait before attempt n+1 is random between 0 and min(retry_delay_max, retry_delay * 2^(n-1)).",
+							&enrich_retry_delay_ms,
+							1000, 1, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.retry_delay_max",
+							"Cap of the back-off of a retried request or of an unavailable API.",
+							NULL,
+							&enrich_retry_delay_max_ms,
+							600000, 1, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.tier3_rate",
+							"Bulk enrich calls per second the worker allows itself (rate tier 3); 0 = no limit.",
+							NULL,
+							&enrich_tier3_rate,
+							5, 0, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.tier4_rate",
+							"Status and item calls per second the worker allows itself (rate tier 4); 0 = no limit.",
+							NULL,
+							&enrich_tier4_rate,
+							50, 0, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+}
+
 /* enrich_guc_init defines the settings of the HTTP client and the API */
 void
 enrich_guc_init(void)
@@ -141,5 +246,6 @@ enrich_guc_init(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	enrich_worker_guc_init();
 	MarkGUCPrefixReserved("enrich");
 }

@@ -52,11 +52,11 @@ enrich_run_privileged(const char *sql, int nargs, Oid *argtypes,
 }
 
 /*
- * enrich_api_key returns the key of an environment, palloc'd in the caller's
- * memory context, or raises an error saying how to set it.
+ * enrich_api_key_if_set returns the key of an environment, palloc'd in the
+ * caller's memory context, or NULL when none is set
  */
 char *
-enrich_api_key(const char *environment)
+enrich_api_key_if_set(const char *environment)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
@@ -78,6 +78,17 @@ enrich_api_key(const char *environment)
 			key = MemoryContextStrdup(caller, value);
 	}
 	SPI_finish();
+	return key;
+}
+
+/*
+ * enrich_api_key returns the key of an environment, or raises an error
+ * saying how to set it
+ */
+char *
+enrich_api_key(const char *environment)
+{
+	char	   *key = enrich_api_key_if_set(environment);
 
 	if (key == NULL)
 		ereport(ERROR,
@@ -142,6 +153,9 @@ enrich_set_api_key(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_INSERT && rc != SPI_OK_DELETE)
 		elog(ERROR, "enrich: writing enrich.api_keys failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
+
+	/* a paused environment resumes once this commits */
+	enrich_keys_changed_at_commit();
 
 	PG_RETURN_VOID();
 }

@@ -1,19 +1,31 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *	  All SQL on enrich's own tables of requests and batches.
+ *	  All SQL on enrich's own tables of requests and batches: the batch that
+ *	  enrich_submit records, and every step of the worker (claiming due
+ *	  requests with their duplicates, recording submitted batches, polls,
+ *	  pages of items applied with their cursor, retries, recovery at start)
+ *	  and the write-back of persons into watched tables.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 
 #include "enrich.h"
 #include "functions.h"
+#include "queue.h"
 
 /*
  * enrich_queue_record_batch records a batch that enrich_submit sent, in the
@@ -39,4 +51,887 @@ enrich_queue_record_batch(const char *batch_id, const char *environment, int nre
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "enrich: recording batch %s failed: %s", batch_id, SPI_result_code_string(rc));
 	SPI_finish();
+}
+
+/*
+ * The worker's statements.  Each is prepared once per process and kept;
+ * every one runs inside the worker's transaction with SPI connected.
+ */
+
+/* the prepared statements of the worker, by use */
+typedef enum QueueStatement
+{
+	Q_EXTENSION_PRESENT,
+	Q_RECOVER,
+	Q_DUE,
+	Q_IN_FLIGHT_LEADS,
+	Q_CLAIM_LEADS,
+	Q_CLAIM_FOLLOWERS,
+	Q_RECORD_BATCH,
+	Q_MARK_SUBMITTED,
+	Q_REQUEUE,
+	Q_FAIL,
+	Q_SETTLE_FOLLOWERS,
+	Q_DUE_BATCHES,
+	Q_BATCH_POLLED,
+	Q_BATCH_ERROR,
+	Q_APPLY_ITEMS,
+	Q_BATCH_PAGE,
+	Q_LEFTOVERS,
+	Q_CLOSE_BATCH,
+	Q_WATCH,
+	Q_NEXT_DUE,
+	Q_COUNT
+} QueueStatement;
+
+static SPIPlanPtr queue_plans[Q_COUNT];
+
+/* queue_plan prepares a statement on first use and keeps it */
+static SPIPlanPtr
+queue_plan(QueueStatement which, const char *sql, int nargs, Oid *argtypes)
+{
+	if (queue_plans[which] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "enrich: could not prepare a queue statement: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		queue_plans[which] = plan;
+	}
+	return queue_plans[which];
+}
+
+/*
+ * queue_run runs a prepared statement and checks SPI's answer.  SPI leaves
+ * its own procedure context current after a call; the caller's context is
+ * restored so that what the worker allocates next outlives SPI_finish.
+ */
+static uint64
+queue_run(QueueStatement which, const char *sql, int nargs, Oid *argtypes,
+		  Datum *values, const char *nulls, bool read_only)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	SPIPlanPtr	plan = queue_plan(which, sql, nargs, argtypes);
+	int			rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
+
+	MemoryContextSwitchTo(caller);
+	if (rc < 0)
+		elog(ERROR, "enrich: queue statement %d failed: %s", (int) which,
+			 SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* int8_array makes a bigint[] datum */
+static Datum
+int8_array(const int64 *values, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(values[i]);
+	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/* text_array makes a text[] datum; NULL strings become NULL elements */
+static Datum
+text_array(char **values, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+	{
+		nulls[i] = (values[i] == NULL);
+		d[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(values[i]);
+	}
+	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* lead_ids returns the request ids of claimed leads */
+static int64 *
+lead_ids(const EnrichOutgoing *leads, int n)
+{
+	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		ids[i] = leads[i].request_id;
+	return ids;
+}
+
+/* column_text returns a column of the current SPI result as a string or NULL */
+static char *
+column_text(uint64 row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+/* column_int64 returns a non-NULL integer column of the current SPI result */
+static int64
+column_int64(uint64 row, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+
+	if (isnull)
+		return 0;
+	switch (SPI_gettypeid(SPI_tuptable->tupdesc, col))
+	{
+		case INT8OID:
+			return DatumGetInt64(d);
+		case INT4OID:
+			return DatumGetInt32(d);
+		case FLOAT8OID:
+			return (int64) DatumGetFloat8(d);
+		default:
+			return pg_strtoint64(column_text(row, col));
+	}
+}
+
+/*
+ * settle_followers gives the duplicates of leads that left the in-flight
+ * states their lead's outcome: done and failed are copied, and a requeued
+ * lead takes its duplicates back to the queue with it.  It returns how many
+ * followers it settled; done ones are appended for write-back.
+ */
+static uint64
+settle_followers(Datum lead_array)
+{
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		values[1] = {lead_array};
+
+	return queue_run(Q_SETTLE_FOLLOWERS,
+					 "UPDATE enrich.requests f "
+					 "SET state = l.state, person = l.person, error = l.error, item_id = l.item_id, "
+					 "    completed_at = l.completed_at, next_attempt_at = l.next_attempt_at, "
+					 "    batch_id = l.batch_id, "
+					 "    duplicate_of = CASE WHEN l.state = 'queued' THEN NULL ELSE f.duplicate_of END, "
+					 "    updated_at = pg_catalog.now() "
+					 "FROM enrich.requests l "
+					 "WHERE f.duplicate_of = l.id AND l.id = ANY ($1) "
+					 "  AND f.state IN ('submitting', 'submitted') "
+					 "  AND l.state IN ('queued', 'done', 'failed') "
+					 "RETURNING f.id, f.state, f.source_relid, f.source_key::text, f.person::text",
+					 1, types, values, NULL, false);
+}
+
+/* enrich_queue_extension_present says whether this database has enrich */
+bool
+enrich_queue_extension_present(void)
+{
+	return queue_run(Q_EXTENSION_PRESENT,
+					 "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'enrich'",
+					 0, NULL, NULL, NULL, true) > 0;
+}
+
+/*
+ * enrich_queue_recover runs when the worker starts: requests it was
+ * submitting when it stopped go back to the queue (their attempt not
+ * counted), with the duplicates that waited on them, and every open batch
+ * is polled at once
+ */
+void
+enrich_queue_recover(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	int			rc = SPI_execute(
+								 "WITH lead AS ("
+								 "  UPDATE enrich.requests SET state = 'queued', "
+								 "      attempts = GREATEST(attempts - 1, 0), updated_at = pg_catalog.now() "
+								 "  WHERE state = 'submitting' AND duplicate_of IS NULL RETURNING id), "
+								 "orphan AS ("
+								 "  UPDATE enrich.requests f SET state = 'queued', duplicate_of = NULL, batch_id = NULL, "
+								 "      updated_at = pg_catalog.now() "
+								 "  WHERE f.duplicate_of IS NOT NULL AND f.state IN ('submitting', 'submitted') "
+								 "    AND (f.duplicate_of IN (SELECT id FROM lead) OR NOT EXISTS ("
+								 "      SELECT 1 FROM enrich.requests l WHERE l.id = f.duplicate_of "
+								 "        AND l.state IN ('submitting', 'submitted'))) RETURNING f.id) "
+								 "UPDATE enrich.batches SET next_poll_at = pg_catalog.now() "
+								 "WHERE NOT closed AND origin = 'worker'",
+								 false, 0);
+
+	MemoryContextSwitchTo(caller);
+	if (rc < 0)
+		elog(ERROR, "enrich: recovering the queue failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * enrich_queue_claim claims up to limit due requests of an environment
+ * (FOR UPDATE SKIP LOCKED) and returns the ones to send.  Requests whose
+ * normalized identifier is already in flight, or appears twice among the
+ * claimed, become duplicates of that one request: the API is asked once
+ * and the answer written to every row.
+ */
+int
+enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
+{
+	Oid			due_types[2] = {TEXTOID, INT4OID};
+	Datum		due_values[2];
+	uint64		ndue;
+	int64	   *ids;
+	char	  **identifiers;
+	int64	   *lead_of;		/* per due row: its lead, or 0 when it leads */
+	int64	   *lead_list;
+	int			nleads = 0;
+	int64	   *follower_ids;
+	int64	   *follower_leads;
+	int			nfollowers = 0;
+	EnrichOutgoing *leads;
+
+	*leads_out = NULL;
+	due_values[0] = CStringGetTextDatum(enrich_environment_name(environment));
+	due_values[1] = Int32GetDatum(limit);
+	ndue = queue_run(Q_DUE,
+					 "SELECT id, identifier FROM enrich.requests "
+					 "WHERE state = 'queued' AND environment = $1 AND next_attempt_at <= pg_catalog.now() "
+					 "ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+					 2, due_types, due_values, NULL, false);
+	if (ndue == 0)
+		return 0;
+
+	ids = palloc(sizeof(int64) * ndue);
+	identifiers = palloc(sizeof(char *) * ndue);
+	lead_of = palloc0(sizeof(int64) * ndue);
+	for (uint64 i = 0; i < ndue; i++)
+	{
+		ids[i] = column_int64(i, 1);
+		identifiers[i] = column_text(i, 2);
+	}
+
+	/* requests already in flight for the same identifiers */
+	{
+		Oid			types[2] = {TEXTOID, TEXTARRAYOID};
+		Datum		values[2];
+		uint64		ninflight;
+
+		values[0] = due_values[0];
+		values[1] = text_array(identifiers, (int) ndue);
+		ninflight = queue_run(Q_IN_FLIGHT_LEADS,
+							  "SELECT DISTINCT ON (identifier) identifier, id FROM enrich.requests "
+							  "WHERE environment = $1 AND identifier = ANY ($2) "
+							  "  AND state IN ('submitting', 'submitted') AND duplicate_of IS NULL "
+							  "ORDER BY identifier, id",
+							  2, types, values, NULL, true);
+		for (uint64 j = 0; j < ninflight; j++)
+		{
+			char	   *identifier = column_text(j, 1);
+			int64		lead = column_int64(j, 2);
+
+			for (uint64 i = 0; i < ndue; i++)
+				if (identifiers[i] && strcmp(identifiers[i], identifier) == 0)
+					lead_of[i] = lead;
+		}
+	}
+
+	/* among the claimed, the first of each identifier leads */
+	for (uint64 i = 0; i < ndue; i++)
+	{
+		if (lead_of[i] != 0 || identifiers[i] == NULL)
+			continue;
+		for (uint64 j = i + 1; j < ndue; j++)
+			if (lead_of[j] == 0 && identifiers[j] && strcmp(identifiers[i], identifiers[j]) == 0)
+				lead_of[j] = ids[i];
+	}
+
+	lead_list = palloc(sizeof(int64) * ndue);
+	follower_ids = palloc(sizeof(int64) * ndue);
+	follower_leads = palloc(sizeof(int64) * ndue);
+	for (uint64 i = 0; i < ndue; i++)
+	{
+		if (lead_of[i] == 0)
+			lead_list[nleads++] = ids[i];
+		else
+		{
+			follower_ids[nfollowers] = ids[i];
+			follower_leads[nfollowers++] = lead_of[i];
+		}
+	}
+
+	leads = palloc0(sizeof(EnrichOutgoing) * Max(nleads, 1));
+	if (nleads > 0)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+		Datum		values[1];
+		uint64		n;
+
+		values[0] = int8_array(lead_list, nleads);
+		n = queue_run(Q_CLAIM_LEADS,
+					  "UPDATE enrich.requests SET state = 'submitting', attempts = attempts + 1, "
+					  "    updated_at = pg_catalog.now() "
+					  "WHERE id = ANY ($1) "
+					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::text",
+					  1, types, values, NULL, false);
+		for (uint64 i = 0; i < n; i++)
+		{
+			leads[i].request_id = column_int64(i, 1);
+			leads[i].linkedin_url = column_text(i, 2);
+			leads[i].person_id = column_text(i, 3);
+			leads[i].pdl_id = column_text(i, 4);
+			leads[i].metadata = column_text(i, 5);
+		}
+		nleads = (int) n;
+	}
+	if (nfollowers > 0)
+	{
+		Oid			types[2] = {INT8ARRAYOID, INT8ARRAYOID};
+		Datum		values[2];
+
+		values[0] = int8_array(follower_ids, nfollowers);
+		values[1] = int8_array(follower_leads, nfollowers);
+		queue_run(Q_CLAIM_FOLLOWERS,
+				  "UPDATE enrich.requests r SET state = 'submitted', duplicate_of = f.lead, "
+				  "    batch_id = (SELECT l.batch_id FROM enrich.requests l WHERE l.id = f.lead), "
+				  "    updated_at = pg_catalog.now() "
+				  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, lead) WHERE r.id = f.id",
+				  2, types, values, NULL, false);
+	}
+	*leads_out = leads;
+	return nleads;
+}
+
+/*
+ * enrich_queue_submitted records a batch the API accepted for the leads,
+ * and schedules its first poll
+ */
+void
+enrich_queue_submitted(const char *batch_id, int environment,
+					   const EnrichOutgoing *leads, int n, int first_poll_ms)
+{
+	Oid			types[5] = {TEXTOID, TEXTOID, INT4OID, INT4OID, INT8ARRAYOID};
+	Datum		values[5];
+
+	values[0] = CStringGetTextDatum(batch_id);
+	values[1] = CStringGetTextDatum(enrich_environment_name(environment));
+	values[2] = Int32GetDatum(n);
+	values[3] = Int32GetDatum(first_poll_ms);
+	values[4] = int8_array(lead_ids(leads, n), n);
+	queue_run(Q_RECORD_BATCH,
+			  "INSERT INTO enrich.batches (batch_id, environment, origin, request_count, "
+			  "    next_poll_at, poll_interval_ms) "
+			  "VALUES ($1, $2, 'worker', $3, pg_catalog.now() + $4 * interval '1 millisecond', $4) "
+			  "ON CONFLICT (batch_id) DO NOTHING",
+			  4, types, values, NULL, false);
+	queue_run(Q_MARK_SUBMITTED,
+			  "UPDATE enrich.requests SET state = 'submitted', batch_id = $1, updated_at = pg_catalog.now() "
+			  "WHERE (id = ANY ($2) AND state = 'submitting') "
+			  "   OR (duplicate_of = ANY ($2) AND state = 'submitted')",
+			  2, (Oid[]) {TEXTOID, INT8ARRAYOID}, (Datum[]) {values[0], values[4]}, NULL, false);
+}
+
+/* error_json builds the error object stored on a request */
+static char *
+error_json(const char *code, const char *message)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"code\": ");
+	escape_json(&buf, code ? code : "error");
+	appendStringInfoString(&buf, ", \"message\": ");
+	escape_json(&buf, message ? message : "");
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/*
+ * enrich_queue_requeue puts claimed leads back into the queue after
+ * delay_ms, with the error that sent them back; count_attempt says whether
+ * the attempt counts (not when the API was unreachable or refused the call
+ * as a whole)
+ */
+void
+enrich_queue_requeue(const EnrichOutgoing *leads, int n, bool count_attempt,
+					 int delay_ms, const char *code, const char *message)
+{
+	Oid			types[4] = {INT8ARRAYOID, BOOLOID, INT4OID, TEXTOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	if (n == 0)
+		return;
+	values[0] = int8_array(lead_ids(leads, n), n);
+	values[1] = BoolGetDatum(count_attempt);
+	values[2] = Int32GetDatum(delay_ms);
+	if (code != NULL)
+		values[3] = CStringGetTextDatum(error_json(code, message));
+	else
+		nulls[3] = 'n';
+	queue_run(Q_REQUEUE,
+			  "UPDATE enrich.requests SET state = 'queued', batch_id = NULL, "
+			  "    attempts = CASE WHEN $2 THEN attempts ELSE GREATEST(attempts - 1, 0) END, "
+			  "    next_attempt_at = pg_catalog.now() + $3 * interval '1 millisecond', "
+			  "    error = coalesce($4::jsonb, error), updated_at = pg_catalog.now() "
+			  "WHERE id = ANY ($1) AND state = 'submitting'",
+			  4, types, values, nulls, false);
+	settle_followers(values[0]);
+}
+
+/* enrich_queue_fail fails claimed leads (and their duplicates) for good */
+void
+enrich_queue_fail(const EnrichOutgoing *leads, int n, const char *code, const char *message)
+{
+	Oid			types[2] = {INT8ARRAYOID, TEXTOID};
+	Datum		values[2];
+
+	if (n == 0)
+		return;
+	values[0] = int8_array(lead_ids(leads, n), n);
+	values[1] = CStringGetTextDatum(error_json(code, message));
+	queue_run(Q_FAIL,
+			  "UPDATE enrich.requests SET state = 'failed', batch_id = NULL, error = $2::jsonb, "
+			  "    completed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
+			  "WHERE id = ANY ($1) AND state = 'submitting'",
+			  2, types, values, NULL, false);
+	settle_followers(values[0]);
+}
+
+/* enrich_queue_due_batches returns open batches whose poll is due */
+int
+enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(limit)};
+	uint64		n;
+	EnrichOpenBatch *batches;
+
+	n = queue_run(Q_DUE_BATCHES,
+				  "SELECT batch_id, environment, status, items_cursor, processed_count, items_received, "
+				  "    request_count, poll_interval_ms, "
+				  "    extract(epoch FROM pg_catalog.clock_timestamp() - submitted_at) * 1000 "
+				  "FROM enrich.batches "
+				  "WHERE NOT closed AND origin = 'worker' AND next_poll_at <= pg_catalog.clock_timestamp() "
+				  "ORDER BY next_poll_at LIMIT $1",
+				  1, types, values, NULL, true);
+	batches = palloc0(sizeof(EnrichOpenBatch) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		EnrichOpenBatch *b = &batches[i];
+		char	   *age = column_text(i, 9);
+
+		b->batch_id = column_text(i, 1);
+		b->environment = enrich_environment_parse(column_text(i, 2));
+		b->status = column_text(i, 3);
+		b->cursor = column_text(i, 4);
+		b->processed_count = (int) column_int64(i, 5);
+		b->items_received = (int) column_int64(i, 6);
+		b->request_count = (int) column_int64(i, 7);
+		b->poll_interval_ms = (int) column_int64(i, 8);
+		b->age_ms = age ? strtod(age, NULL) : 0;
+	}
+	*batches_out = batches;
+	return (int) n;
+}
+
+/* enrich_queue_batch_polled records a status poll and the next one */
+void
+enrich_queue_batch_polled(const char *batch_id, const char *status,
+						  int processed_count, int next_poll_ms)
+{
+	Oid			types[4] = {TEXTOID, TEXTOID, INT4OID, INT4OID};
+	Datum		values[4];
+
+	values[0] = CStringGetTextDatum(batch_id);
+	values[1] = CStringGetTextDatum(status);
+	values[2] = Int32GetDatum(processed_count);
+	values[3] = Int32GetDatum(next_poll_ms);
+	queue_run(Q_BATCH_POLLED,
+			  "UPDATE enrich.batches SET status = $2, processed_count = $3, poll_interval_ms = $4, "
+			  "    next_poll_at = pg_catalog.now() + $4 * interval '1 millisecond' "
+			  "WHERE batch_id = $1",
+			  4, types, values, NULL, false);
+}
+
+/*
+ * enrich_queue_batch_error records a failed poll and when to try again;
+ * forget_cursor starts the items over (the API refused the saved cursor;
+ * applying a page twice changes nothing)
+ */
+void
+enrich_queue_batch_error(const char *batch_id, int next_poll_ms, const char *message,
+						 bool forget_cursor)
+{
+	Oid			types[4] = {TEXTOID, INT4OID, TEXTOID, BOOLOID};
+	Datum		values[4];
+
+	values[0] = CStringGetTextDatum(batch_id);
+	values[1] = Int32GetDatum(next_poll_ms);
+	values[2] = CStringGetTextDatum(message);
+	values[3] = BoolGetDatum(forget_cursor);
+	queue_run(Q_BATCH_ERROR,
+			  "UPDATE enrich.batches SET last_error = $3, poll_interval_ms = $2, "
+			  "    next_poll_at = pg_catalog.now() + $2 * interval '1 millisecond', "
+			  "    items_cursor = CASE WHEN $4 THEN NULL ELSE items_cursor END, "
+			  "    items_received = CASE WHEN $4 THEN 0 ELSE items_received END "
+			  "WHERE batch_id = $1",
+			  4, types, values, NULL, false);
+}
+
+/* a group of persons to write back into one watched table */
+typedef struct WriteBack
+{
+	Oid			relid;
+	int			n;
+	int			cap;
+	char	  **keys;
+	char	  **persons;
+} WriteBack;
+
+/* write_back_add remembers a done request of a watched table */
+static void
+write_back_add(List **groups, Oid relid, char *key, char *person)
+{
+	ListCell   *lc;
+	WriteBack  *wb = NULL;
+
+	foreach(lc, *groups)
+	{
+		if (((WriteBack *) lfirst(lc))->relid == relid)
+		{
+			wb = lfirst(lc);
+			break;
+		}
+	}
+	if (wb == NULL)
+	{
+		wb = palloc0(sizeof(WriteBack));
+		wb->relid = relid;
+		wb->cap = 16;
+		wb->keys = palloc(sizeof(char *) * wb->cap);
+		wb->persons = palloc(sizeof(char *) * wb->cap);
+		*groups = lappend(*groups, wb);
+	}
+	if (wb->n == wb->cap)
+	{
+		wb->cap *= 2;
+		wb->keys = repalloc(wb->keys, sizeof(char *) * wb->cap);
+		wb->persons = repalloc(wb->persons, sizeof(char *) * wb->cap);
+	}
+	wb->keys[wb->n] = key;
+	wb->persons[wb->n] = person;
+	wb->n++;
+}
+
+/* collect_done adds the done rows of the last RETURNING to the write-back */
+static void
+collect_done(List **groups, uint64 n)
+{
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *state = column_text(i, 2);
+		char	   *relid = column_text(i, 3);
+
+		if (relid != NULL && state != NULL && strcmp(state, "done") == 0)
+			write_back_add(groups, (Oid) strtoul(relid, NULL, 10),
+						   column_text(i, 4), column_text(i, 5));
+	}
+}
+
+/*
+ * write_back_one writes persons into the result column of one watched
+ * table, by primary key, as the table's owner.  A table that is no longer
+ * watched, or was dropped, is skipped; a row deleted meanwhile matches
+ * nothing.  An error (a constraint or trigger of the user's table) is
+ * logged and leaves the request rows done: the person is kept there.
+ */
+static void
+write_back_one(WriteBack *wb)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(wb->relid)};
+	char	   *relname;
+	char	   *nspname;
+	char	   *result_column;
+	Datum		key_columns;
+	Datum		key_types;
+	Oid			owner;
+	bool		isnull;
+	StringInfoData sql;
+	ArrayType  *cols;
+	ArrayType  *typs;
+	Datum	   *col_values;
+	Datum	   *typ_values;
+	int			ncols;
+	int			ntyps;
+	Oid			save_userid;
+	int			save_sec_context;
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	if (queue_run(Q_WATCH,
+				  "SELECT result_column::text, key_columns, key_types, owner FROM enrich.watches WHERE source = $1",
+				  1, types, values, NULL, true) != 1)
+		return;
+	relname = get_rel_name(wb->relid);
+	if (relname == NULL)
+		return;
+	nspname = get_namespace_name(get_rel_namespace(wb->relid));
+	result_column = column_text(0, 1);
+	key_columns = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	key_types = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+
+	cols = DatumGetArrayTypeP(key_columns);
+	typs = DatumGetArrayTypeP(key_types);
+	deconstruct_array(cols, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR, &col_values, NULL, &ncols);
+	deconstruct_array(typs, TEXTOID, -1, false, TYPALIGN_INT, &typ_values, NULL, &ntyps);
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "UPDATE %s t SET %s = u.person::jsonb "
+					 "FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS u(k, person) WHERE ",
+					 quote_qualified_identifier(nspname, relname),
+					 quote_identifier(result_column));
+	for (int i = 0; i < ncols && i < ntyps; i++)
+		appendStringInfo(&sql, "%st.%s = (u.k::jsonb ->> %d)::%s",
+						 i > 0 ? " AND " : "",
+						 quote_identifier(NameStr(*DatumGetName(col_values[i]))), i,
+						 TextDatumGetCString(typ_values[i]));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
+		Datum		args[2];
+		int			rc;
+
+		args[0] = text_array(wb->keys, wb->n);
+		args[1] = text_array(wb->persons, wb->n);
+		SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		rc = SPI_execute_with_args(sql.data, 2, argtypes, args, NULL, false, 0);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		if (rc < 0)
+			elog(ERROR, "enrich: writing back to %s failed: %s", relname, SPI_result_code_string(rc));
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("enrich could not write %d persons back to table %s: %s",
+						wb->n, quote_qualified_identifier(nspname, relname), edata->message),
+				 errdetail("The persons are kept in enrich.requests.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * enrich_queue_apply_page applies one page of items of a batch: each item
+ * finds its request by the id echoed in its metadata (never by position),
+ * and only a request still waiting in that batch changes, so a page applied
+ * twice writes nothing twice.  Successes are done and written back to their
+ * watched table; retryable failures go back to the queue with back-off
+ * until enrich.max_attempts; others fail.  The saved cursor commits with
+ * them.  It returns how many requests the page settled.
+ */
+int
+enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
+						bool closes_batch, int next_poll_ms)
+{
+	int			n = page->nitems;
+	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
+	char	  **outcomes = palloc(sizeof(char *) * Max(n, 1));
+	char	  **persons = palloc(sizeof(char *) * Max(n, 1));
+	char	  **errors = palloc(sizeof(char *) * Max(n, 1));
+	char	  **item_ids = palloc(sizeof(char *) * Max(n, 1));
+	int			m = 0;
+	uint64		settled = 0;
+	List	   *groups = NIL;
+	ListCell   *lc;
+
+	for (int i = 0; i < n; i++)
+	{
+		const EnrichItem *item = &page->items[i];
+
+		if (item->request_id <= 0)
+			continue;			/* not one of ours: nothing to match */
+		ids[m] = item->request_id;
+		outcomes[m] = item->is_success ? "done" : (item->is_retryable ? "retry" : "failed");
+		persons[m] = item->is_success ? item->person : NULL;
+		errors[m] = item->error;
+		item_ids[m] = item->item_id;
+		m++;
+	}
+
+	if (m > 0)
+	{
+		Oid			types[9] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TEXTOID, INT4OID, INT4OID, INT4OID};
+		Datum		values[9];
+		Datum		lead_array;
+		uint64		nleads;
+
+		values[0] = int8_array(ids, m);
+		values[1] = text_array(outcomes, m);
+		values[2] = text_array(persons, m);
+		values[3] = text_array(errors, m);
+		values[4] = text_array(item_ids, m);
+		values[5] = CStringGetTextDatum(batch_id);
+		values[6] = Int32GetDatum(enrich_max_attempts);
+		values[7] = Int32GetDatum(enrich_retry_delay_ms);
+		values[8] = Int32GetDatum(enrich_retry_delay_max_ms);
+		nleads = queue_run(Q_APPLY_ITEMS,
+						   "WITH u AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+						   "           pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) "
+						   "           AS u(id, outcome, person, error, item_id)) "
+						   "UPDATE enrich.requests r SET "
+						   "  state = CASE WHEN u.outcome = 'done' THEN 'done' "
+						   "               WHEN u.outcome = 'retry' AND r.attempts < $7 THEN 'queued' "
+						   "               ELSE 'failed' END, "
+						   "  person = u.person::jsonb, error = u.error::jsonb, item_id = u.item_id, "
+						   "  next_attempt_at = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 "
+						   "      THEN pg_catalog.now() + pg_catalog.random() * LEAST($9::float8, "
+						   "           $8::float8 * pg_catalog.power(2, GREATEST(r.attempts - 1, 0))) "
+						   "           * interval '1 millisecond' "
+						   "      ELSE r.next_attempt_at END, "
+						   "  batch_id = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL ELSE r.batch_id END, "
+						   "  completed_at = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL "
+						   "      ELSE pg_catalog.now() END, "
+						   "  updated_at = pg_catalog.now() "
+						   "FROM u WHERE r.id = u.id AND r.batch_id = $6 AND r.state = 'submitted' "
+						   "  AND r.duplicate_of IS NULL "
+						   "RETURNING r.id, r.state, r.source_relid, r.source_key::text, r.person::text",
+						   9, types, values, NULL, false);
+		settled += nleads;
+		collect_done(&groups, nleads);
+		if (nleads > 0)
+		{
+			int64	   *lead_list = palloc(sizeof(int64) * nleads);
+			uint64		nfollowers;
+
+			for (uint64 i = 0; i < nleads; i++)
+				lead_list[i] = column_int64(i, 1);
+			lead_array = int8_array(lead_list, (int) nleads);
+			nfollowers = settle_followers(lead_array);
+			settled += nfollowers;
+			collect_done(&groups, nfollowers);
+		}
+	}
+
+	foreach(lc, groups)
+		write_back_one((WriteBack *) lfirst(lc));
+
+	{
+		Oid			types[5] = {TEXTOID, TEXTOID, INT4OID, BOOLOID, INT4OID};
+		Datum		values[5];
+		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+		values[0] = CStringGetTextDatum(batch_id);
+		if (page->cursor)
+			values[1] = CStringGetTextDatum(page->cursor);
+		else
+			nulls[1] = 'n';
+		values[2] = Int32GetDatum(page->nitems);
+		values[3] = BoolGetDatum(closes_batch);
+		values[4] = Int32GetDatum(next_poll_ms);
+		queue_run(Q_BATCH_PAGE,
+				  "UPDATE enrich.batches SET items_cursor = coalesce($2, items_cursor), "
+				  "    items_received = items_received + $3, "
+				  "    next_poll_at = pg_catalog.now() + $5 * interval '1 millisecond', "
+				  "    last_error = NULL "
+				  "WHERE batch_id = $1",
+				  5, types, values, nulls, false);
+	}
+	if (closes_batch)
+		enrich_queue_close_batch(batch_id, "completed", "missing_item",
+								 "the batch completed without an item for this request");
+	return (int) settled;
+}
+
+/*
+ * enrich_queue_close_batch closes a batch: requests of it still waiting
+ * (no item came back, or the batch failed as a whole) are retried like a
+ * retryable failure, with the given error
+ */
+void
+enrich_queue_close_batch(const char *batch_id, const char *status,
+						 const char *code, const char *message)
+{
+	Oid			types[6] = {TEXTOID, TEXTOID, INT4OID, INT4OID, INT4OID, TEXTOID};
+	Datum		values[6];
+	uint64		n;
+
+	values[0] = CStringGetTextDatum(batch_id);
+	values[1] = CStringGetTextDatum(error_json(code, message));
+	values[2] = Int32GetDatum(enrich_max_attempts);
+	values[3] = Int32GetDatum(enrich_retry_delay_ms);
+	values[4] = Int32GetDatum(enrich_retry_delay_max_ms);
+	values[5] = CStringGetTextDatum(status);
+	n = queue_run(Q_LEFTOVERS,
+				  "UPDATE enrich.requests r SET "
+				  "  state = CASE WHEN r.attempts < $3 THEN 'queued' ELSE 'failed' END, "
+				  "  error = $2::jsonb, "
+				  "  next_attempt_at = pg_catalog.now() + pg_catalog.random() * LEAST($5::float8, "
+				  "      $4::float8 * pg_catalog.power(2, GREATEST(r.attempts - 1, 0))) "
+				  "      * interval '1 millisecond', "
+				  "  batch_id = CASE WHEN r.attempts < $3 THEN NULL ELSE r.batch_id END, "
+				  "  completed_at = CASE WHEN r.attempts < $3 THEN NULL ELSE pg_catalog.now() END, "
+				  "  updated_at = pg_catalog.now() "
+				  "WHERE r.batch_id = $1 AND r.state = 'submitted' AND r.duplicate_of IS NULL "
+				  "RETURNING r.id",
+				  5, types, values, NULL, false);
+	if (n > 0)
+	{
+		int64	   *lead_list = palloc(sizeof(int64) * n);
+
+		for (uint64 i = 0; i < n; i++)
+			lead_list[i] = column_int64(i, 1);
+		settle_followers(int8_array(lead_list, (int) n));
+	}
+	queue_run(Q_CLOSE_BATCH,
+			  "UPDATE enrich.batches SET closed = true, status = $2, "
+			  "    completed_at = coalesce(completed_at, pg_catalog.now()), next_poll_at = NULL "
+			  "WHERE batch_id = $1",
+			  2, (Oid[]) {TEXTOID, TEXTOID}, (Datum[]) {values[0], values[5]}, NULL, false);
+}
+
+/*
+ * enrich_queue_next_due_ms returns in how many milliseconds the earliest
+ * queued request or batch poll of an active environment is due: 0 when
+ * already due, -1 when nothing is pending (the worker then sleeps until
+ * woken)
+ */
+long
+enrich_queue_next_due_ms(const bool *environment_active)
+{
+	char	   *active[ENRICH_ENV_COUNT];
+	int			nactive = 0;
+	Oid			types[1] = {TEXTARRAYOID};
+	Datum		values[1];
+	char	   *due;
+
+	for (int i = 0; i < ENRICH_ENV_COUNT; i++)
+		if (environment_active[i])
+			active[nactive++] = (char *) enrich_environment_name(i);
+	if (nactive == 0)
+		return -1;
+	values[0] = text_array(active, nactive);
+	queue_run(Q_NEXT_DUE,
+			  "SELECT ceil(extract(epoch FROM LEAST("
+			  "  (SELECT min(next_attempt_at) FROM enrich.requests "
+			  "   WHERE state = 'queued' AND environment = ANY ($1)), "
+			  "  (SELECT min(next_poll_at) FROM enrich.batches "
+			  "   WHERE NOT closed AND origin = 'worker' AND environment = ANY ($1))) "
+			  "  - pg_catalog.clock_timestamp()) * 1000)",
+			  1, types, values, NULL, true);
+	due = column_text(0, 1);
+	if (due == NULL)
+		return -1;
+	return Max(strtol(due, NULL, 10), 0);
 }

@@ -1,0 +1,49 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.h
+ *	  The worker's view of enrich's tables (queue.c): claiming requests,
+ *	  recording batches, applying pages of items, retries, recovery.
+ *	  Every function runs inside the caller's transaction, SPI connected.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ENRICH_QUEUE_H
+#define ENRICH_QUEUE_H
+
+#include "api.h"
+
+/* a batch the worker submitted and has not finished with */
+typedef struct EnrichOpenBatch
+{
+	char	   *batch_id;
+	int			environment;
+	char	   *status;			/* last status seen */
+	char	   *cursor;			/* items cursor saved after the last page */
+	int			processed_count;	/* processedCount last seen */
+	int			items_received;
+	int			request_count;
+	int			poll_interval_ms;
+	double		age_ms;			/* since it was submitted */
+} EnrichOpenBatch;
+
+extern bool enrich_queue_extension_present(void);
+extern void enrich_queue_recover(void);
+extern int	enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads);
+extern void enrich_queue_submitted(const char *batch_id, int environment,
+								   const EnrichOutgoing *leads, int n, int first_poll_ms);
+extern void enrich_queue_requeue(const EnrichOutgoing *leads, int n, bool count_attempt,
+								 int delay_ms, const char *code, const char *message);
+extern void enrich_queue_fail(const EnrichOutgoing *leads, int n,
+							  const char *code, const char *message);
+extern int	enrich_queue_due_batches(int limit, EnrichOpenBatch **batches);
+extern void enrich_queue_batch_polled(const char *batch_id, const char *status,
+									  int processed_count, int next_poll_ms);
+extern void enrich_queue_batch_error(const char *batch_id, int next_poll_ms,
+									 const char *message, bool forget_cursor);
+extern int	enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
+									bool closes_batch, int next_poll_ms);
+extern void enrich_queue_close_batch(const char *batch_id, const char *status,
+									 const char *code, const char *message);
+extern long enrich_queue_next_due_ms(const bool *environment_active);
+
+#endif							/* ENRICH_QUEUE_H */

@@ -1,0 +1,1248 @@
+/*-------------------------------------------------------------------------
+ *
+ * trigger.c
+ *	  The way rows get into the queue: the triggers of enrich.requests (the
+ *	  validation and normalized identifier of a request, the wakeup of the
+ *	  worker), the SQL helpers enrich.normalize_identifier and
+ *	  enrich.request_problem, the trigger of watched contact tables
+ *	  (enrich.enqueue_from_source), the backfill of a watched table
+ *	  (enrich.enqueue_existing) and the records of watches
+ *	  (enrich.register_watch, enrich.unregister_watch).
+ *
+ * A request is validated by one function, enrich_request_check, and its
+ * identifier computed by one function, enrich_request_identifier: the
+ * trigger of enrich.requests and the SQL helpers share them, so a row
+ * queued from a watched table is judged exactly as a row inserted by hand.
+ *
+ * The users who insert contacts have no privilege on enrich's tables, so
+ * the statements on them run as the bootstrap superuser in a restricted
+ * security context (enrich_run_privileged, or run_kept_plan for the
+ * statements the trigger prepares once per backend and keeps), with
+ * search_path set to pg_catalog.  Those statements evaluate nothing that a
+ * table owner could have defined: identifier columns are text, varchar or
+ * bpchar, primary key values of a user-defined type are turned into text
+ * by the type's output function (format's %s), never by a cast a user may
+ * have created, and rows are matched on that text, never with the type's
+ * operators.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/transam.h"
+#include "catalog/objectaddress.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+#include "utils/tuplestore.h"
+
+#include "api.h"
+#include "enrich.h"
+
+PG_FUNCTION_INFO_V1(enrich_requests_check);
+PG_FUNCTION_INFO_V1(enrich_requests_wake);
+PG_FUNCTION_INFO_V1(enrich_normalize_identifier);
+PG_FUNCTION_INFO_V1(enrich_request_problem);
+PG_FUNCTION_INFO_V1(enrich_enqueue_from_source);
+PG_FUNCTION_INFO_V1(enrich_enqueue_existing);
+PG_FUNCTION_INFO_V1(enrich_register_watch);
+PG_FUNCTION_INFO_V1(enrich_unregister_watch);
+
+/*
+ * The worker adds its own key to the metadata of every request it sends
+ * (the request id, by which results are matched), and the API takes at
+ * most ENRICH_API_MAX_METADATA bytes of metadata.  So a request keeps this
+ * many bytes free: a comma, a quoted key of up to 20 bytes, a colon and a
+ * 64-bit integer of up to 20 characters make at most 44.
+ */
+#define ENRICH_METADATA_RESERVE 48
+#define ENRICH_MAX_METADATA (ENRICH_API_MAX_METADATA - ENRICH_METADATA_RESERVE)
+
+/* the longest part of a refused value quoted in a message, in bytes */
+#define ENRICH_QUOTE_MAX 200
+
+/* the identifier columns of a request, in the order the API prefers them */
+#define ENRICH_NIDENTIFIERS 3
+static const char *const identifier_columns[ENRICH_NIDENTIFIERS] =
+{"linkedin_url", "person_id", "pdl_id"};
+static const char *const identifier_prefixes[ENRICH_NIDENTIFIERS] =
+{NULL, "personId:", "pdlId:"};
+
+/* the fields of a request that are validated; NULL when SQL NULL */
+typedef struct EnrichRequestFields
+{
+	text	   *identifiers[ENRICH_NIDENTIFIERS];	/* linkedin_url, person_id,
+													 * pdl_id */
+	Jsonb	   *metadata;
+} EnrichRequestFields;
+
+/* what is wrong with a request */
+typedef struct EnrichRowProblem
+{
+	const char *column;			/* the column at fault; NULL when no
+								 * identifier is given */
+	char	   *reason;			/* lower case, no period */
+	const char *hint;			/* a sentence, or NULL */
+} EnrichRowProblem;
+
+/* a watched table, as enrich.watches records it */
+typedef struct EnrichWatch
+{
+	Oid			relid;
+	char	   *result_column;
+	char	   *identifier_columns[ENRICH_NIDENTIFIERS];	/* NULL when unused */
+	char	   *environment;	/* NULL: enrich.environment */
+	int			nkeys;
+	char	  **key_columns;
+	Oid		   *key_types;		/* the columns' types now */
+} EnrichWatch;
+
+/* where the rows to enqueue come from */
+typedef enum EnrichEnqueueSource
+{
+	ENQUEUE_INSERTED,			/* the new rows of an INSERT or COPY */
+	ENQUEUE_UPDATED,			/* the rows of an UPDATE whose identifiers
+								 * changed */
+	ENQUEUE_EXISTING			/* the rows of the table without a result */
+} EnrichEnqueueSource;
+
+
+/*
+ * Requests: validation and normalized identifier
+ */
+
+/*
+ * quote_value returns a value for a message, in double quotes with JSON
+ * escapes (so a reason stays on one line), cut after ENRICH_QUOTE_MAX bytes
+ */
+static char *
+quote_value(const char *value)
+{
+	StringInfoData buf;
+	int			len = strlen(value);
+	int			cut = pg_mbcliplen(value, len, ENRICH_QUOTE_MAX);
+
+	initStringInfo(&buf);
+	escape_json(&buf, cut < len ? pnstrdup(value, cut) : value);
+	if (cut < len)
+	{
+		buf.data[--buf.len] = '\0';
+		appendStringInfoString(&buf, "...\"");
+	}
+	return buf.data;
+}
+
+/* refuse fills in a problem and returns false */
+static bool
+refuse(EnrichRowProblem *p, const char *column, char *reason, const char *hint)
+{
+	p->column = column;
+	p->reason = reason;
+	p->hint = hint;
+	return false;
+}
+
+/*
+ * json_string_length returns the length of a JSON string as json-c writes
+ * it (api.c and the API measure metadata so): quotes included, '"', '\\',
+ * '/' and \b \f \n \r \t escaped in two bytes, other control characters in
+ * six, every other byte kept.
+ */
+static size_t
+json_string_length(const char *s, int len)
+{
+	size_t		n = 2;
+
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == '"' || c == '\\' || c == '/' || c == '\b' || c == '\f' ||
+			c == '\n' || c == '\r' || c == '\t')
+			n += 2;
+		else if (c < 0x20)
+			n += 6;
+		else
+			n += 1;
+	}
+	return n;
+}
+
+/*
+ * jsonb_scalar_length returns the length of a scalar in compact JSON.  A
+ * number is written as numeric_out writes it; json-c keeps that text,
+ * except that it clamps an integer beyond 64 bits to 20 digits, so for
+ * such numbers this is an overestimate.
+ */
+static size_t
+jsonb_scalar_length(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return 4;
+		case jbvBool:
+			return v->val.boolean ? 4 : 5;
+		case jbvString:
+			return json_string_length(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return strlen(DatumGetCString(DirectFunctionCall1(numeric_out,
+															  NumericGetDatum(v->val.numeric))));
+		default:
+			elog(ERROR, "enrich: unexpected jsonb value type %d", (int) v->type);
+	}
+	return 0;					/* keep the compiler quiet */
+}
+
+/* a container being walked by metadata_length */
+typedef struct JsonbLevel
+{
+	bool		is_array;
+	int64		members;
+} JsonbLevel;
+
+/*
+ * metadata_length returns the length of a jsonb value serialized without
+ * whitespace, as the worker sends it (see json_string_length)
+ */
+static size_t
+metadata_length(Jsonb *jb)
+{
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbIteratorToken token;
+	JsonbValue	v;
+	JsonbLevel *levels = palloc(sizeof(JsonbLevel) * 8);
+	int			depth = 0;
+	int			capacity = 8;
+	size_t		len = 0;
+
+	while ((token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		bool		member = false;
+
+		switch (token)
+		{
+			case WJB_BEGIN_ARRAY:
+			case WJB_BEGIN_OBJECT:
+				/* a container is a member of an array it is in */
+				if (depth > 0 && levels[depth - 1].is_array)
+				{
+					if (levels[depth - 1].members++ > 0)
+						len++;	/* comma */
+				}
+				if (depth == capacity)
+				{
+					capacity *= 2;
+					levels = repalloc(levels, sizeof(JsonbLevel) * capacity);
+				}
+				levels[depth].is_array = (token == WJB_BEGIN_ARRAY);
+				levels[depth].members = 0;
+				depth++;
+				len++;			/* [ or { */
+				break;
+			case WJB_END_ARRAY:
+			case WJB_END_OBJECT:
+				depth--;
+				len++;			/* ] or } */
+				break;
+			case WJB_KEY:
+				member = true;
+				len += json_string_length(v.val.string.val, v.val.string.len) + 1;
+				break;
+			case WJB_ELEM:
+				member = true;
+				len += jsonb_scalar_length(&v);
+				break;
+			case WJB_VALUE:
+				len += jsonb_scalar_length(&v);
+				break;
+			default:
+				break;
+		}
+		if (member && levels[depth - 1].members++ > 0)
+			len++;				/* comma */
+	}
+	pfree(levels);
+	return len;
+}
+
+/*
+ * enrich_request_check validates the identifiers and metadata of a request
+ * as the API will: at least one identifier, each a non-empty string of at
+ * most ENRICH_API_MAX_IDENTIFIER bytes, linkedin_url a LinkedIn profile
+ * URL, metadata a JSON object that leaves room for the worker's request id.
+ * It returns true when the request is valid, else false and the problem.
+ */
+static bool
+enrich_request_check(const EnrichRequestFields *r, EnrichRowProblem *p)
+{
+	bool		has_identifier = false;
+
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+	{
+		text	   *value = r->identifiers[i];
+		int			len;
+		char	   *s;
+
+		if (value == NULL)
+			continue;
+		has_identifier = true;
+		len = VARSIZE_ANY_EXHDR(value);
+		if (len == 0)
+			return refuse(p, identifier_columns[i], pstrdup("the value is empty"), NULL);
+		if (len > ENRICH_API_MAX_IDENTIFIER)
+			return refuse(p, identifier_columns[i],
+						  psprintf("the value is %d bytes long, more than %d",
+								   len, ENRICH_API_MAX_IDENTIFIER),
+						  NULL);
+		if (i > 0)
+			continue;
+		s = text_to_cstring(value);
+		if (enrich_api_normalize_linkedin_url(s) == NULL)
+			return refuse(p, identifier_columns[i],
+						  psprintf("%s is not a LinkedIn profile URL", quote_value(s)),
+						  "A profile URL looks like https://www.linkedin.com/in/<name>; Sales Navigator and Recruiter URLs are accepted too.");
+	}
+	if (!has_identifier)
+		return refuse(p, NULL,
+					  pstrdup("an enrichment request needs linkedin_url, person_id or pdl_id"),
+					  NULL);
+
+	if (r->metadata != NULL)
+	{
+		size_t		len;
+
+		if (!JB_ROOT_IS_OBJECT(r->metadata))
+			return refuse(p, "metadata",
+						  psprintf("the metadata is a JSON %s, not an object",
+								   text_to_cstring(DatumGetTextPP(DirectFunctionCall1(jsonb_typeof,
+																					  JsonbPGetDatum(r->metadata))))),
+						  "Use a JSON object such as {\"contact_id\": 42}.");
+		len = metadata_length(r->metadata);
+		if (len > ENRICH_MAX_METADATA)
+			return refuse(p, "metadata",
+						  psprintf("the metadata is %zu bytes serialized, more than %d",
+								   len, ENRICH_MAX_METADATA),
+						  psprintf("The API takes %d bytes of metadata and enrich keeps %d of them for its request id.",
+								   ENRICH_API_MAX_METADATA, ENRICH_METADATA_RESERVE));
+	}
+	return true;
+}
+
+/*
+ * enrich_request_identifier returns the normalized identifier of a request,
+ * as the API (and the mock) compute it: the normalized LinkedIn URL when
+ * linkedin_url is given, else "personId:<value>", else "pdlId:<value>".  It
+ * returns NULL when no identifier is given or when the one that counts is
+ * not valid.
+ */
+static char *
+enrich_request_identifier(const EnrichRequestFields *r)
+{
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+	{
+		text	   *value = r->identifiers[i];
+		int			len;
+
+		if (value == NULL)
+			continue;
+		len = VARSIZE_ANY_EXHDR(value);
+		if (len == 0 || len > ENRICH_API_MAX_IDENTIFIER)
+			return NULL;
+		if (i == 0)
+			return enrich_api_normalize_linkedin_url(text_to_cstring(value));
+		return psprintf("%s%s", identifier_prefixes[i], text_to_cstring(value));
+	}
+	return NULL;
+}
+
+/* fields_from_args reads (linkedin_url, person_id, pdl_id[, metadata]) */
+static void
+fields_from_args(FunctionCallInfo fcinfo, EnrichRequestFields *r)
+{
+	memset(r, 0, sizeof(*r));
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+		if (!PG_ARGISNULL(i))
+			r->identifiers[i] = PG_GETARG_TEXT_PP(i);
+	if (PG_NARGS() > ENRICH_NIDENTIFIERS && !PG_ARGISNULL(ENRICH_NIDENTIFIERS))
+		r->metadata = PG_GETARG_JSONB_P(ENRICH_NIDENTIFIERS);
+}
+
+/* the columns of enrich.requests that requests_check reads or sets */
+typedef enum RequestColumn
+{
+	RC_LINKEDIN_URL,			/* the identifiers first, in the order of */
+	RC_PERSON_ID,				/* identifier_columns */
+	RC_PDL_ID,
+	RC_METADATA,
+	RC_ENVIRONMENT,
+	RC_STATE,
+	RC_IDENTIFIER,
+	RC_COUNT
+} RequestColumn;
+
+static const char *const request_column_names[RC_COUNT] =
+{"linkedin_url", "person_id", "pdl_id", "metadata", "environment", "state", "identifier"};
+
+/* the numbers of those columns, found once per process */
+static Oid	request_columns_relid = InvalidOid;
+static int	request_columns[RC_COUNT];
+
+/*
+ * request_column_numbers returns the numbers of the columns of
+ * enrich.requests that requests_check uses.  They are looked up by name
+ * once, and checked against the names on every call (a renamed column
+ * makes them looked up again), which costs less than the lookup.
+ */
+static const int *
+request_column_numbers(Relation rel)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	bool		valid = (RelationGetRelid(rel) == request_columns_relid);
+
+	for (int i = 0; valid && i < RC_COUNT; i++)
+	{
+		Form_pg_attribute attr;
+
+		if (request_columns[i] > tupdesc->natts)
+		{
+			valid = false;
+			break;
+		}
+		attr = TupleDescAttr(tupdesc, request_columns[i] - 1);
+		valid = !attr->attisdropped &&
+			strcmp(NameStr(attr->attname), request_column_names[i]) == 0;
+	}
+	if (!valid)
+	{
+		request_columns_relid = InvalidOid;
+		for (int i = 0; i < RC_COUNT; i++)
+		{
+			request_columns[i] = SPI_fnumber(tupdesc, request_column_names[i]);
+			if (request_columns[i] <= 0)
+				elog(ERROR, "enrich: enrich.requests has no column \"%s\"",
+					 request_column_names[i]);
+		}
+		request_columns_relid = RelationGetRelid(rel);
+	}
+	return request_columns;
+}
+
+/* text_equals says whether a text datum is the given ASCII string */
+static bool
+text_equals(Datum value, const char *s)
+{
+	text	   *t = DatumGetTextPP(value);
+	size_t		len = strlen(s);
+
+	return VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), s, len) == 0;
+}
+
+/*
+ * enrich.requests_check() is the BEFORE INSERT OR UPDATE row trigger of
+ * enrich.requests: it refuses an invalid request with an error naming the
+ * column, and sets identifier.  A row inserted as failed (a watched table's
+ * malformed identifier) is kept as it is, only its identifier computed.
+ */
+Datum
+enrich_requests_check(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	const int  *columns;
+	TupleDesc	tupdesc;
+	HeapTuple	tuple;
+	EnrichRequestFields r;
+	EnrichRowProblem p;
+	char	   *identifier;
+	int			attnum;
+	Datum		value;
+	bool		isnull;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ||
+		TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("enrich.requests_check() must be fired BEFORE INSERT OR UPDATE FOR EACH ROW")));
+
+	columns = request_column_numbers(trigdata->tg_relation);
+	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+
+	memset(&r, 0, sizeof(r));
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+	{
+		value = heap_getattr(tuple, columns[RC_LINKEDIN_URL + i], tupdesc, &isnull);
+		if (!isnull)
+			r.identifiers[i] = DatumGetTextPP(value);
+	}
+	value = heap_getattr(tuple, columns[RC_METADATA], tupdesc, &isnull);
+	if (!isnull)
+		r.metadata = DatumGetJsonbP(value);
+
+	value = heap_getattr(tuple, columns[RC_STATE], tupdesc, &isnull);
+	if (isnull || !text_equals(value, "failed"))
+	{
+		/* a NULL environment is left to the column's NOT NULL constraint */
+		value = heap_getattr(tuple, columns[RC_ENVIRONMENT], tupdesc, &isnull);
+		if (!isnull && !text_equals(value, "live") && !text_equals(value, "test"))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid environment for an enrichment request"),
+					 errdetail("%s is not an environment.", quote_value(TextDatumGetCString(value))),
+					 errhint("The environment is 'live' or 'test'.")));
+
+		if (!enrich_request_check(&r, &p))
+		{
+			if (p.column == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s", p.reason),
+						 errhint("Set at least one of them.")));
+			p.reason[0] = pg_toupper((unsigned char) p.reason[0]);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s for an enrichment request", p.column),
+					 errdetail("%s.", p.reason),
+					 p.hint ? errhint("%s", p.hint) : 0));
+		}
+	}
+
+	identifier = enrich_request_identifier(&r);
+	attnum = columns[RC_IDENTIFIER];
+	value = identifier ? CStringGetTextDatum(identifier) : (Datum) 0;
+	isnull = (identifier == NULL);
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, tupdesc, 1, &attnum,
+													 &value, &isnull));
+}
+
+/*
+ * enrich.requests_wake() is the AFTER INSERT OR UPDATE statement trigger of
+ * enrich.requests: the worker wakes when the transaction commits
+ */
+Datum
+enrich_requests_wake(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("enrich.requests_wake() was not called by the trigger manager")));
+	enrich_wake_at_commit();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * enrich.normalize_identifier(linkedin_url, person_id, pdl_id) returns the
+ * normalized identifier of a request, or NULL (see
+ * enrich_request_identifier)
+ */
+Datum
+enrich_normalize_identifier(PG_FUNCTION_ARGS)
+{
+	EnrichRequestFields r;
+	char	   *identifier;
+
+	fields_from_args(fcinfo, &r);
+	identifier = enrich_request_identifier(&r);
+	if (identifier == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(identifier));
+}
+
+/*
+ * enrich.request_problem(linkedin_url, person_id, pdl_id, metadata) returns
+ * NULL for a valid request, else what is wrong with it on one line, the
+ * column first: 'linkedin_url: "x" is not a LinkedIn profile URL'
+ */
+Datum
+enrich_request_problem(PG_FUNCTION_ARGS)
+{
+	EnrichRequestFields r;
+	EnrichRowProblem p;
+
+	fields_from_args(fcinfo, &r);
+	if (enrich_request_check(&r, &p))
+		PG_RETURN_NULL();
+	if (p.column == NULL)
+		PG_RETURN_TEXT_P(cstring_to_text(p.reason));
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%s: %s", p.column, p.reason)));
+}
+
+
+/*
+ * Watched tables
+ */
+
+/*
+ * run_privileged runs one statement with SPI (connected by the caller) as
+ * the bootstrap superuser, with search_path = pg_catalog, pg_temp so that
+ * no object of the caller's search path takes part
+ */
+static int
+run_privileged(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			   const char *nulls, bool read_only)
+{
+	int			nestlevel = NewGUCNestLevel();
+	int			rc;
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = enrich_run_privileged(sql, nargs, argtypes, values, nulls, read_only);
+	AtEOXact_GUC(true, nestlevel);
+	return rc;
+}
+
+/*
+ * run_kept_plan is run_privileged for a statement that is prepared once
+ * and kept: it prepares sql into *plan when *plan is NULL (with the
+ * cursor options given, CURSOR_OPT_CUSTOM_PLAN for a statement whose best
+ * plan depends on the size of a transition table), then executes the plan,
+ * both as the bootstrap superuser with search_path = pg_catalog, pg_temp.
+ * Every execution runs under that search path, so a re-planning (after a
+ * change of a table it reads, say) resolves names the same way.
+ */
+static int
+run_kept_plan(SPIPlanPtr *plan, const char *sql, int cursor_options,
+			  int nargs, Oid *argtypes, Datum *values, const char *nulls,
+			  bool read_only)
+{
+	int			nestlevel = NewGUCNestLevel();
+	Oid			save_userid;
+	int			save_sec_context;
+	volatile int rc = 0;
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		if (*plan == NULL)
+		{
+			SPIPlanPtr	prepared = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
+
+			if (prepared == NULL)
+				elog(ERROR, "enrich: could not prepare a statement: %s",
+					 SPI_result_code_string(SPI_result));
+			SPI_keepplan(prepared);
+			*plan = prepared;
+		}
+		rc = SPI_execute_plan(*plan, values, nulls, read_only, 0);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	AtEOXact_GUC(true, nestlevel);
+	return rc;
+}
+
+/* relation_display_name returns a table's name as regclass writes it */
+static char *
+relation_display_name(Oid relid)
+{
+	return DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(relid)));
+}
+
+/* check_owner raises the usual error unless the current user owns the table */
+static void
+check_owner(Oid relid)
+{
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)),
+					   get_rel_name(relid));
+}
+
+/* name_array_values returns the elements of a name[] datum as C strings */
+static char **
+name_array_values(Datum array, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	char	  **names;
+
+	deconstruct_array(DatumGetArrayTypeP(array), NAMEOID, NAMEDATALEN, false,
+					  TYPALIGN_CHAR, &elems, &nulls, n);
+	names = palloc(sizeof(char *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		if (nulls[i])
+			elog(ERROR, "enrich: a key column of enrich.watches is null");
+		names[i] = pstrdup(NameStr(*DatumGetName(elems[i])));
+	}
+	return names;
+}
+
+/* the plan of watch_read's statement, kept for the life of the process */
+static SPIPlanPtr watch_plan = NULL;
+
+/*
+ * watch_read reads the watch of a table from enrich.watches into *w; it
+ * returns false when the table is not watched.  SPI is connected.
+ */
+static bool
+watch_read(Oid relid, EnrichWatch *w)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	HeapTuple	row;
+	TupleDesc	tupdesc;
+	Datum		keys;
+	bool		isnull;
+	int			rc;
+
+	rc = run_kept_plan(&watch_plan,
+					   "SELECT result_column::pg_catalog.text, linkedin_url_column::pg_catalog.text, "
+					   "person_id_column::pg_catalog.text, pdl_id_column::pg_catalog.text, "
+					   "environment, key_columns "
+					   "FROM enrich.watches WHERE source OPERATOR(pg_catalog.=) $1",
+					   0, 1, argtypes, values, NULL, true);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "enrich: reading enrich.watches failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return false;
+
+	row = SPI_tuptable->vals[0];
+	tupdesc = SPI_tuptable->tupdesc;
+	memset(w, 0, sizeof(*w));
+	w->relid = relid;
+	w->result_column = SPI_getvalue(row, tupdesc, 1);
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+		w->identifier_columns[i] = SPI_getvalue(row, tupdesc, 2 + i);
+	w->environment = SPI_getvalue(row, tupdesc, 5);
+	keys = SPI_getbinval(row, tupdesc, 6, &isnull);
+	if (!isnull)
+		w->key_columns = name_array_values(keys, &w->nkeys);
+	if (w->nkeys < 1)
+		elog(ERROR, "enrich: the watch of table %u has no key columns", relid);
+	return true;
+}
+
+/*
+ * column_type returns the type of a live column of a table, or InvalidOid
+ * when it has none of that name
+ */
+static Oid
+column_type(Oid relid, const char *column)
+{
+	AttrNumber	attnum = get_attnum(relid, column);
+
+	if (attnum == InvalidAttrNumber || attnum < 0)
+		return InvalidOid;
+	return get_atttype(relid, attnum);
+}
+
+/*
+ * watch_columns checks that the columns a watch names still exist with
+ * the types enrich_watch required (the result column only when
+ * need_result), and records the key columns' types.  It returns NULL when
+ * they do, else what is wrong.
+ */
+static char *
+watch_columns(EnrichWatch *w, bool need_result)
+{
+	char	   *table = relation_display_name(w->relid);
+	Oid			type;
+
+	if (need_result)
+	{
+		type = column_type(w->relid, w->result_column);
+		if (type == InvalidOid)
+			return psprintf("result column \"%s\" of table %s does not exist",
+							w->result_column, table);
+		if (type != JSONBOID)
+			return psprintf("result column \"%s\" of table %s is not of type jsonb",
+							w->result_column, table);
+	}
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+	{
+		if (w->identifier_columns[i] == NULL)
+			continue;
+		type = column_type(w->relid, w->identifier_columns[i]);
+		if (type == InvalidOid)
+			return psprintf("identifier column \"%s\" of table %s does not exist",
+							w->identifier_columns[i], table);
+		if (type != TEXTOID && type != VARCHAROID && type != BPCHAROID)
+			return psprintf("identifier column \"%s\" of table %s is not of type text or varchar",
+							w->identifier_columns[i], table);
+	}
+	w->key_types = palloc(sizeof(Oid) * w->nkeys);
+	for (int i = 0; i < w->nkeys; i++)
+	{
+		w->key_types[i] = column_type(w->relid, w->key_columns[i]);
+		if (w->key_types[i] == InvalidOid)
+			return psprintf("key column \"%s\" of table %s does not exist",
+							w->key_columns[i], table);
+	}
+	return NULL;
+}
+
+/*
+ * append_source_rows appends a SELECT of the rows of "from" (a transition
+ * table or the watched table, alias t) as (linkedin_url, person_id, pdl_id,
+ * source_key), identifiers as text and source_key a JSON array of the
+ * primary key values as text.  A key of a built-in type is cast to text;
+ * one of another type goes through its output function, so that no cast a
+ * user created runs as superuser.
+ */
+static void
+append_source_rows(StringInfo buf, const EnrichWatch *w, const char *from,
+				   const char *where)
+{
+	appendStringInfoString(buf, "SELECT ");
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+	{
+		if (w->identifier_columns[i] != NULL)
+			appendStringInfo(buf, "t.%s::pg_catalog.text AS %s, ",
+							 quote_identifier(w->identifier_columns[i]), identifier_columns[i]);
+		else
+			appendStringInfo(buf, "NULL::pg_catalog.text AS %s, ", identifier_columns[i]);
+	}
+	appendStringInfoString(buf, "pg_catalog.jsonb_build_array(");
+	for (int i = 0; i < w->nkeys; i++)
+	{
+		const char *column = quote_identifier(w->key_columns[i]);
+
+		if (i > 0)
+			appendStringInfoString(buf, ", ");
+		if (w->key_types[i] < FirstNormalObjectId)
+			appendStringInfo(buf, "t.%s::pg_catalog.text", column);
+		else
+			appendStringInfo(buf, "pg_catalog.format('%%s', t.%s)", column);
+	}
+	appendStringInfo(buf, ") AS source_key FROM %s t", from);
+	if (where != NULL)
+		appendStringInfo(buf, " WHERE %s", where);
+}
+
+/*
+ * enqueue_sql builds the one statement that queues the rows of a watched
+ * table: $1 is the environment (NULL: enrich.environment), $2 the table's
+ * oid.  Rows without any identifier are skipped; a row whose identifiers
+ * enrich.request_problem refuses is recorded as a failed request with the
+ * reason, so that the user's statement never fails for its content.
+ *
+ * new_table and old_table are the transition tables of the trigger
+ * (ENQUEUE_INSERTED, ENQUEUE_UPDATED); for ENQUEUE_UPDATED only the rows
+ * whose identifiers changed are queued (rows are matched on source_key, a
+ * row whose key changed counts as new).  ENQUEUE_EXISTING queues the rows
+ * of the table whose result column is NULL and that have no request queued
+ * or in flight, and none refused for the same malformed identifiers (it
+ * would only be refused again).
+ */
+static char *
+enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
+			const char *new_table, const char *old_table)
+{
+	StringInfoData sql;
+	bool		first;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql,
+						   "INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
+						   "source_relid, source_key, state, error, completed_at) "
+						   "SELECT COALESCE($1, pg_catalog.current_setting('enrich.environment')), "
+						   "c.linkedin_url, c.person_id, c.pdl_id, $2, c.source_key, "
+						   "CASE WHEN c.problem IS NULL THEN 'queued' ELSE 'failed' END, "
+						   "CASE WHEN c.problem IS NOT NULL THEN pg_catalog.jsonb_build_object("
+						   "'code', 'invalid_identifier', 'message', c.problem) END, "
+						   "CASE WHEN c.problem IS NOT NULL THEN pg_catalog.now() END "
+						   "FROM (SELECT n.linkedin_url, n.person_id, n.pdl_id, n.source_key, "
+						   "enrich.request_problem(n.linkedin_url, n.person_id, n.pdl_id, NULL) AS problem "
+						   "FROM (");
+
+	if (source == ENQUEUE_EXISTING)
+	{
+		char	   *table = quote_qualified_identifier(get_namespace_name(get_rel_namespace(w->relid)),
+													   get_rel_name(w->relid));
+		char	   *where = psprintf("t.%s IS NULL", quote_identifier(w->result_column));
+
+		append_source_rows(&sql, w, table, where);
+		appendStringInfoString(&sql, ") n");
+	}
+	else
+	{
+		append_source_rows(&sql, w, quote_identifier(new_table), NULL);
+		appendStringInfoString(&sql, ") n");
+		if (source == ENQUEUE_UPDATED)
+		{
+			appendStringInfoString(&sql, " LEFT JOIN (");
+			append_source_rows(&sql, w, quote_identifier(old_table), NULL);
+			appendStringInfoString(&sql, ") o ON o.source_key OPERATOR(pg_catalog.=) n.source_key");
+		}
+	}
+
+	/* at least one identifier */
+	appendStringInfoString(&sql, " WHERE (");
+	first = true;
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+	{
+		if (w->identifier_columns[i] == NULL)
+			continue;
+		appendStringInfo(&sql, "%sn.%s IS NOT NULL", first ? "" : " OR ", identifier_columns[i]);
+		first = false;
+	}
+	appendStringInfoChar(&sql, ')');
+
+	if (source == ENQUEUE_UPDATED)
+	{
+		appendStringInfoString(&sql, " AND (o.source_key IS NULL");
+		for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+			if (w->identifier_columns[i] != NULL)
+				appendStringInfo(&sql, " OR n.%s IS DISTINCT FROM o.%s",
+								 identifier_columns[i], identifier_columns[i]);
+		appendStringInfoChar(&sql, ')');
+	}
+	else if (source == ENQUEUE_EXISTING)
+		appendStringInfoString(&sql,
+							   " AND NOT EXISTS (SELECT 1 FROM enrich.requests r "
+							   "WHERE r.source_relid OPERATOR(pg_catalog.=) $2 "
+							   "AND r.source_key OPERATOR(pg_catalog.=) n.source_key "
+							   "AND (r.state OPERATOR(pg_catalog.=) ANY ('{queued,submitting,submitted}'::pg_catalog.text[]) "
+							   "OR (r.state OPERATOR(pg_catalog.=) 'failed' "
+							   "AND r.error OPERATOR(pg_catalog.->>) 'code' OPERATOR(pg_catalog.=) 'invalid_identifier' "
+							   "AND r.linkedin_url IS NOT DISTINCT FROM n.linkedin_url "
+							   "AND r.person_id IS NOT DISTINCT FROM n.person_id "
+							   "AND r.pdl_id IS NOT DISTINCT FROM n.pdl_id)))");
+
+	/* OFFSET 0 keeps request_problem from being evaluated once per use */
+	appendStringInfoString(&sql, " OFFSET 0) c");
+	return sql.data;
+}
+
+/* the kept plan of the statement that queues the rows of a watched table */
+typedef struct EnqueuePlan
+{
+	Oid			relid;
+	EnrichEnqueueSource source;
+	char	   *sql;			/* the statement it is prepared from */
+	SPIPlanPtr	plan;			/* NULL until prepared */
+	struct EnqueuePlan *next;
+} EnqueuePlan;
+
+static EnqueuePlan *enqueue_plans = NULL;
+
+/*
+ * enqueue_plan_slot returns where the kept plan of a watched table's
+ * statement is.  The statement is built on every call from the watch and
+ * the table's columns as they are then; a different text (another watch,
+ * a changed column type) replaces the plan.
+ */
+static SPIPlanPtr *
+enqueue_plan_slot(Oid relid, EnrichEnqueueSource source, const char *sql)
+{
+	EnqueuePlan *entry;
+
+	for (entry = enqueue_plans; entry != NULL; entry = entry->next)
+		if (entry->relid == relid && entry->source == source)
+			break;
+	if (entry == NULL)
+	{
+		entry = MemoryContextAllocZero(TopMemoryContext, sizeof(EnqueuePlan));
+		entry->relid = relid;
+		entry->source = source;
+		entry->next = enqueue_plans;
+		enqueue_plans = entry;
+	}
+	if (entry->sql == NULL || strcmp(entry->sql, sql) != 0)
+	{
+		if (entry->plan != NULL)
+			SPI_freeplan(entry->plan);
+		entry->plan = NULL;
+		if (entry->sql != NULL)
+			pfree(entry->sql);
+		entry->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	}
+	return &entry->plan;
+}
+
+/*
+ * enqueue_run runs the statement of enqueue_sql as the bootstrap superuser
+ * and returns how many requests it queued.  With a plan slot the statement
+ * is prepared once and kept (the trigger runs it for every statement on the
+ * table); without one it is planned for this run only.  SPI is connected.
+ */
+static uint64
+enqueue_run(const EnrichWatch *w, const char *sql, SPIPlanPtr *plan, int cursor_options)
+{
+	Oid			argtypes[2] = {TEXTOID, OIDOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	int			rc;
+
+	if (w->environment != NULL)
+		values[0] = CStringGetTextDatum(w->environment);
+	else
+		nulls[0] = 'n';
+	values[1] = ObjectIdGetDatum(w->relid);
+	if (plan != NULL)
+		rc = run_kept_plan(plan, sql, cursor_options, 2, argtypes, values, nulls, false);
+	else
+		rc = run_privileged(sql, 2, argtypes, values, nulls, false);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "enrich: queueing the rows of table %s failed: %s",
+			 relation_display_name(w->relid), SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/*
+ * enrich.enqueue_from_source() is the AFTER INSERT and AFTER UPDATE
+ * statement trigger of a watched table (created by enrich_watch with the
+ * transition tables enrich_new and enrich_old): one statement queues every
+ * new row, or every row whose identifiers an UPDATE changed.
+ *
+ * It does nothing in the worker (whose write-back updates the result
+ * column) and on a table no longer watched.  It never fails the user's
+ * statement for what the rows contain; a watch whose columns were since
+ * dropped or changed gets a WARNING instead of queued rows.
+ */
+Datum
+enrich_enqueue_from_source(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	bool		is_update;
+	EnrichWatch w;
+	EnrichEnqueueSource source;
+	char	   *problem;
+	char	   *sql;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		!(TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
+		  TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("enrich.enqueue_from_source() must be fired AFTER INSERT or AFTER UPDATE FOR EACH STATEMENT")));
+	is_update = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event);
+
+	if (enrich_in_worker)
+		return PointerGetDatum(NULL);
+
+	if (trigdata->tg_newtable == NULL || (is_update && trigdata->tg_oldtable == NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("enrich.enqueue_from_source() needs transition tables"),
+				 errhint("Create the triggers with enrich_watch.")));
+	if (tuplestore_tuple_count(trigdata->tg_newtable) == 0)
+		return PointerGetDatum(NULL);
+
+	SPI_connect();
+	if (!watch_read(RelationGetRelid(trigdata->tg_relation), &w))
+	{
+		SPI_finish();
+		return PointerGetDatum(NULL);
+	}
+	problem = watch_columns(&w, false);
+	if (problem != NULL)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("enrich did not queue the rows of this statement: %s", problem),
+				 errhint("Call enrich_unwatch and then enrich_watch with the table's columns now.")));
+		SPI_finish();
+		return PointerGetDatum(NULL);
+	}
+	SPI_register_trigger_data(trigdata);
+	source = is_update ? ENQUEUE_UPDATED : ENQUEUE_INSERTED;
+	sql = enqueue_sql(&w, source, trigdata->tg_trigger->tgnewtable,
+					  trigdata->tg_trigger->tgoldtable);
+
+	/*
+	 * The plan of an INSERT's statement scans the new rows whatever their
+	 * number; the join of an UPDATE's is planned for each statement's sizes.
+	 */
+	enqueue_run(&w, sql, enqueue_plan_slot(w.relid, source, sql),
+				is_update ? CURSOR_OPT_CUSTOM_PLAN : 0);
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}
+
+/* relation_arg returns a regclass argument, refusing NULL */
+static Oid
+relation_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+	return PG_GETARG_OID(argno);
+}
+
+/*
+ * enrich.enqueue_existing(source) queues the rows of a watched table whose
+ * result column is NULL and that have no request queued or in flight (the
+ * backfill of enrich_watch); a row already refused for the same malformed
+ * identifiers is not queued again.  It returns how many requests it
+ * queued.  Only the table's owner may call it.
+ */
+Datum
+enrich_enqueue_existing(PG_FUNCTION_ARGS)
+{
+	Oid			relid = relation_arg(fcinfo, 0, "source");
+	char		relkind = get_rel_relkind(relid);
+	EnrichWatch w;
+	char	   *problem;
+	uint64		queued;
+
+	if (relkind == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	check_owner(relid);
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", relation_display_name(relid))));
+
+	SPI_connect();
+	if (!watch_read(relid, &w))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("table %s is not watched", relation_display_name(relid)),
+				 errhint("Call enrich_watch first.")));
+	problem = watch_columns(&w, true);
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the watch of table %s no longer matches the table", relation_display_name(relid)),
+				 errdetail("The %s.", problem),
+				 errhint("Call enrich_unwatch and then enrich_watch with the table's columns now.")));
+	queued = enqueue_run(&w, enqueue_sql(&w, ENQUEUE_EXISTING, NULL, NULL), NULL, 0);
+	SPI_finish();
+	PG_RETURN_INT64((int64) queued);
+}
+
+/*
+ * enrich.register_watch(source, result_column, linkedin_url_column,
+ * person_id_column, pdl_id_column, environment, key_columns, key_types)
+ * records a watch in enrich.watches, which the caller cannot write.
+ * enrich_watch checks the columns before it calls this; this checks again
+ * that the caller owns the table, and refuses a second watch of it.
+ */
+Datum
+enrich_register_watch(PG_FUNCTION_ARGS)
+{
+	Oid			relid = relation_arg(fcinfo, 0, "source");
+	Oid			argtypes[10] = {OIDOID, TEXTOID, NAMEOID, NAMEOID, NAMEOID, NAMEOID,
+	TEXTOID, NAMEARRAYOID, TEXTARRAYOID, OIDOID};
+	Datum		values[10];
+	char		nulls[11] = "          ";
+	HeapTuple	classtup;
+	char	   *source_name;
+	int			rc;
+
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(6) || PG_ARGISNULL(7))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("result_column, key_columns and key_types must not be null")));
+	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(classtup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	values[9] = ObjectIdGetDatum(((Form_pg_class) GETSTRUCT(classtup))->relowner);
+	ReleaseSysCache(classtup);
+	check_owner(relid);
+
+	source_name = relation_display_name(relid);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = CStringGetTextDatum(source_name);
+	for (int i = 1; i <= 7; i++)
+	{
+		if (PG_ARGISNULL(i))
+			nulls[i + 1] = 'n';
+		else
+			values[i + 1] = PG_GETARG_DATUM(i);
+	}
+
+	SPI_connect();
+	rc = run_privileged("INSERT INTO enrich.watches (source, source_name, result_column, "
+						"linkedin_url_column, person_id_column, pdl_id_column, environment, "
+						"key_columns, key_types, owner) "
+						"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+						"ON CONFLICT (source) DO NOTHING",
+						10, argtypes, values, nulls, false);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "enrich: writing enrich.watches failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("table %s is already watched", source_name),
+				 errhint("Call enrich_unwatch first.")));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * enrich.unregister_watch(source) forgets the watch of a table and says
+ * whether there was one.  The caller must own the table, or, when the table
+ * was dropped, have the privileges of the role that owned it.
+ */
+Datum
+enrich_unregister_watch(PG_FUNCTION_ARGS)
+{
+	Oid			relid = relation_arg(fcinfo, 0, "source");
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	bool		exists = SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid));
+	bool		deleted;
+	int			rc;
+
+	if (exists)
+		check_owner(relid);
+
+	SPI_connect();
+	if (!exists)
+	{
+		bool		isnull;
+
+		rc = run_privileged("SELECT owner FROM enrich.watches WHERE source OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, NULL, true);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "enrich: reading enrich.watches failed: %s", SPI_result_code_string(rc));
+		if (SPI_processed == 0)
+		{
+			SPI_finish();
+			PG_RETURN_BOOL(false);
+		}
+		if (!has_privs_of_role(GetUserId(),
+							   DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+															  SPI_tuptable->tupdesc, 1, &isnull))))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be owner of the dropped table with OID %u to forget its watch", relid)));
+	}
+	rc = run_privileged("DELETE FROM enrich.watches WHERE source OPERATOR(pg_catalog.=) $1",
+						1, argtypes, values, NULL, false);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "enrich: writing enrich.watches failed: %s", SPI_result_code_string(rc));
+	deleted = (SPI_processed > 0);
+	SPI_finish();
+	PG_RETURN_BOOL(deleted);
+}

@@ -1,0 +1,854 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The background worker: its registration, signals, latch and loop
+ *	  memory context, and the state machine that moves requests from the
+ *	  queue into bulk-enrich batches, polls the batches, pages through their
+ *	  items and writes the persons back.
+ *
+ * One round of the loop plans in a short transaction (claim requests,
+ * pick due batches), commits, makes the API calls at once (libcurl multi,
+ * at most enrich.max_in_flight) with no transaction open, then records each
+ * answer in its own transaction.  An answer that cannot be recorded is
+ * logged and never stops the other ones.  When a round finds nothing to do
+ * the worker asks when the next thing is due and sleeps on its latch until
+ * then, or until a commit that queued work wakes it; with nothing pending
+ * it sleeps without a timeout and runs no query at all.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "api.h"
+#include "enrich.h"
+#include "http.h"
+#include "queue.h"
+
+PGDLLEXPORT void enrich_worker_main(Datum main_arg);
+
+/* a token bucket: the worker's own share of an API rate tier */
+typedef struct TokenBucket
+{
+	double		tokens;
+	TimestampTz refilled_at;
+	TimestampTz blocked_until;	/* a 429 said to wait */
+} TokenBucket;
+
+/* what the worker knows of one environment between rounds */
+typedef struct EnvState
+{
+	bool		paused;			/* 401/403 until a key changes */
+	TimestampTz backoff_until;	/* API unavailable: no calls until then */
+	int			backoff_ms;		/* current back-off, doubled per failure */
+	int			chunk_limit;	/* requests per bulk enrich; halved on 400/413 */
+	double		completion_ms;	/* how long batches take to complete (EWMA) */
+	char	   *api_key;		/* cached in TopMemoryContext */
+	TokenBucket tier3;
+	TokenBucket tier4;
+} EnvState;
+
+/* the kinds of calls a round makes */
+typedef enum WorkerCallKind
+{
+	CALL_SUBMIT,
+	CALL_STATUS,
+	CALL_ITEMS
+} WorkerCallKind;
+
+/* one call of a round and what it needs to record its answer */
+typedef struct WorkerCall
+{
+	WorkerCallKind kind;
+	int			environment;
+	EnrichOutgoing *leads;		/* CALL_SUBMIT */
+	int			nleads;
+	EnrichOpenBatch *batch;		/* CALL_STATUS, CALL_ITEMS */
+} WorkerCall;
+
+static volatile sig_atomic_t shutdown_requested = false;
+static EnvState envs[ENRICH_ENV_COUNT];
+static uint64 keys_generation_seen = 0;
+static bool keys_loaded = false;
+static bool recovered = false;
+static MemoryContext loop_context = NULL;
+
+/*
+ * enrich_worker_init registers the worker when enrich is preloaded; the
+ * postmaster restarts it 5 seconds after it dies
+ */
+void
+enrich_worker_init(void)
+{
+	BackgroundWorker worker;
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "enrich");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "enrich_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "enrich worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "enrich worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * Transactions: the recipe of worker_spi.  CurrentMemoryContext is the
+ * round's context inside them, so what queries return outlives the commit.
+ */
+static void
+worker_begin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+	MemoryContextSwitchTo(loop_context);
+}
+
+static void
+worker_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(loop_context);
+}
+
+/*
+ * worker_error logs an error caught in a round, aborts its transaction and
+ * keeps its text as the environment's last error
+ */
+static void
+worker_error(int environment, const char *what)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(loop_context);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	ereport(LOG,
+			(errmsg("enrich worker: %s failed: %s", what, edata->message)));
+	if (environment >= 0)
+		enrich_shared_set_env(environment,
+							  envs[environment].paused ? ENRICH_ENV_PAUSED : ENRICH_ENV_RUNNING,
+							  0, edata->message);
+	MemoryContextSwitchTo(loop_context);
+}
+
+/* bucket_rate returns the configured rate of a tier (0 = unlimited) */
+static int
+bucket_rate(bool tier3)
+{
+	return tier3 ? enrich_tier3_rate : enrich_tier4_rate;
+}
+
+/*
+ * bucket_take takes a token if one is available; otherwise it returns false
+ * and lowers *wait_ms to when the next one will be
+ */
+static bool
+bucket_take(TokenBucket *b, bool tier3, TimestampTz now, long *wait_ms)
+{
+	int			rate = bucket_rate(tier3);
+	double		capacity = Max(1.0, (double) rate);
+
+	if (b->blocked_until > now)
+	{
+		*wait_ms = Min(*wait_ms, (b->blocked_until - now) / 1000 + 1);
+		return false;
+	}
+	if (rate == 0)
+		return true;
+	if (b->refilled_at == 0)
+		b->tokens = capacity;
+	else
+		b->tokens = Min(capacity, b->tokens + (now - b->refilled_at) / 1e6 * rate);
+	b->refilled_at = now;
+	if (b->tokens >= 1.0)
+	{
+		b->tokens -= 1.0;
+		return true;
+	}
+	*wait_ms = Min(*wait_ms, (long) ceil((1.0 - b->tokens) * 1000.0 / rate));
+	return false;
+}
+
+/* bucket_give_back returns a token that was not used */
+static void
+bucket_give_back(TokenBucket *b, bool tier3)
+{
+	if (bucket_rate(tier3) > 0)
+		b->tokens += 1.0;
+}
+
+/* bucket_block honours a Retry-After */
+static void
+bucket_block(TokenBucket *b, int retry_after_s)
+{
+	b->blocked_until = GetCurrentTimestamp() + (int64) Max(retry_after_s, 1) * USECS_PER_SEC;
+	b->tokens = 0;
+}
+
+/* jitter returns a random delay between 0 and cap_ms ("full jitter") */
+static int
+jitter(int cap_ms)
+{
+	return (int) (random() % ((long) Max(cap_ms, 1) + 1));
+}
+
+/* env_backoff records a failure to reach the API and backs off the environment */
+static int
+env_backoff(int environment, const char *message)
+{
+	EnvState   *env = &envs[environment];
+	int			delay;
+
+	env->backoff_ms = env->backoff_ms == 0 ? enrich_retry_delay_ms :
+		Min(env->backoff_ms * 2, enrich_retry_delay_max_ms);
+	delay = Max(jitter(env->backoff_ms), 10);
+	env->backoff_until = GetCurrentTimestamp() + (int64) delay * 1000;
+	enrich_shared_set_env(environment, ENRICH_ENV_BACKING_OFF, env->backoff_until, message);
+	return delay;
+}
+
+/* env_reached records that the API answered: the back-off ends */
+static void
+env_reached(int environment)
+{
+	EnvState   *env = &envs[environment];
+
+	if (env->backoff_ms != 0 || env->backoff_until != 0)
+	{
+		env->backoff_ms = 0;
+		env->backoff_until = 0;
+		enrich_shared_set_env(environment, ENRICH_ENV_RUNNING, 0, NULL);
+	}
+}
+
+/* env_pause pauses an environment whose key the API refused, logging once */
+static void
+env_pause(int environment, const char *message)
+{
+	EnvState   *env = &envs[environment];
+
+	if (!env->paused)
+		ereport(WARNING,
+				(errmsg("enrich worker: the AggKnowledge API refused the key of environment \"%s\": %s",
+						enrich_environment_name(environment), message),
+				 errhint("The environment is paused until enrich_set_api_key('%s', ...) is called.",
+						 enrich_environment_name(environment))));
+	env->paused = true;
+	enrich_shared_set_env(environment, ENRICH_ENV_PAUSED, 0, message);
+}
+
+/*
+ * worker_load_keys reads the keys when they changed (or at start), and
+ * resumes the environments a refused key had paused.  The caller read the
+ * generation before its transaction's snapshot, so a key committed after
+ * that snapshot shows as a newer generation in the next round.
+ */
+static void
+worker_load_keys(uint64 generation)
+{
+	if (keys_loaded && generation == keys_generation_seen)
+		return;
+	for (int i = 0; i < ENRICH_ENV_COUNT; i++)
+	{
+		char	   *key = enrich_api_key_if_set(enrich_environment_name(i));
+
+		if (envs[i].api_key)
+			pfree(envs[i].api_key);
+		envs[i].api_key = key ? MemoryContextStrdup(TopMemoryContext, key) : NULL;
+		if (envs[i].paused)
+		{
+			envs[i].paused = false;
+			enrich_shared_set_env(i, ENRICH_ENV_RUNNING, 0, NULL);
+		}
+		enrich_shared_set_env(i, ENRICH_ENV_RUNNING, 0,
+							  envs[i].api_key ? "" :
+							  psprintf("no API key is set for environment \"%s\"",
+									   enrich_environment_name(i)));
+	}
+	keys_generation_seen = generation;
+	keys_loaded = true;
+}
+
+/* env_callable says whether calls may go to an environment now */
+static bool
+env_callable(int environment, TimestampTz now, long *wait_ms)
+{
+	EnvState   *env = &envs[environment];
+
+	if (env->paused || env->api_key == NULL)
+		return false;
+	if (env->backoff_until > now)
+	{
+		*wait_ms = Min(*wait_ms, (env->backoff_until - now) / 1000 + 1);
+		return false;
+	}
+	return true;
+}
+
+/* prepare_call fills the HTTP side of a call */
+static void
+prepare_call(EnrichHttpCall *http, const char *method, char *url, int environment,
+			 const char *body)
+{
+	memset(http, 0, sizeof(*http));
+	http->method = method;
+	http->url = url;
+	http->api_key = envs[environment].api_key;
+	http->body = body;
+	http->body_len = body ? strlen(body) : 0;
+}
+
+/* clamp_poll keeps a poll interval between the two settings */
+static int
+clamp_poll(double ms)
+{
+	return (int) Max(enrich_poll_interval_min_ms, Min(ms, (double) enrich_poll_interval_max_ms));
+}
+
+/*
+ * plan_batch decides the next call of a due batch: a page of items when the
+ * batch completed or has a full page ready, a status poll otherwise
+ */
+static bool
+plan_batch(EnrichOpenBatch *b, WorkerCall *call, EnrichHttpCall *http)
+{
+	const char *environment = enrich_environment_name(b->environment);
+	bool		items_ready = strcmp(b->status, "completed") == 0 ||
+		(strcmp(b->status, "processing") == 0 &&
+		 b->processed_count - b->items_received >= enrich_page_size);
+
+	call->environment = b->environment;
+	call->batch = b;
+	if (items_ready)
+	{
+		call->kind = CALL_ITEMS;
+		prepare_call(http, "GET",
+					 enrich_api_url_items(environment, b->batch_id, b->cursor, enrich_page_size),
+					 b->environment, NULL);
+	}
+	else
+	{
+		call->kind = CALL_STATUS;
+		prepare_call(http, "GET", enrich_api_url_batch(environment, b->batch_id),
+					 b->environment, NULL);
+	}
+	return true;
+}
+
+/*
+ * worker_plan claims requests and picks due batches in one transaction,
+ * filling calls; it returns how many calls to make, and when none, sets
+ * *sleep_ms to when the next thing is due (-1: nothing pending)
+ */
+static int
+worker_plan(WorkerCall *calls, EnrichHttpCall *https, long *sleep_ms)
+{
+	int			ncalls = 0;
+	long		wait_ms = LONG_MAX;
+	bool		active[ENRICH_ENV_COUNT];
+	TimestampTz now = GetCurrentTimestamp();
+	EnrichOpenBatch *batches;
+	int			nbatches;
+	uint64		keys_generation = enrich_shared_keys_generation();
+
+	worker_begin("enrich: planning");
+	if (!enrich_queue_extension_present())
+	{
+		worker_commit();
+		*sleep_ms = -1;			/* CREATE EXTENSION wakes the worker */
+		return 0;
+	}
+	if (!recovered)
+	{
+		enrich_queue_recover();
+		recovered = true;
+	}
+	worker_load_keys(keys_generation);
+
+	/* submit: one bulk enrich per chunk of due requests */
+	for (int e = 0; e < ENRICH_ENV_COUNT; e++)
+	{
+		active[e] = env_callable(e, now, &wait_ms);
+		while (active[e] && ncalls < enrich_max_in_flight &&
+			   bucket_take(&envs[e].tier3, true, now, &wait_ms))
+		{
+			WorkerCall *call = &calls[ncalls];
+			int			limit = Min(enrich_batch_size, envs[e].chunk_limit);
+
+			call->nleads = enrich_queue_claim(e, limit, &call->leads);
+			if (call->nleads == 0)
+			{
+				bucket_give_back(&envs[e].tier3, true);
+				break;
+			}
+			call->kind = CALL_SUBMIT;
+			call->environment = e;
+			prepare_call(&https[ncalls], "POST",
+						 enrich_api_url_bulk_enrich(enrich_environment_name(e)), e,
+						 enrich_api_build_worker_body(call->leads, call->nleads));
+			ncalls++;
+		}
+	}
+
+	/* poll or page the batches that are due */
+	nbatches = enrich_queue_due_batches(enrich_max_in_flight * 2, &batches);
+	for (int i = 0; i < nbatches && ncalls < enrich_max_in_flight; i++)
+	{
+		EnrichOpenBatch *b = &batches[i];
+
+		if (b->environment < 0 || !env_callable(b->environment, now, &wait_ms))
+			continue;
+		if (strcmp(b->status, "failed") == 0)
+			continue;			/* closed when its status was recorded */
+		if (!bucket_take(&envs[b->environment].tier4, false, now, &wait_ms))
+			continue;
+		plan_batch(b, &calls[ncalls], &https[ncalls]);
+		ncalls++;
+	}
+
+	if (ncalls == 0)
+	{
+		/*
+		 * Nothing callable now: sleep until the next thing is due, or until
+		 * a rate-limit token or the end of a back-off.  Something due that
+		 * could not be claimed (rows locked elsewhere) is looked at again
+		 * shortly.
+		 */
+		long		due = enrich_queue_next_due_ms(active);
+
+		if (wait_ms != LONG_MAX && (due <= 0 || wait_ms < due))
+			due = wait_ms;
+		else if (due == 0)
+			due = 100;
+		*sleep_ms = due;
+	}
+	worker_commit();
+	return ncalls;
+}
+
+/* record_submit records the answer to a bulk enrich */
+static void
+record_submit(WorkerCall *call, EnrichHttpCall *http)
+{
+	EnvState   *env = &envs[call->environment];
+	char	   *message;
+	char	   *batch_id = NULL;
+	EnrichCallOutcome outcome = enrich_api_outcome(http, 202, &message);
+	int			index;
+
+	if (outcome == ENRICH_OUTCOME_OK)
+	{
+		char	   *err = enrich_api_parse_batch_id(http->response, &batch_id);
+
+		if (err != NULL)
+		{
+			outcome = ENRICH_OUTCOME_TRANSIENT;
+			message = psprintf("malformed bulk enrich response: %s", err);
+		}
+	}
+
+	switch (outcome)
+	{
+		case ENRICH_OUTCOME_OK:
+			env_reached(call->environment);
+			enrich_queue_submitted(batch_id, call->environment, call->leads, call->nleads,
+								   (int) env->completion_ms);
+			if (env->chunk_limit < enrich_batch_size)
+				env->chunk_limit = Min(enrich_batch_size, env->chunk_limit * 2);
+			break;
+		case ENRICH_OUTCOME_RATE_LIMITED:
+			bucket_block(&env->tier3, http->retry_after);
+			enrich_queue_requeue(call->leads, call->nleads, false,
+								 Max(http->retry_after, 1) * 1000, NULL, NULL);
+			break;
+		case ENRICH_OUTCOME_UNAUTHORIZED:
+			env_pause(call->environment, message);
+			enrich_queue_requeue(call->leads, call->nleads, false, 0, NULL, NULL);
+			break;
+		case ENRICH_OUTCOME_BAD_REQUEST:
+			env_reached(call->environment);
+			index = enrich_api_error_index(message);
+			if (index >= 0 && index < call->nleads)
+			{
+				/* the API named the offending request: fail it, resend the rest */
+				enrich_queue_fail(&call->leads[index], 1, "invalid_request", message);
+				enrich_queue_requeue(call->leads, index, false, 0, NULL, NULL);
+				enrich_queue_requeue(&call->leads[index + 1], call->nleads - index - 1,
+									 false, 0, NULL, NULL);
+			}
+			else if (call->nleads == 1)
+				enrich_queue_fail(call->leads, 1, "invalid_request", message);
+			else
+			{
+				/* no index: bisect, sending half as many at a time */
+				env->chunk_limit = Max(1, call->nleads / 2);
+				enrich_queue_requeue(call->leads, call->nleads, false, 0, NULL, NULL);
+			}
+			break;
+		case ENRICH_OUTCOME_TOO_LARGE:
+			env_reached(call->environment);
+			if (call->nleads == 1)
+				enrich_queue_fail(call->leads, 1, "payload_too_large", message);
+			else
+			{
+				env->chunk_limit = Max(1, call->nleads / 2);
+				enrich_queue_requeue(call->leads, call->nleads, false, 0, NULL, NULL);
+			}
+			break;
+		case ENRICH_OUTCOME_NOT_FOUND:
+		case ENRICH_OUTCOME_TRANSIENT:
+			enrich_queue_requeue(call->leads, call->nleads, false,
+								 env_backoff(call->environment, message),
+								 "unavailable", message);
+			break;
+	}
+}
+
+/*
+ * completion_ms reads how long a completed batch took on the server
+ * (completedAt - createdAt), or -1
+ */
+static double
+completion_ms(const EnrichBatchStatus *status)
+{
+	TimestampTz created;
+	TimestampTz completed;
+
+	if (status->completed_at == NULL)
+		return -1;
+	created = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+													  CStringGetDatum(status->created_at),
+													  ObjectIdGetDatum(InvalidOid),
+													  Int32GetDatum(-1)));
+	completed = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+														CStringGetDatum(status->completed_at),
+														ObjectIdGetDatum(InvalidOid),
+														Int32GetDatum(-1)));
+	return Max((completed - created) / 1000.0, 0.0);
+}
+
+/* record_batch_failure handles a failed status or items call of a batch */
+static void
+record_batch_failure(WorkerCall *call, EnrichHttpCall *http, EnrichCallOutcome outcome,
+					 const char *message)
+{
+	EnrichOpenBatch *b = call->batch;
+	EnvState   *env = &envs[call->environment];
+	int			next = clamp_poll(b->poll_interval_ms * 2.0);
+
+	switch (outcome)
+	{
+		case ENRICH_OUTCOME_RATE_LIMITED:
+			bucket_block(&env->tier4, http->retry_after);
+			next = Max(http->retry_after, 1) * 1000;
+			break;
+		case ENRICH_OUTCOME_UNAUTHORIZED:
+			env_pause(call->environment, message);
+			next = 0;
+			break;
+		case ENRICH_OUTCOME_NOT_FOUND:
+			/* the API forgot the batch: its requests are sent again */
+			enrich_queue_close_batch(b->batch_id, "failed", "batch_not_found", message);
+			return;
+		case ENRICH_OUTCOME_BAD_REQUEST:
+			/* a cursor the API refuses: start the items over (applying is idempotent) */
+			break;
+		default:
+			break;
+	}
+	enrich_queue_batch_error(b->batch_id, next, message,
+							 outcome == ENRICH_OUTCOME_BAD_REQUEST && call->kind == CALL_ITEMS);
+}
+
+/* record_status records a status poll */
+static void
+record_status(WorkerCall *call, EnrichHttpCall *http)
+{
+	EnrichOpenBatch *b = call->batch;
+	EnvState   *env = &envs[call->environment];
+	char	   *message;
+	EnrichCallOutcome outcome = enrich_api_outcome(http, 200, &message);
+	EnrichBatchStatus status;
+	int			next;
+
+	if (outcome == ENRICH_OUTCOME_OK)
+	{
+		char	   *err = enrich_api_parse_status(http->response, &status);
+
+		if (err != NULL)
+		{
+			outcome = ENRICH_OUTCOME_TRANSIENT;
+			message = psprintf("malformed batch status: %s", err);
+		}
+	}
+	if (outcome != ENRICH_OUTCOME_OK)
+	{
+		record_batch_failure(call, http, outcome, message);
+		return;
+	}
+	env_reached(call->environment);
+
+	if (strcmp(status.status, "failed") == 0)
+	{
+		enrich_queue_batch_polled(b->batch_id, status.status, status.processed_count, 0);
+		enrich_queue_close_batch(b->batch_id, "failed", "batch_failed",
+								 "the API failed the whole batch");
+		return;
+	}
+	if (strcmp(status.status, "completed") == 0)
+	{
+		double		took = completion_ms(&status);
+
+		/* learn when to poll the next batch first: a little after it should be done */
+		if (took >= 0)
+			env->completion_ms = env->completion_ms * 0.7 + (took * 1.1 + 20) * 0.3;
+		next = 0;
+	}
+	else if (strcmp(status.status, "processing") == 0 &&
+			 status.processed_count - b->items_received >= enrich_page_size)
+		next = 0;
+	else
+		next = b->poll_interval_ms == 0 ? enrich_poll_interval_min_ms :
+			clamp_poll(b->poll_interval_ms * 2.0);
+	enrich_queue_batch_polled(b->batch_id, status.status, status.processed_count, next);
+}
+
+/* record_items applies a page of items */
+static void
+record_items(WorkerCall *call, EnrichHttpCall *http)
+{
+	EnrichOpenBatch *b = call->batch;
+	char	   *message;
+	EnrichCallOutcome outcome = enrich_api_outcome(http, 200, &message);
+	EnrichItemsPage page;
+	bool		closes;
+	int			next;
+
+	if (outcome == ENRICH_OUTCOME_OK)
+	{
+		char	   *err = enrich_api_parse_items_page(http->response, &page);
+
+		if (err != NULL)
+		{
+			outcome = ENRICH_OUTCOME_TRANSIENT;
+			message = psprintf("malformed items page: %s", err);
+		}
+	}
+	if (outcome != ENRICH_OUTCOME_OK)
+	{
+		record_batch_failure(call, http, outcome, message);
+		return;
+	}
+	env_reached(call->environment);
+
+	closes = (page.cursor == NULL);
+	if (page.nitems >= enrich_page_size)
+		next = 0;				/* a full page: there may be more at once */
+	else
+		next = enrich_poll_interval_min_ms;
+	enrich_queue_apply_page(b->batch_id, &page, closes, next);
+	if (!closes && page.nitems < enrich_page_size)
+	{
+		/* caught up with a batch still processing: poll its status next */
+		enrich_queue_batch_polled(b->batch_id, "processing",
+								  b->items_received + page.nitems, next);
+	}
+}
+
+/* worker_record records the answer to one call in its own transaction */
+static void
+worker_record(WorkerCall *call, EnrichHttpCall *http)
+{
+	static const char *const activity[] = {
+		"enrich: recording a bulk enrich", "enrich: recording a batch status",
+		"enrich: applying a page of items"
+	};
+
+	PG_TRY();
+	{
+		worker_begin(activity[call->kind]);
+		switch (call->kind)
+		{
+			case CALL_SUBMIT:
+				record_submit(call, http);
+				break;
+			case CALL_STATUS:
+				record_status(call, http);
+				break;
+			case CALL_ITEMS:
+				record_items(call, http);
+				break;
+		}
+		worker_commit();
+	}
+	PG_CATCH();
+	{
+		worker_error(call->environment, activity[call->kind]);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * worker_round plans, calls and records once; returns how long to sleep:
+ * 0 to go on at once, -1 to sleep until woken
+ */
+static long
+worker_round(void)
+{
+	WorkerCall *calls = palloc0(sizeof(WorkerCall) * enrich_max_in_flight);
+	EnrichHttpCall *https = palloc0(sizeof(EnrichHttpCall) * enrich_max_in_flight);
+	volatile long sleep_ms = 0;
+	volatile int ncalls = 0;
+
+	PG_TRY();
+	{
+		long		planned_sleep = 0;
+
+		ncalls = worker_plan(calls, https, &planned_sleep);
+		sleep_ms = planned_sleep;
+	}
+	PG_CATCH();
+	{
+		worker_error(-1, "planning");
+		ncalls = 0;
+		sleep_ms = 1000;		/* do not spin on a persistent error */
+	}
+	PG_END_TRY();
+
+	if (ncalls == 0)
+		return sleep_ms;
+
+	pgstat_report_activity(STATE_RUNNING, "enrich: calling the AggKnowledge API");
+	PG_TRY();
+	{
+		enrich_http_perform(https, ncalls);
+	}
+	PG_CATCH();
+	{
+		/* no transaction is open here: log, and let the calls be made again */
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(loop_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(LOG, (errmsg("enrich worker: calling the API failed: %s", edata->message)));
+		ncalls = 0;
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	if (ncalls == 0)
+		return 1000;
+
+	for (int i = 0; i < ncalls; i++)
+		worker_record(&calls[i], &https[i]);
+	return 0;
+}
+
+/*
+ * enrich_worker_sigterm asks the worker to stop after the round under way:
+ * the calls it made are answered and recorded first, so a stop never leaves
+ * a request sent but unrecorded
+ */
+static void
+enrich_worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	shutdown_requested = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* worker_exit_if_asked ends the worker between rounds when SIGTERM came */
+static void
+worker_exit_if_asked(void)
+{
+	if (!shutdown_requested)
+		return;
+	ereport(LOG, (errmsg("enrich worker shutting down")));
+	/* exit code 1: the postmaster starts the worker again unless it is stopping */
+	proc_exit(1);
+}
+
+/*
+ * enrich_worker_main is the worker's entry point: signals, the connection
+ * to enrich.database, then the loop
+ */
+void
+enrich_worker_main(Datum main_arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, enrich_worker_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(enrich_database, NULL, 0);
+	enrich_shared_worker_started();
+	pgstat_report_appname("enrich worker");
+	srandom((unsigned int) (MyProcPid ^ GetCurrentTimestamp()));
+
+	for (int i = 0; i < ENRICH_ENV_COUNT; i++)
+	{
+		memset(&envs[i], 0, sizeof(EnvState));
+		envs[i].chunk_limit = ENRICH_API_MAX_REQUESTS;
+	}
+	loop_context = AllocSetContextCreate(TopMemoryContext, "enrich worker loop",
+										 ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG,
+			(errmsg("enrich worker started in database \"%s\"", enrich_database)));
+
+	for (;;)
+	{
+		long		sleep_ms;
+
+		MemoryContextReset(loop_context);
+		MemoryContextSwitchTo(loop_context);
+		CHECK_FOR_INTERRUPTS();
+		worker_exit_if_asked();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		sleep_ms = worker_round();
+		if (sleep_ms == 0)
+			continue;
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (sleep_ms > 0 ? WL_TIMEOUT : 0),
+						 sleep_ms > 0 ? sleep_ms : 0,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

@@ -1,0 +1,111 @@
+# The worker's life: woken at commit (not by polling), idle without a single
+# query, settings reloaded on SIGHUP, paused by a refused key and resumed by
+# enrich_set_api_key, and stopped by SIGTERM mid-run with nothing lost.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+
+use EnrichMock;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+my $mock = EnrichMock->start();
+my $other = EnrichMock->start(key_test => ['other-key']);
+
+my $node = PostgreSQL::Test::Cluster->new('lifecycle');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'pg_stat_statements, enrich'
+pg_stat_statements.track = all
+enrich.api_url = '@{[ $mock->url ]}'
+enrich.environment = 'test'
+enrich.poll_interval_min = '10s'
+enrich.poll_interval_max = '10s'
+enrich.tier3_rate = 0
+enrich.tier4_rate = 0
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION enrich; CREATE EXTENSION pg_stat_statements');
+$node->safe_psql('postgres', sprintf("SELECT enrich_set_api_key('test', '%s')", $mock->key_test));
+
+sub wait_for
+{
+	my ($query, $what, $seconds) = @_;
+	local $PostgreSQL::Test::Utils::timeout_default = $seconds // 60;
+	ok($node->poll_query_until('postgres', $query), $what);
+}
+
+# wake at commit: nothing happens before the commit, the person arrives right after
+my $session = $node->background_psql('postgres');
+$session->query_safe(q{BEGIN; INSERT INTO enrich.requests (person_id) VALUES ('p-wake')});
+sleep 1;
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests WHERE state = 'done'}),
+	0, 'nothing is sent before the inserting transaction commits');
+my $t0 = time;
+$session->query_safe('COMMIT');
+wait_for(q{SELECT count(*) = 1 FROM enrich.requests WHERE person_id = 'p-wake' AND state = 'done'},
+	'the request is done after the commit');
+my $took = time - $t0;
+cmp_ok($took, '<', 2, sprintf('within %.2f s of the commit, well inside the 10 s poll interval', $took));
+$session->quit;
+
+# an idle worker runs no query
+sleep 0.5;
+$node->safe_psql('postgres', 'SELECT pg_stat_statements_reset()');
+sleep 3;
+is($node->safe_psql('postgres', q{
+	SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s
+	JOIN pg_database d ON d.oid = s.dbid
+	WHERE s.query NOT LIKE '%pg_stat_statements%'}),
+	0, 'the idle worker ran no query in 3 s');
+
+# SIGHUP: a new API URL is used for the next request
+$node->append_conf('postgresql.conf', "enrich.api_url = '@{[ $other->url ]}'");
+$node->safe_psql('postgres', q{SELECT enrich_set_api_key('test', 'other-key')});
+$node->reload;
+sleep 0.5;
+$node->safe_psql('postgres', q{INSERT INTO enrich.requests (person_id) VALUES ('p-after-reload')});
+wait_for(q{SELECT state = 'done' FROM enrich.requests WHERE person_id = 'p-after-reload'},
+	'a request after the reload is done');
+is($other->stats->{submissions}{'personId:p-after-reload'}, 1,
+	'it went to the API URL of the reloaded configuration');
+
+# a refused key pauses the environment; setting a key resumes it
+$node->safe_psql('postgres', q{SELECT enrich_set_api_key('test', 'wrong-key')});
+$node->safe_psql('postgres', q{INSERT INTO enrich.requests (person_id) VALUES ('p-paused')});
+wait_for(q{SELECT worker_state LIKE 'paused%' FROM enrich.progress WHERE environment = 'test'},
+	'a 401 pauses the environment');
+is($node->safe_psql('postgres', q{SELECT state FROM enrich.requests WHERE person_id = 'p-paused'}),
+	'queued', 'its request waits in the queue');
+ok($node->log_contains(qr/refused the key of environment "test"/), 'the pause is logged');
+$node->safe_psql('postgres', q{SELECT enrich_set_api_key('test', 'other-key')});
+wait_for(q{SELECT state = 'done' FROM enrich.requests WHERE person_id = 'p-paused'},
+	'setting the key resumes the environment', 20);
+
+# SIGTERM mid-run: the worker stops, is started again, and nothing is lost
+$other->reset;
+$node->safe_psql('postgres', q{ALTER SYSTEM SET enrich.batch_size = 100; SELECT pg_reload_conf()});
+sleep 0.5;
+$node->safe_psql('postgres', q{
+	INSERT INTO enrich.requests (person_id) SELECT 'p-term-' || g FROM generate_series(1, 3000) g});
+wait_for(q{SELECT count(*) >= 300 FROM enrich.requests WHERE person_id LIKE 'p-term-%' AND state = 'done'},
+	'the run is under way');
+my $pid = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'});
+ok($node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)") eq 't', 'the worker was sent SIGTERM');
+wait_for(qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'enrich worker' AND pid <> $pid},
+	'the postmaster started the worker again', 30);
+wait_for(q{SELECT count(*) = 3000 FROM enrich.requests WHERE person_id LIKE 'p-term-%' AND state = 'done'},
+	'every request is done');
+my $subs = $other->stats->{submissions};
+is(scalar(grep { /^personId:p-term-/ } keys %$subs), 3000, 'each person was submitted');
+is(scalar(grep { /^personId:p-term-/ && $subs->{$_} > 1 } keys %$subs), 0, 'none twice');
+ok($node->log_contains(qr/enrich worker shutting down/), 'the worker logged its stop');
+
+$node->stop;
+$mock->stop;
+$other->stop;
+done_testing();
