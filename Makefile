@@ -6,6 +6,8 @@
 #   make test       install missing packages, build, install, run every test
 #   make demo       install missing packages, build, install, run the demo
 #   make bench      install missing packages, build, install, run the benchmark
+#   make fuzz       fuzz the wire module's response parsers (FUZZ_SECONDS, default 60)
+#   make test-sanitize  every test again, with enrich.so built with ASan + UBSan
 #   make deps       only install the missing Debian packages
 
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
@@ -29,7 +31,7 @@ EXTRA_CLEAN = results regression.diffs regression.out log tmp_check
 MOCK = test/mock/aggk-mock
 
 .DEFAULT_GOAL := all
-.PHONY: deps test demo bench mock print-regress
+.PHONY: deps test demo bench fuzz test-sanitize mock print-regress
 
 # the harness asks which pg_regress tests to run
 print-regress:
@@ -72,3 +74,9 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash test/install.sh
 	@bash test/harness.sh bench
+
+fuzz: deps
+	@bash test/fuzz/run.sh
+
+test-sanitize: deps
+	@bash test/sanitize.sh

@@ -8,7 +8,7 @@ packages=(
 	build-essential pkg-config
 	postgresql-15 postgresql-server-dev-15
 	libcurl4-openssl-dev libjson-c-dev libmicrohttpd-dev
-	libipc-run-perl curl openssl
+	libipc-run-perl curl openssl procps
 )
 
 missing=()

@@ -203,6 +203,22 @@ case "$mode" in
 		fi
 		[ "$failed" -eq 0 ]
 		;;
+	bench)
+		# the benchmark starts its own clusters and mocks, as the runner
+		mkdir -p "$work/bench"
+		[ "$(id -u)" -eq 0 ] && chown postgres: "$work/bench"
+		(cd "$work/bench" && as_runner env TESTDIR="$work/bench" \
+			PG_REGRESS="$pgxsdir/test/regress/pg_regress" \
+			perl -I "$work/test/perl" -I "$pgxsdir/test/perl" \
+			"$work/test/bench/bench.pl" --csv "$work/bench/results.csv")
+		rc=$?
+		if [ -s "$work/bench/results.csv" ]; then
+			mkdir -p "$top/test/bench/out"
+			cp "$work/bench/results.csv" "$top/test/bench/out/results.csv" &&
+				echo "bench: the figures are also in test/bench/out/results.csv"
+		fi
+		exit $rc
+		;;
 	demo)
 		start_mock main --start-delay-ms 300 --items-per-second 2000
 		export ENRICH_MOCK_URL="http://127.0.0.1:$mock_port"
@@ -210,7 +226,7 @@ case "$mode" in
 		bash "$top/test/demo.sh"
 		;;
 	*)
-		echo "usage: harness.sh test|demo" >&2
+		echo "usage: harness.sh test|demo|bench" >&2
 		exit 2
 		;;
 esac
