@@ -165,6 +165,7 @@ CREATE TABLE enrich.requests (
     batch_id        text,
     item_id         text,
     duplicate_of    bigint,
+    submission      bigint,
     person          jsonb,
     error           jsonb,
     source_relid    oid,
@@ -177,6 +178,7 @@ CREATE TABLE enrich.requests (
 REVOKE ALL ON enrich.requests FROM PUBLIC;
 COMMENT ON TABLE enrich.requests IS 'people to enrich: insert a row, the worker writes person (or error) back';
 COMMENT ON COLUMN enrich.requests.identifier IS 'normalized identifier: the API treats equal ones as the same person';
+COMMENT ON COLUMN enrich.requests.submission IS 'the bulk enrich that carries this row: rows claimed together share it (the smallest id among them)';
 COMMENT ON COLUMN enrich.requests.duplicate_of IS 'the request whose API call also answers this one (sent once, paid once)';
 COMMENT ON COLUMN enrich.requests.source_relid IS 'the watched table the row came from';
 COMMENT ON COLUMN enrich.requests.source_key IS 'primary key of the source row, as a JSON array of text';
@@ -189,6 +191,8 @@ CREATE INDEX requests_in_flight_identifier ON enrich.requests (environment, iden
     WHERE state IN ('submitting', 'submitted') AND duplicate_of IS NULL;
 CREATE INDEX requests_duplicates ON enrich.requests (duplicate_of)
     WHERE duplicate_of IS NOT NULL;
+CREATE INDEX requests_submitting ON enrich.requests (submission)
+    WHERE state = 'submitting';
 
 -- Validation and normalization of a request row: an error names the column.
 CREATE FUNCTION enrich.requests_check() RETURNS trigger

@@ -38,6 +38,7 @@ extern int	enrich_retry_delay_ms;
 extern int	enrich_retry_delay_max_ms;
 extern int	enrich_tier3_rate;
 extern int	enrich_tier4_rate;
+extern int	enrich_reconcile_grace_ms;
 
 extern void enrich_guc_init(void);
 extern const char *enrich_environment_name(int environment);

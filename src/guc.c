@@ -31,6 +31,7 @@ int			enrich_retry_delay_ms = 1000;
 int			enrich_retry_delay_max_ms = 600000;
 int			enrich_tier3_rate = 5;
 int			enrich_tier4_rate = 50;
+int			enrich_reconcile_grace_ms = 120000;
 
 static const struct config_enum_entry enrich_environment_options[] = {
 	{"live", ENRICH_ENV_LIVE, false},
@@ -167,6 +168,14 @@ enrich_worker_guc_init(void)
 							NULL,
 							&enrich_retry_delay_max_ms,
 							600000, 1, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.reconcile_grace",
+							"How long requests interrupted while being sent wait for their batch to be found.",
+							"After a crash the worker looks for the batch of such requests among the API's batches; only when none is found within this time are they sent again.",
+							&enrich_reconcile_grace_ms,
+							120000, 0, 24 * 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

@@ -251,6 +251,12 @@ enrich_http_classify(EnrichTransfer *t)
 		call->failure = ENRICH_HTTP_TOO_LARGE;
 	else if (t->result == CURLE_OPERATION_TIMEDOUT)
 		call->failure = ENRICH_HTTP_TIMEOUT;
+	else if (t->result == CURLE_COULDNT_CONNECT ||
+			 t->result == CURLE_COULDNT_RESOLVE_HOST ||
+			 t->result == CURLE_COULDNT_RESOLVE_PROXY ||
+			 t->result == CURLE_UNSUPPORTED_PROTOCOL ||
+			 t->result == CURLE_URL_MALFORMAT)
+		call->failure = ENRICH_HTTP_CONNECT;
 	else if (t->result == CURLE_PEER_FAILED_VERIFICATION ||
 			 t->result == CURLE_SSL_CONNECT_ERROR ||
 			 t->result == CURLE_SSL_CACERT_BADFILE ||
@@ -382,6 +388,8 @@ enrich_http_failure_name(EnrichHttpFailure failure)
 	{
 		case ENRICH_HTTP_OK:
 			return "ok";
+		case ENRICH_HTTP_CONNECT:
+			return "could not connect";
 		case ENRICH_HTTP_NETWORK:
 			return "network error";
 		case ENRICH_HTTP_TIMEOUT:

@@ -13,7 +13,8 @@
 typedef enum EnrichHttpFailure
 {
 	ENRICH_HTTP_OK = 0,			/* a response with a status arrived */
-	ENRICH_HTTP_NETWORK,		/* could not connect, or the connection broke */
+	ENRICH_HTTP_CONNECT,		/* could not connect: nothing was sent */
+	ENRICH_HTTP_NETWORK,		/* the connection broke: the request may have arrived */
 	ENRICH_HTTP_TIMEOUT,		/* enrich.timeout or enrich.connect_timeout */
 	ENRICH_HTTP_TLS,			/* TLS handshake or certificate verification */
 	ENRICH_HTTP_TOO_LARGE		/* body over enrich.max_response_size */

@@ -78,6 +78,11 @@ typedef enum QueueStatement
 	Q_APPLY_ITEMS,
 	Q_BATCH_PAGE,
 	Q_LEFTOVERS,
+	Q_ORPHANS,
+	Q_KNOWN_BATCHES,
+	Q_ADOPT,
+	Q_ADOPT_BATCH,
+	Q_REQUEUE_ORPHANS,
 	Q_CLOSE_BATCH,
 	Q_WATCH,
 	Q_NEXT_DUE,
@@ -228,27 +233,24 @@ enrich_queue_extension_present(void)
 }
 
 /*
- * enrich_queue_recover runs when the worker starts: requests it was
- * submitting when it stopped go back to the queue (their attempt not
- * counted), with the duplicates that waited on them, and every open batch
- * is polled at once
+ * enrich_queue_recover runs when the worker starts.  Requests it was
+ * submitting when it stopped stay 'submitting': the API may have accepted
+ * them, so reconciliation looks for their batch before anything is sent
+ * again.  Duplicates whose lead is no longer in flight go back to the
+ * queue, and every open batch is polled at once.
  */
 void
 enrich_queue_recover(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	int			rc = SPI_execute(
-								 "WITH lead AS ("
-								 "  UPDATE enrich.requests SET state = 'queued', "
-								 "      attempts = GREATEST(attempts - 1, 0), updated_at = pg_catalog.now() "
-								 "  WHERE state = 'submitting' AND duplicate_of IS NULL RETURNING id), "
-								 "orphan AS ("
+								 "WITH orphan AS ("
 								 "  UPDATE enrich.requests f SET state = 'queued', duplicate_of = NULL, batch_id = NULL, "
 								 "      updated_at = pg_catalog.now() "
 								 "  WHERE f.duplicate_of IS NOT NULL AND f.state IN ('submitting', 'submitted') "
-								 "    AND (f.duplicate_of IN (SELECT id FROM lead) OR NOT EXISTS ("
+								 "    AND NOT EXISTS ("
 								 "      SELECT 1 FROM enrich.requests l WHERE l.id = f.duplicate_of "
-								 "        AND l.state IN ('submitting', 'submitted'))) RETURNING f.id) "
+								 "        AND l.state IN ('submitting', 'submitted')) RETURNING f.id) "
 								 "UPDATE enrich.batches SET next_poll_at = pg_catalog.now() "
 								 "WHERE NOT closed AND origin = 'worker'",
 								 false, 0);
@@ -256,6 +258,130 @@ enrich_queue_recover(void)
 	MemoryContextSwitchTo(caller);
 	if (rc < 0)
 		elog(ERROR, "enrich: recovering the queue failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * enrich_queue_orphans says whether an environment has requests left
+ * 'submitting' by an earlier round (a crash between sending a bulk enrich
+ * and recording its batch), and since when: *claimed_date gets the UTC day
+ * of the oldest claim, for the createdAfter of the batch list
+ */
+bool
+enrich_queue_orphans(int environment, char **claimed_date, double *claimed_age_ms)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
+	queue_run(Q_ORPHANS,
+			  "SELECT pg_catalog.to_char(min(updated_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
+			  "    extract(epoch FROM pg_catalog.clock_timestamp() - min(updated_at)) * 1000 "
+			  "FROM enrich.requests WHERE state = 'submitting' AND environment = $1",
+			  1, types, values, NULL, true);
+	*claimed_date = column_text(0, 1);
+	if (*claimed_date == NULL)
+		return false;
+	*claimed_age_ms = strtod(column_text(0, 2), NULL);
+	return true;
+}
+
+/* enrich_queue_known_batches returns which of the batch ids enrich recorded */
+bool *
+enrich_queue_known_batches(char **batch_ids, int n)
+{
+	Oid			types[1] = {TEXTARRAYOID};
+	Datum		values[1];
+	bool	   *known = palloc0(sizeof(bool) * Max(n, 1));
+	uint64		found;
+
+	values[0] = text_array(batch_ids, n);
+	found = queue_run(Q_KNOWN_BATCHES,
+					  "SELECT batch_id FROM enrich.batches WHERE batch_id = ANY ($1)",
+					  1, types, values, NULL, true);
+	for (uint64 i = 0; i < found; i++)
+	{
+		char	   *id = column_text(i, 1);
+
+		for (int j = 0; j < n; j++)
+			if (strcmp(batch_ids[j], id) == 0)
+				known[j] = true;
+	}
+	return known;
+}
+
+/*
+ * enrich_queue_adopt adopts a batch the API accepted but enrich never
+ * recorded: one of its items echoes request_id, still 'submitting'; every
+ * request of that submission joins the batch, which is then polled like
+ * any other.  Returns how many requests it adopted.
+ */
+int
+enrich_queue_adopt(const char *batch_id, int environment, int64 request_id)
+{
+	Oid			types[3] = {TEXTOID, INT8OID, TEXTOID};
+	Datum		values[3];
+	uint64		n;
+
+	values[0] = CStringGetTextDatum(batch_id);
+	values[1] = Int64GetDatum(request_id);
+	values[2] = CStringGetTextDatum(enrich_environment_name(environment));
+	n = queue_run(Q_ADOPT,
+				  "UPDATE enrich.requests SET state = 'submitted', batch_id = $1, updated_at = pg_catalog.now() "
+				  "WHERE state = 'submitting' AND environment = $3 AND submission = ("
+				  "    SELECT submission FROM enrich.requests "
+				  "    WHERE id = $2 AND state = 'submitting' AND environment = $3) "
+				  "RETURNING id",
+				  3, types, values, NULL, false);
+	if (n == 0)
+		return 0;
+	{
+		Oid			btypes[3] = {TEXTOID, TEXTOID, INT4OID};
+		Datum		bvalues[3];
+
+		bvalues[0] = values[0];
+		bvalues[1] = values[2];
+		bvalues[2] = Int32GetDatum((int) n);
+		queue_run(Q_ADOPT_BATCH,
+				  "INSERT INTO enrich.batches (batch_id, environment, origin, request_count, next_poll_at, "
+				  "    last_error) "
+				  "VALUES ($1, $2, 'worker', $3, pg_catalog.now(), "
+				  "    'adopted after a restart: sent but not recorded') "
+				  "ON CONFLICT (batch_id) DO NOTHING",
+				  3, btypes, bvalues, NULL, false);
+	}
+	return (int) n;
+}
+
+/*
+ * enrich_queue_requeue_orphans sends again the requests of an environment
+ * that stayed 'submitting' for longer than grace_ms with no batch found
+ * for them (their attempt not counted); returns how many
+ */
+int
+enrich_queue_requeue_orphans(int environment, int grace_ms)
+{
+	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+	uint64		n;
+
+	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
+	values[1] = Int32GetDatum(grace_ms);
+	n = queue_run(Q_REQUEUE_ORPHANS,
+				  "UPDATE enrich.requests SET state = 'queued', batch_id = NULL, submission = NULL, "
+				  "    attempts = GREATEST(attempts - 1, 0), updated_at = pg_catalog.now() "
+				  "WHERE state = 'submitting' AND environment = $1 "
+				  "  AND updated_at < pg_catalog.clock_timestamp() - $2 * interval '1 millisecond' "
+				  "RETURNING id",
+				  2, types, values, NULL, false);
+	if (n > 0)
+	{
+		int64	   *ids = palloc(sizeof(int64) * n);
+
+		for (uint64 i = 0; i < n; i++)
+			ids[i] = column_int64(i, 1);
+		settle_followers(int8_array(ids, (int) n));
+	}
+	return (int) n;
 }
 
 /*
@@ -358,8 +484,10 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		uint64		n;
 
 		values[0] = int8_array(lead_list, nleads);
+		/* the smallest id names the submission: reconciliation finds it by it */
 		n = queue_run(Q_CLAIM_LEADS,
 					  "UPDATE enrich.requests SET state = 'submitting', attempts = attempts + 1, "
+					  "    submission = (SELECT min(x) FROM pg_catalog.unnest($1) AS x), "
 					  "    updated_at = pg_catalog.now() "
 					  "WHERE id = ANY ($1) "
 					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::text",

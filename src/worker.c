@@ -89,6 +89,9 @@ static EnvState envs[ENRICH_ENV_COUNT];
 static uint64 keys_generation_seen = 0;
 static bool keys_loaded = false;
 static bool recovered = false;
+static bool reconcile_pending = true;	/* requests may be left 'submitting' */
+static TimestampTz reconcile_after = 0;
+static List *foreign_batches = NIL;	/* batches seen not to be ours */
 static MemoryContext loop_context = NULL;
 
 /*
@@ -298,6 +301,7 @@ worker_load_keys(uint64 generation)
 	}
 	keys_generation_seen = generation;
 	keys_loaded = true;
+	reconcile_pending = true;	/* an environment may be callable again */
 }
 
 /* env_callable says whether calls may go to an environment now */
@@ -457,6 +461,21 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, long *sleep_ms)
 	return ncalls;
 }
 
+/*
+ * submit_may_have_arrived says whether a failed bulk enrich may still have
+ * created a batch: only a refused connection, or an error status from the
+ * API, proves it did not
+ */
+static bool
+submit_may_have_arrived(EnrichHttpCall *http)
+{
+	if (http->failure == ENRICH_HTTP_CONNECT || http->failure == ENRICH_HTTP_TLS)
+		return false;
+	if (http->failure != ENRICH_HTTP_OK)
+		return true;
+	return http->status == 202;
+}
+
 /* record_submit records the answer to a bulk enrich */
 static void
 record_submit(WorkerCall *call, EnrichHttpCall *http)
@@ -528,9 +547,21 @@ record_submit(WorkerCall *call, EnrichHttpCall *http)
 			break;
 		case ENRICH_OUTCOME_NOT_FOUND:
 		case ENRICH_OUTCOME_TRANSIENT:
-			enrich_queue_requeue(call->leads, call->nleads, false,
-								 env_backoff(call->environment, message),
-								 "unavailable", message);
+			if (submit_may_have_arrived(http))
+			{
+				/*
+				 * The API may have created the batch (a timeout, a broken
+				 * connection, an unreadable 202): sending again could pay
+				 * twice.  The requests stay 'submitting' and reconciliation
+				 * looks for their batch.
+				 */
+				env_backoff(call->environment, message);
+				reconcile_pending = true;
+			}
+			else
+				enrich_queue_requeue(call->leads, call->nleads, false,
+									 env_backoff(call->environment, message),
+									 "unavailable", message);
 			break;
 	}
 }
@@ -715,8 +746,184 @@ worker_record(WorkerCall *call, EnrichHttpCall *http)
 	PG_CATCH();
 	{
 		worker_error(call->environment, activity[call->kind]);
+		/* a bulk enrich the API may have accepted is left 'submitting' */
+		reconcile_pending = true;
 	}
 	PG_END_TRY();
+}
+
+/* batch_is_foreign says whether reconciliation already found a batch not ours */
+static bool
+batch_is_foreign(const char *batch_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, foreign_batches)
+		if (strcmp((char *) lfirst(lc), batch_id) == 0)
+			return true;
+	return false;
+}
+
+/* remember_foreign remembers a batch that is not ours (at most 1000) */
+static void
+remember_foreign(const char *batch_id)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	if (list_length(foreign_batches) >= 1000)
+		foreign_batches = list_delete_first(foreign_batches);
+	foreign_batches = lappend(foreign_batches, pstrdup(batch_id));
+	MemoryContextSwitchTo(old);
+}
+
+/* call_once makes one API call of an environment now */
+static EnrichCallOutcome
+call_once(EnrichHttpCall *http, int environment, char *url, long expected, char **message)
+{
+	prepare_call(http, "GET", url, environment, NULL);
+	enrich_http_perform(http, 1);
+	return enrich_api_outcome(http, expected, message);
+}
+
+/*
+ * probe_batch fetches the first page of a batch we did not record and
+ * adopts it when one of its items echoes a request still 'submitting';
+ * a batch whose items are all someone else's is remembered as foreign
+ */
+static void
+probe_batch(int environment, const EnrichBatchStatus *status)
+{
+	EnrichHttpCall http;
+	EnrichItemsPage page;
+	char	   *message;
+	int			adopted = 0;
+
+	if (call_once(&http, environment,
+				  enrich_api_url_items(enrich_environment_name(environment),
+									   status->batch_id, NULL, ENRICH_API_MAX_PAGE),
+				  200, &message) != ENRICH_OUTCOME_OK ||
+		enrich_api_parse_items_page(http.response, &page) != NULL)
+		return;
+	worker_begin("enrich: reconciling");
+	for (int i = 0; i < page.nitems && adopted == 0; i++)
+		if (page.items[i].request_id > 0)
+			adopted = enrich_queue_adopt(status->batch_id, environment, page.items[i].request_id);
+	worker_commit();
+	if (adopted > 0)
+		ereport(LOG,
+				(errmsg("enrich worker: adopted batch %s of %d requests that were sent before a restart but not recorded",
+						status->batch_id, adopted)));
+	else if (page.nitems > 0)
+		remember_foreign(status->batch_id);
+}
+
+/*
+ * reconcile_environment finds the batches of requests left 'submitting'
+ * (the worker stopped between sending them and recording the batch): it
+ * lists the batches created since the claim, probes those it did not
+ * record, and adopts the ones that carry its request ids; requests still
+ * unmatched after enrich.reconcile_grace are sent again.  It returns true
+ * while requests remain to reconcile.
+ */
+static bool
+reconcile_environment(int environment)
+{
+	char	   *claimed_date;
+	double		claimed_age_ms;
+	bool		orphans;
+	int			probes = 0;
+
+	worker_begin("enrich: reconciling");
+	orphans = enrich_queue_orphans(environment, &claimed_date, &claimed_age_ms);
+	worker_commit();
+	if (!orphans)
+		return false;
+
+	for (int offset = 0; offset < 10 * ENRICH_API_MAX_BATCH_LIST && probes < 20;
+		 offset += 100)
+	{
+		EnrichHttpCall http;
+		EnrichBatchList list;
+		char	   *message;
+		char	  **ids;
+		bool	   *known;
+
+		if (call_once(&http, environment,
+					  enrich_api_url_batches(enrich_environment_name(environment),
+											 claimed_date, 100, offset),
+					  200, &message) != ENRICH_OUTCOME_OK ||
+			enrich_api_parse_batch_list(http.response, &list) != NULL ||
+			list.nbatches == 0)
+			break;
+		ids = palloc(sizeof(char *) * list.nbatches);
+		for (int i = 0; i < list.nbatches; i++)
+			ids[i] = list.batches[i].batch_id;
+		worker_begin("enrich: reconciling");
+		known = enrich_queue_known_batches(ids, list.nbatches);
+		worker_commit();
+		for (int i = 0; i < list.nbatches && probes < 20; i++)
+		{
+			if (known[i] || batch_is_foreign(ids[i]))
+				continue;
+			probe_batch(environment, &list.batches[i]);
+			probes++;
+		}
+		if (list.nbatches < 100)
+			break;
+	}
+
+	worker_begin("enrich: reconciling");
+	if (claimed_age_ms >= enrich_reconcile_grace_ms)
+	{
+		int			requeued = enrich_queue_requeue_orphans(environment, enrich_reconcile_grace_ms);
+
+		if (requeued > 0)
+			ereport(LOG,
+					(errmsg("enrich worker: %d requests of environment \"%s\" interrupted while being sent had no batch after %d ms; they are sent again",
+							requeued, enrich_environment_name(environment),
+							enrich_reconcile_grace_ms)));
+	}
+	orphans = enrich_queue_orphans(environment, &claimed_date, &claimed_age_ms);
+	worker_commit();
+	return orphans;
+}
+
+/*
+ * worker_reconcile runs reconciliation for every environment that can be
+ * called, at most once a second while requests remain to reconcile
+ */
+static void
+worker_reconcile(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		remaining = false;
+	long		unused = LONG_MAX;
+
+	if (!reconcile_pending || now < reconcile_after || !keys_loaded)
+		return;
+	PG_TRY();
+	{
+		for (int e = 0; e < ENRICH_ENV_COUNT; e++)
+		{
+			if (envs[e].paused || envs[e].api_key == NULL)
+				continue;		/* a new key sets reconcile_pending again */
+			if (!env_callable(e, now, &unused))
+			{
+				remaining = true;	/* backing off: try again later */
+				continue;
+			}
+			if (reconcile_environment(e))
+				remaining = true;
+		}
+	}
+	PG_CATCH();
+	{
+		worker_error(-1, "reconciling");
+		remaining = true;
+	}
+	PG_END_TRY();
+	reconcile_pending = remaining;
+	reconcile_after = now + USECS_PER_SEC;
 }
 
 /*
@@ -731,12 +938,17 @@ worker_round(void)
 	volatile long sleep_ms = 0;
 	volatile int ncalls = 0;
 
+	worker_reconcile();
+
 	PG_TRY();
 	{
 		long		planned_sleep = 0;
 
 		ncalls = worker_plan(calls, https, &planned_sleep);
 		sleep_ms = planned_sleep;
+		/* requests to reconcile: look again in a second */
+		if (ncalls == 0 && reconcile_pending && (sleep_ms < 0 || sleep_ms > 1000))
+			sleep_ms = 1000;
 	}
 	PG_CATCH();
 	{
