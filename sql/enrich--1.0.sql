@@ -198,7 +198,8 @@ CREATE INDEX requests_submitting ON enrich.requests (submission)
 CREATE FUNCTION enrich.requests_check() RETURNS trigger
 AS 'MODULE_PATHNAME', 'enrich_requests_check'
 LANGUAGE C;
-CREATE TRIGGER requests_check BEFORE INSERT OR UPDATE OF environment, linkedin_url, person_id, pdl_id, metadata
+CREATE TRIGGER requests_check
+    BEFORE INSERT OR UPDATE OF environment, linkedin_url, person_id, pdl_id, metadata, source_relid, source_key
     ON enrich.requests FOR EACH ROW EXECUTE FUNCTION enrich.requests_check();
 
 -- Wakes the worker when a transaction that queued work commits.

@@ -395,14 +395,26 @@ typedef enum RequestColumn
 	RC_ENVIRONMENT,
 	RC_STATE,
 	RC_IDENTIFIER,
+	RC_SOURCE_RELID,
+	RC_SOURCE_KEY,
 	RC_COUNT
 } RequestColumn;
 
 static const char *const request_column_names[RC_COUNT] =
-{"linkedin_url", "person_id", "pdl_id", "metadata", "environment", "state", "identifier"};
+{
+	"linkedin_url", "person_id", "pdl_id", "metadata", "environment", "state", "identifier",
+	"source_relid", "source_key"
+};
 
 /* the numbers of those columns, found once per process */
 static Oid	request_columns_relid = InvalidOid;
+
+/*
+ * True while this backend's enqueue statement runs: only then may a request
+ * row name a source row, so no role can make the worker write into a table
+ * by inserting a request that points at it
+ */
+static bool enqueue_active = false;
 static int	request_columns[RC_COUNT];
 
 /*
@@ -499,6 +511,37 @@ enrich_requests_check(PG_FUNCTION_ARGS)
 	value = heap_getattr(tuple, columns[RC_METADATA], tupdesc, &isnull);
 	if (!isnull)
 		r.metadata = DatumGetJsonbP(value);
+
+	if (!enqueue_active)
+	{
+		bool		relid_null;
+		bool		key_null;
+		Datum		relid = heap_getattr(tuple, columns[RC_SOURCE_RELID], tupdesc, &relid_null);
+		Datum		key = heap_getattr(tuple, columns[RC_SOURCE_KEY], tupdesc, &key_null);
+		bool		changed;
+
+		if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+			changed = !relid_null || !key_null;
+		else
+		{
+			bool		old_relid_null;
+			bool		old_key_null;
+			Datum		old_relid = heap_getattr(trigdata->tg_trigtuple, columns[RC_SOURCE_RELID],
+												 tupdesc, &old_relid_null);
+			Datum		old_key = heap_getattr(trigdata->tg_trigtuple, columns[RC_SOURCE_KEY],
+											   tupdesc, &old_key_null);
+
+			changed = relid_null != old_relid_null || key_null != old_key_null ||
+				(!relid_null && DatumGetObjectId(relid) != DatumGetObjectId(old_relid)) ||
+				(!key_null && !DatumGetBool(DirectFunctionCall2(jsonb_eq, key, old_key)));
+		}
+		if (changed)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("source_relid and source_key of enrich.requests are set by enrich only"),
+					 errdetail("They name the watched row a person is written back to."),
+					 errhint("Use enrich_watch on a table you own to enrich its rows.")));
+	}
 
 	value = heap_getattr(tuple, columns[RC_STATE], tupdesc, &isnull);
 	if (isnull || !text_equals(value, "failed"))
@@ -993,17 +1036,26 @@ enqueue_run(const EnrichWatch *w, const char *sql, SPIPlanPtr *plan, int cursor_
 	Oid			argtypes[2] = {TEXTOID, OIDOID};
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
-	int			rc;
+	volatile int rc = 0;
 
 	if (w->environment != NULL)
 		values[0] = CStringGetTextDatum(w->environment);
 	else
 		nulls[0] = 'n';
 	values[1] = ObjectIdGetDatum(w->relid);
-	if (plan != NULL)
-		rc = run_kept_plan(plan, sql, cursor_options, 2, argtypes, values, nulls, false);
-	else
-		rc = run_privileged(sql, 2, argtypes, values, nulls, false);
+	enqueue_active = true;
+	PG_TRY();
+	{
+		if (plan != NULL)
+			rc = run_kept_plan(plan, sql, cursor_options, 2, argtypes, values, nulls, false);
+		else
+			rc = run_privileged(sql, 2, argtypes, values, nulls, false);
+	}
+	PG_FINALLY();
+	{
+		enqueue_active = false;
+	}
+	PG_END_TRY();
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "enrich: queueing the rows of table %s failed: %s",
 			 relation_display_name(w->relid), SPI_result_code_string(rc));
