@@ -1,0 +1,73 @@
+# No leak: the worker's private memory (RssAnon; RSS also counts the shared
+# buffers it touches) stays within 10 % over 200,000 processed items after
+# a warm-up of 50,000 queued the same way (so that as many batches, HTTP
+# handles and connections are in use at once as later).
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+
+use EnrichMock;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $mock = EnrichMock->start();
+
+my $node = PostgreSQL::Test::Cluster->new('memory');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'enrich'
+enrich.api_url = '@{[ $mock->url ]}'
+enrich.environment = 'test'
+enrich.poll_interval_min = '20ms'
+enrich.tier3_rate = 0
+enrich.tier4_rate = 0
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
+$node->safe_psql('postgres', sprintf("SELECT enrich_set_api_key('test', '%s')", $mock->key_test));
+
+sub memory_kb
+{
+	my $pid = $node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'});
+	open my $fh, '<', "/proc/$pid/status" or die "cannot read /proc/$pid/status: $!";
+	my %m;
+	while (<$fh>) { $m{$1} = $2 if /^(RssAnon|VmRSS|VmHWM):\s+(\d+)\s+kB/; }
+	return \%m;
+}
+
+sub process
+{
+	my ($from, $to) = @_;
+	$node->safe_psql('postgres', qq{
+		INSERT INTO enrich.requests (linkedin_url, metadata)
+		SELECT 'linkedin.com/in/mem-' || g, jsonb_build_object('g', g)
+		FROM generate_series($from, $to) g});
+	local $PostgreSQL::Test::Utils::timeout_default = 600;
+	return $node->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')});
+}
+
+ok(process(1, 50000), 'warm-up: 50,000 items');
+my $warm = memory_kb();
+my $peak_anon = $warm->{RssAnon};
+for my $chunk (0 .. 3)
+{
+	my $from = 50001 + $chunk * 50000;
+	ok(process($from, $from + 49999), "50,000 more items (chunk " . ($chunk + 1) . " of 4)");
+	my $m = memory_kb();
+	$peak_anon = $m->{RssAnon} if $m->{RssAnon} > $peak_anon;
+}
+my $end = memory_kb();
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests WHERE state = 'done'}),
+	250000, 'every item was processed');
+diag(sprintf('worker after warm-up: RssAnon %d kB, VmRSS %d kB; after 200,000 more: RssAnon %d kB, VmRSS %d kB, peak RssAnon %d kB, VmHWM %d kB',
+		$warm->{RssAnon}, $warm->{VmRSS}, $end->{RssAnon}, $end->{VmRSS}, $peak_anon, $end->{VmHWM}));
+cmp_ok($peak_anon, '<=', $warm->{RssAnon} * 1.10,
+	"the worker's private memory stayed within 10 % ($warm->{RssAnon} kB -> peak $peak_anon kB)");
+
+$node->stop;
+$mock->stop;
+done_testing();
