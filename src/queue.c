@@ -69,6 +69,7 @@ typedef enum QueueStatement
 	Q_CLAIM_FOLLOWERS,
 	Q_RECORD_BATCH,
 	Q_MARK_SUBMITTED,
+	Q_MARK_FOLLOWERS,
 	Q_REQUEUE,
 	Q_FAIL,
 	Q_SETTLE_FOLLOWERS,
@@ -427,7 +428,11 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		identifiers[i] = column_text(i, 2);
 	}
 
-	/* requests already in flight for the same identifiers */
+	/*
+	 * requests already in flight for the same identifiers: one index probe
+	 * per identifier, a plan that stays right before the table was ever
+	 * analyzed
+	 */
 	{
 		Oid			types[2] = {TEXTOID, TEXTARRAYOID};
 		Datum		values[2];
@@ -436,10 +441,12 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		values[0] = due_values[0];
 		values[1] = text_array(identifiers, (int) ndue);
 		ninflight = queue_run(Q_IN_FLIGHT_LEADS,
-							  "SELECT DISTINCT ON (identifier) identifier, id FROM enrich.requests "
-							  "WHERE environment = $1 AND identifier = ANY ($2) "
-							  "  AND state IN ('submitting', 'submitted') AND duplicate_of IS NULL "
-							  "ORDER BY identifier, id",
+							  "SELECT u.identifier, l.id "
+							  "FROM (SELECT DISTINCT x FROM pg_catalog.unnest($2) AS x) AS u(identifier) "
+							  "CROSS JOIN LATERAL (SELECT r.id FROM enrich.requests r "
+							  "    WHERE r.environment = $1 AND r.identifier = u.identifier "
+							  "      AND r.state IN ('submitting', 'submitted') AND r.duplicate_of IS NULL "
+							  "    ORDER BY r.id LIMIT 1) AS l",
 							  2, types, values, NULL, true);
 		for (uint64 j = 0; j < ninflight; j++)
 		{
@@ -544,8 +551,11 @@ enrich_queue_submitted(const char *batch_id, int environment,
 			  4, types, values, NULL, false);
 	queue_run(Q_MARK_SUBMITTED,
 			  "UPDATE enrich.requests SET state = 'submitted', batch_id = $1, updated_at = pg_catalog.now() "
-			  "WHERE (id = ANY ($2) AND state = 'submitting') "
-			  "   OR (duplicate_of = ANY ($2) AND state = 'submitted')",
+			  "WHERE id = ANY ($2) AND state = 'submitting'",
+			  2, (Oid[]) {TEXTOID, INT8ARRAYOID}, (Datum[]) {values[0], values[4]}, NULL, false);
+	queue_run(Q_MARK_FOLLOWERS,
+			  "UPDATE enrich.requests SET batch_id = $1, updated_at = pg_catalog.now() "
+			  "WHERE duplicate_of = ANY ($2) AND state = 'submitted'",
 			  2, (Oid[]) {TEXTOID, INT8ARRAYOID}, (Datum[]) {values[0], values[4]}, NULL, false);
 }
 
