@@ -490,6 +490,7 @@ list_items(const mock_call *call, mock_reply *r)
 	uint64_t	limit = 20;
 	mock_batch *batch;
 	bool		cursor_ok = false;
+	bool		faulted = false;
 	int64_t		now = mock_mono_ms();
 	sbuf		b;
 
@@ -511,7 +512,8 @@ list_items(const mock_call *call, mock_reply *r)
 	pthread_mutex_lock(&mock_lock);
 	batch = store_find_locked(call->env, call->batch_id);
 	if (batch && args_ok)
-		cursor_ok = store_items_page_locked(&b, batch, cursor, (int) limit, now);
+		cursor_ok = store_items_page_locked(&b, batch, cursor, (int) limit,
+											call->page_fault, &faulted, now);
 	pthread_mutex_unlock(&mock_lock);
 
 	if (batch == NULL)
@@ -530,7 +532,10 @@ list_items(const mock_call *call, mock_reply *r)
 		reply_error(r, 400, INVALID, "cursor: unknown cursor");
 	}
 	else
+	{
 		reply_sbuf(r, 200, &b);
+		r->hostile = faulted;
+	}
 }
 
 /* api_handle dispatches a vendor request to its endpoint. */

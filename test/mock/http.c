@@ -16,8 +16,9 @@
  * closes a connection whose response was queued before the request was
  * complete, and keep-alive must survive 401s, 404s and 429s.  Without an
  * early answer the body is accumulated (at most 4 MiB kept) and the endpoint
- * runs on the last call; after it, the drop-after and malformed faults and
- * the extra-field rewrite apply.
+ * runs on the last call (the hostile fault is drawn just before it, since
+ * store.c builds a hostile page of items itself); after it, the drop-after,
+ * malformed and hostile faults and the extra-field rewrite apply.
  *
  *-------------------------------------------------------------------------
  */
@@ -274,20 +275,26 @@ send_reply(struct MHD_Connection *conn, request *req, mock_reply *r)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
-	char		status[16];
+	char		status[64];
 
 	if (r->body == NULL)
 		reply_error(r, 500, "internal", "no reply");
 	if (req->faults_apply && req->faults.extra_field)
 		rewrite_extra_field(r);
 
-	resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+	if (r->pad_to > 0)
+		resp = hostile_padded_response(r);	/* takes the body */
+	else
+	{
+		resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+		if (resp != NULL)
+			r->body = NULL;		/* libmicrohttpd frees it */
+	}
 	if (resp == NULL)
 	{
 		reply_free(r);
 		return MHD_NO;
 	}
-	r->body = NULL;				/* libmicrohttpd frees it */
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	if (r->retry_after > 0)
 	{
@@ -302,7 +309,11 @@ send_reply(struct MHD_Connection *conn, request *req, mock_reply *r)
 	MHD_destroy_response(resp);
 
 	count_request(req, r->status);
-	snprintf(status, sizeof(status), "%d", r->status);
+	if (r->hostile)
+		snprintf(status, sizeof(status), "%d hostile %s", r->status,
+				 mock_hostile_names[req->faults.hostile]);
+	else
+		snprintf(status, sizeof(status), "%d", r->status);
 	log_request(req, status);
 	return ret;
 }
@@ -533,7 +544,8 @@ begin_request(struct MHD_Connection *conn, request *req)
 	pthread_mutex_lock(&mock_lock);
 	faults_get_locked(&req->faults);
 	pthread_mutex_unlock(&mock_lock);
-	req->faults_apply = (req->faults.endpoints & (1u << req->endpoint)) != 0;
+	req->faults_apply = (req->faults.endpoints & (1u << req->endpoint)) != 0 &&
+		(req->faults.environments & (1u << req->env)) != 0;
 
 	key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "x-api-key");
 	if (key == NULL || *key == '\0')
@@ -625,6 +637,7 @@ finish_request(struct MHD_Connection *conn, request *req)
 	mock_call	call = {0};
 	bool		drop_after = false;
 	bool		malformed = false;
+	bool		hostile = false;
 
 	call.endpoint = req->endpoint;
 	call.env = req->env;
@@ -645,6 +658,17 @@ finish_request(struct MHD_Connection *conn, request *req)
 		else
 			admin_handle(req->method, req->path, &call, &r);
 		return send_reply(conn, req, &r);
+	}
+
+	/* drawn before the endpoint runs: store.c builds a hostile page itself */
+	if (req->faults_apply && req->faults.hostile != HOSTILE_NONE &&
+		hostile_applies(req->faults.hostile, req->endpoint))
+	{
+		pthread_mutex_lock(&mock_lock);
+		hostile = faults_roll_locked(req->faults.hostile_rate);
+		pthread_mutex_unlock(&mock_lock);
+		if (hostile && hostile_is_page_fault(req->faults.hostile))
+			call.page_fault = req->faults.hostile;
 	}
 
 	if (req->too_large)
@@ -673,8 +697,24 @@ finish_request(struct MHD_Connection *conn, request *req)
 			rewrite_extra_field(&r);
 		r.status = 200;
 		r.len = r.len / 2;
+		r.hostile = false;
 		req->faults.extra_field = false;	/* already applied */
 	}
+	else if (hostile && r.status >= 200 && r.status < 300)
+	{
+		/* the extra field goes into the real members, before they are hidden */
+		if (req->faults.extra_field)
+			rewrite_extra_field(&r);
+		req->faults.extra_field = false;
+		if (hostile_apply(&req->faults, &call, &r))
+		{
+			pthread_mutex_lock(&mock_lock);
+			stats_hostile_locked(req->endpoint);
+			pthread_mutex_unlock(&mock_lock);
+		}
+	}
+	else
+		r.hostile = false;
 	return send_reply(conn, req, &r);
 }
 

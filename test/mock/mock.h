@@ -12,6 +12,7 @@
  *	  store.c		batches, items, processing over time, cursors
  *	  identity.c	identifier normalization, outcomes, deterministic person
  *	  faults.c		fault settings and the seeded random generator
+ *	  hostile.c		hostile responses: bodies that break the contract on purpose
  *	  ratelimit.c	token buckets per key and tier
  *	  stats.c		counters and submissions
  *	  util.c		allocation, string buffers, JSON strings, clocks
@@ -37,6 +38,7 @@
 #include <json-c/json.h>
 
 struct MHD_Daemon;
+struct MHD_Response;
 
 #define MOCK_MAX_BODY			(4 * 1024 * 1024)	/* bytes; above: 413 */
 #define MOCK_MAX_REQUESTS		1000	/* requests per bulk enrich */
@@ -74,6 +76,27 @@ typedef enum mock_endpoint
 #define EP_VENDOR_COUNT EP_OTHER
 
 extern const char *const mock_endpoint_names[EP_COUNT];
+
+/*
+ * Hostile responses (the "hostile" fault): a 2xx answer that breaks the
+ * contract on purpose.  See hostile.c for what each one does.
+ */
+typedef enum mock_hostile
+{
+	HOSTILE_NONE = 0,
+	HOSTILE_OVERSIZED,			/* a body of hostile_size_mib MiB */
+	HOSTILE_DEEP,				/* a body nested hostile_depth levels */
+	HOSTILE_WRONG_TYPES,		/* fields of the wrong JSON type */
+	HOSTILE_MISSING_FIELDS,		/* fields left out */
+	HOSTILE_BAD_VALUES,			/* right type, impossible value */
+	HOSTILE_DUPLICATE_ITEMS,	/* a page repeats items of the previous one */
+	HOSTILE_REPLAY_CURSOR,		/* the next cursor is the one asked for */
+	HOSTILE_REWIND_CURSOR,		/* the next cursor is the first page's */
+	HOSTILE_FOREIGN_METADATA,	/* an item echoes metadata of another batch */
+	HOSTILE_COUNT
+} mock_hostile;
+
+extern const char *const mock_hostile_names[HOSTILE_COUNT];
 
 /* Command line settings; written by main.c before the daemon starts. */
 typedef struct mock_config
@@ -150,6 +173,9 @@ typedef struct mock_reply
 	size_t		len;
 	int			retry_after;	/* > 0: send Retry-After */
 	const char *allow;			/* 405: the Allow header */
+	bool		hostile;		/* a hostile change was made (stats) */
+	int64_t		pad_to;			/* > 0: send padded to this many bytes */
+	bool		pad_chunked;	/* padded body without Content-Length */
 } mock_reply;
 
 /* Everything a handler needs to know about the request. */
@@ -166,6 +192,7 @@ typedef struct mock_call
 	bool		loopback;
 	bool		faults_apply;	/* the fault setting covers this endpoint */
 	double		batch_fail_rate;	/* snapshot of that fault */
+	mock_hostile page_fault;	/* hostile page of list items, or none */
 } mock_call;
 
 extern void reply_json(mock_reply *r, int status, char *body, size_t len);
@@ -228,9 +255,12 @@ extern void store_list_batches_locked(sbuf *b, mock_env env,
 									  int64_t offset, int64_t now);
 extern bool store_items_page_locked(sbuf *b, const mock_batch *batch,
 									const char *cursor, int limit,
+									mock_hostile fault, bool *faulted,
 									int64_t now);
 extern bool store_item_json_locked(sbuf *b, const mock_batch *batch,
 								   const char *item_id, int64_t now);
+extern char *store_foreign_metadata_locked(mock_env env, const char *batch_id,
+										  int index);
 extern int	store_count_locked(void);
 extern void store_reset_locked(void);
 
@@ -240,6 +270,7 @@ extern void store_reset_locked(void);
 
 extern void stats_count_locked(mock_endpoint ep, int status);
 extern void stats_connection_locked(void);
+extern void stats_hostile_locked(mock_endpoint ep);
 extern int64_t stats_submissions_locked(const char *identifier);
 extern void stats_add_submission_locked(const char *identifier);
 extern json_object *stats_json_locked(void);
@@ -259,6 +290,15 @@ typedef struct mock_faults
 	bool		extra_field;
 	double		batch_fail_rate;
 	unsigned	endpoints;		/* bit per mock_endpoint */
+	unsigned	environments;	/* bit per mock_env */
+	mock_hostile hostile;
+	double		hostile_rate;	/* default 1 */
+	int64_t		hostile_item;	/* -1: every item of a page */
+	uint32_t	hostile_fields; /* bit per hostile field; default all */
+	int64_t		hostile_size_mib;	/* oversized: default 20 */
+	bool		hostile_chunked;	/* oversized: no Content-Length */
+	int64_t		hostile_depth;	/* deep: default 10000 */
+	int64_t		hostile_offset; /* foreign_metadata: 0 = previous batch */
 } mock_faults;
 
 extern bool faults_parse(json_object *obj, mock_faults *out,
@@ -269,6 +309,17 @@ extern json_object *faults_json_locked(void);
 extern void faults_reset_locked(void);
 extern bool faults_roll_locked(double p);
 extern uint64_t faults_random_locked(void);
+
+/* ---- hostile.c ---- */
+
+#define HOSTILE_ALL_FIELDS UINT32_MAX
+
+extern int	hostile_field_index(const char *name);
+extern bool hostile_applies(mock_hostile kind, mock_endpoint ep);
+extern bool hostile_is_page_fault(mock_hostile kind);
+extern bool hostile_apply(const mock_faults *f, const mock_call *call,
+						  mock_reply *r);
+extern struct MHD_Response *hostile_padded_response(mock_reply *r);
 
 /* ---- ratelimit.c ---- */
 

@@ -2,9 +2,10 @@
  *
  * stats.c
  *	  What GET /__mock/stats reports: responses per endpoint and status,
- *	  dropped connections, TCP connections accepted, and how many times each
- *	  normalized identifier was accepted in a bulk enrich (the submissions
- *	  map, also used for the "flaky" outcome).  Callers hold mock_lock.
+ *	  dropped connections, answers a hostile fault changed, TCP connections
+ *	  accepted, and how many times each normalized identifier was accepted
+ *	  in a bulk enrich (the submissions map, also used for the "flaky"
+ *	  outcome).  Callers hold mock_lock.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,6 +32,7 @@ typedef struct submission
 } submission;
 
 static int64_t counts[EP_COUNT][STATUS_SLOTS];
+static int64_t hostile_counts[EP_COUNT];
 static int64_t requests_total;
 static int64_t connections;
 
@@ -48,6 +50,13 @@ stats_count_locked(mock_endpoint ep, int status)
 		return;
 	counts[ep][slot]++;
 	requests_total++;
+}
+
+/* stats_hostile_locked counts a response the hostile fault changed. */
+void
+stats_hostile_locked(mock_endpoint ep)
+{
+	hostile_counts[ep]++;
 }
 
 void
@@ -182,6 +191,21 @@ stats_json_locked(void)
 	json_object_object_add(root, "batches",
 						   json_object_new_int(store_count_locked()));
 	json_object_object_add(root, "submissions", subs);
+
+	/* only once a hostile fault changed an answer, so the keys stay stable */
+	for (ep = 0; ep < EP_COUNT; ep++)
+		if (hostile_counts[ep] > 0)
+		{
+			json_object *hostile;
+
+			if (!json_object_object_get_ex(root, "hostile", &hostile))
+			{
+				hostile = json_object_new_object();
+				json_object_object_add(root, "hostile", hostile);
+			}
+			json_object_object_add(hostile, mock_endpoint_names[ep],
+								   json_object_new_int64(hostile_counts[ep]));
+		}
 	return root;
 }
 
@@ -192,6 +216,7 @@ stats_reset_locked(void)
 	size_t		i;
 
 	memset(counts, 0, sizeof(counts));
+	memset(hostile_counts, 0, sizeof(hostile_counts));
 	requests_total = 0;
 	connections = 0;
 	for (i = 0; i < nbuckets; i++)

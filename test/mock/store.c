@@ -311,35 +311,68 @@ parse_cursor(const mock_batch *batch, const char *cursor, unsigned *offset)
 	return true;
 }
 
+/* append_cursor appends the cursor of an item offset of a batch. */
+static void
+append_cursor(sbuf *b, const mock_batch *batch, unsigned offset)
+{
+	sbuf_printf(b, "\"%08x%016llx\"", offset,
+				(unsigned long long) cursor_check(batch, offset));
+}
+
 /*
  * store_items_page_locked appends a page of items from cursor (NULL: the
  * first item) with at most limit items and the next cursor.  The cursor is
  * null only when the page reached the last item of a finished batch.
  * Returns false if the cursor is not one of this batch.
+ *
+ * fault makes the page hostile (*faulted says whether it changed):
+ * HOSTILE_DUPLICATE_ITEMS starts a page that has new items up to limit / 2
+ * items early, repeating the end of the previous page (the next cursor
+ * still follows the last item sent, so every item comes at least once);
+ * HOSTILE_REPLAY_CURSOR answers the cursor it was asked with (the first
+ * page: the cursor of offset 0) and HOSTILE_REWIND_CURSOR, on a page after
+ * the first, the cursor of offset 0, instead of the next cursor or null (a
+ * walk then goes round its first pages for ever).  A failed batch is left
+ * alone.
  */
 bool
 store_items_page_locked(sbuf *b, const mock_batch *batch, const char *cursor,
-						int limit, int64_t now)
+						int limit, mock_hostile fault, bool *faulted,
+						int64_t now)
 {
 	unsigned	offset = 0;
+	unsigned	start;
 	unsigned	end;
 	int			processed;
 	int64_t		done_ms;
 	const char *status;
+	bool		at_end;
 
+	*faulted = false;
 	if (cursor && !parse_cursor(batch, cursor, &offset))
 		return false;
 	status = progress(batch, now, &processed, &done_ms);
 
-	end = offset + (unsigned) limit;
+	start = offset;
+	if (fault == HOSTILE_DUPLICATE_ITEMS && offset > 0 &&
+		offset < (unsigned) processed)
+	{
+		unsigned	back = (unsigned) limit / 2;
+
+		if (back > offset)
+			back = offset;
+		start = offset - back;
+		*faulted = back > 0;
+	}
+	end = start + (unsigned) limit;
 	if (end > (unsigned) processed)
 		end = (unsigned) processed;
-	if (end < offset)
-		end = offset;
+	if (end < start)
+		end = start;
 
-	if (end > offset)
+	if (end > start)
 	{
-		size_t		from = batch->offsets[offset];
+		size_t		from = batch->offsets[start];
 		size_t		to = batch->offsets[end] - 1;	/* drop the last comma */
 
 		sbuf_reserve(b, (to - from) + 96);
@@ -350,12 +383,25 @@ store_items_page_locked(sbuf *b, const mock_batch *batch, const char *cursor,
 	else
 		sbuf_puts(b, "{\"items\":[],\"cursor\":");
 
-	if (strcmp(status, "failed") == 0 ||
-		(strcmp(status, "completed") == 0 && end == (unsigned) batch->total))
+	at_end = strcmp(status, "failed") == 0 ||
+		(strcmp(status, "completed") == 0 && end == (unsigned) batch->total);
+	if (strcmp(status, "failed") != 0 &&
+		(fault == HOSTILE_REPLAY_CURSOR ||
+		 (fault == HOSTILE_REWIND_CURSOR && offset > 0)))
+	{
+		unsigned	again = (fault == HOSTILE_REPLAY_CURSOR) ? offset : 0;
+
+		*faulted = at_end || again != end;
+		append_cursor(b, batch, again);
+		sbuf_puts(b, "}");
+	}
+	else if (at_end)
 		sbuf_puts(b, "null}");
 	else
-		sbuf_printf(b, "\"%08x%016llx\"}", end,
-					(unsigned long long) cursor_check(batch, end));
+	{
+		append_cursor(b, batch, end);
+		sbuf_puts(b, "}");
+	}
 	return true;
 }
 
@@ -384,6 +430,51 @@ store_item_json_locked(sbuf *b, const mock_batch *batch, const char *item_id,
 	sbuf_append(b, batch->items + batch->offsets[index],
 				batch->offsets[index + 1] - batch->offsets[index] - 1);
 	return true;
+}
+
+/*
+ * store_foreign_metadata_locked returns (malloc'd) the metadata JSON text,
+ * "null" when it has none, of an item of another batch: the batch created
+ * last before batch_id in the same environment that has items, at index
+ * modulo its size.  NULL when there is no such batch.
+ */
+char *
+store_foreign_metadata_locked(mock_env env, const char *batch_id, int index)
+{
+	const mock_batch *self = store_find_locked(env, batch_id);
+	const mock_batch *other = NULL;
+	json_object *item;
+	json_object *meta;
+	char		err[256];
+	char	   *text;
+	int			i;
+	int			at;
+
+	if (self == NULL)
+		return NULL;
+	for (i = nbatches - 1; i >= 0; i--)
+		if (batches[i]->seq < self->seq && batches[i]->env == env &&
+			!batches[i]->failed && batches[i]->total > 0)
+		{
+			other = batches[i];
+			break;
+		}
+	if (other == NULL)
+		return NULL;
+	at = (index < 0 ? 0 : index) % other->total;
+	item = mock_parse_json(other->items + other->offsets[at],
+						   other->offsets[at + 1] - other->offsets[at] - 1,
+						   MOCK_JSON_DEPTH + 8, err, sizeof(err));
+	if (item == NULL)
+		return NULL;
+	if (json_object_object_get_ex(item, "metadata", &meta) && meta != NULL)
+		text = mock_strdup(json_object_to_json_string_ext(meta,
+														  JSON_C_TO_STRING_PLAIN |
+														  JSON_C_TO_STRING_NOSLASHESCAPE));
+	else
+		text = mock_strdup("null");
+	json_object_put(item);
+	return text;
 }
 
 int
