@@ -42,6 +42,9 @@ include $(PGXS)
 
 all: mock
 
+# every object depends on our headers (PGXS tracks no header dependencies)
+$(OBJS): $(wildcard src/*.h)
+
 mock:
 	$(MAKE) -C test/mock
 

@@ -53,12 +53,14 @@ typedef struct EnrichItem
 	char	   *error_code;		/* error.code, or NULL */
 	char	   *error_message;	/* error.message, or NULL */
 	int64		request_id;		/* enrich's request id echoed in metadata, or -1 */
+	int32		request_check;	/* the check value echoed with it */
 } EnrichItem;
 
 /* one request the worker sends: enrich's request id travels in its metadata */
 typedef struct EnrichOutgoing
 {
 	int64		request_id;
+	int32		check;			/* 16 bits that the row's identifier determines */
 	const char *linkedin_url;
 	const char *person_id;
 	const char *pdl_id;

@@ -224,6 +224,13 @@ enrich_http_prepare(EnrichTransfer *t)
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
 	if (strcmp(call->method, "POST") == 0)
 	{
+		/*
+		 * libcurl sends a request again on a kept-alive connection that
+		 * turns out dead before any answer; a POST that creates a batch
+		 * must never be sent twice, so it gets a connection of its own
+		 */
+		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
 		curl_easy_setopt(easy, CURLOPT_POST, 1L);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) call->body_len);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, call->body ? call->body : "");

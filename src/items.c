@@ -16,8 +16,10 @@
  */
 #include "postgres.h"
 
+#include "common/hashfn.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 
 #include "api.h"
@@ -40,6 +42,7 @@ typedef struct ItemsWalk
 	EnrichItemsPage page;
 	int			next;			/* next item of page to return */
 	int64		returned;		/* items returned so far */
+	HTAB	   *seen;			/* hashes of the item ids returned so far */
 } ItemsWalk;
 
 /*
@@ -69,6 +72,19 @@ items_fetch_page(ItemsWalk *walk, MemoryContext walk_context)
 	if (walk->page.cursor != NULL && walk->cursor != NULL &&
 		strcmp(walk->page.cursor, walk->cursor) == 0 && walk->page.nitems > 0)
 		enrich_api_malformed(&call, "the page returned the cursor it was asked for, with items");
+
+	/* an item seen before means the cursor went back: refuse it, do not loop */
+	for (int i = 0; i < walk->page.nitems; i++)
+	{
+		uint64		key = hash_bytes_extended((const unsigned char *) walk->page.items[i].item_id,
+											  strlen(walk->page.items[i].item_id), 0);
+		bool		found;
+
+		hash_search(walk->seen, &key, HASH_ENTER, &found);
+		if (found)
+			enrich_api_malformed(&call, psprintf("item %s was returned twice",
+												 walk->page.items[i].item_id));
+	}
 
 	MemoryContextSwitchTo(walk_context);
 	if (walk->cursor)
@@ -144,6 +160,15 @@ enrich_items_stream(PG_FUNCTION_ARGS)
 		walk->page_context = AllocSetContextCreate(funcctx->multi_call_memory_ctx,
 												   "enrich items page",
 												   ALLOCSET_DEFAULT_SIZES);
+		{
+			HASHCTL		ctl;
+
+			ctl.keysize = sizeof(uint64);
+			ctl.entrysize = sizeof(uint64);
+			ctl.hcxt = funcctx->multi_call_memory_ctx;
+			walk->seen = hash_create("enrich items seen", 1024, &ctl,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		}
 		funcctx->user_fctx = walk;
 		MemoryContextSwitchTo(old);
 	}

@@ -81,7 +81,10 @@ typedef enum QueueStatement
 	Q_LEFTOVERS,
 	Q_ORPHANS,
 	Q_KNOWN_BATCHES,
+	Q_ADOPT_MATCH,
 	Q_ADOPT,
+	Q_BATCH_NOTE,
+	Q_NOTE_SUBMITTING,
 	Q_ADOPT_BATCH,
 	Q_REQUEUE_ORPHANS,
 	Q_CLOSE_BATCH,
@@ -156,6 +159,8 @@ text_array(char **values, int n)
 	}
 	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 }
+
+static char *error_json(const char *code, const char *message);
 
 /* lead_ids returns the request ids of claimed leads */
 static int64 *
@@ -312,45 +317,122 @@ enrich_queue_known_batches(char **batch_ids, int n)
 
 /*
  * enrich_queue_adopt adopts a batch the API accepted but enrich never
- * recorded: one of its items echoes request_id, still 'submitting'; every
- * request of that submission joins the batch, which is then polled like
- * any other.  Returns how many requests it adopted.
+ * recorded, when the request ids its first page echoes (those whose check
+ * value fits the request) all name requests of one submission still
+ * 'submitting', and the batch has as many requests as that submission: every request of it joins the batch, which is then
+ * polled like any other.  Returns how many requests it adopted; 0 with
+ * *why set when the batch does not fit, 0 with *why NULL when none of the
+ * ids is waiting.
  */
 int
-enrich_queue_adopt(const char *batch_id, int environment, int64 request_id)
+enrich_queue_adopt(const char *batch_id, int environment, const int64 *ids,
+				   const int64 *checks, int nids, int total_count, char **why)
 {
-	Oid			types[3] = {TEXTOID, INT8OID, TEXTOID};
+	Oid			types[3] = {INT8ARRAYOID, TEXTOID, INT8ARRAYOID};
 	Datum		values[3];
 	uint64		n;
+	int64		submission = 0;
+	int			matched = 0;
 
-	values[0] = CStringGetTextDatum(batch_id);
-	values[1] = Int64GetDatum(request_id);
-	values[2] = CStringGetTextDatum(enrich_environment_name(environment));
-	n = queue_run(Q_ADOPT,
-				  "UPDATE enrich.requests SET state = 'submitted', batch_id = $1, updated_at = pg_catalog.now() "
-				  "WHERE state = 'submitting' AND environment = $3 AND submission = ("
-				  "    SELECT submission FROM enrich.requests "
-				  "    WHERE id = $2 AND state = 'submitting' AND environment = $3) "
-				  "RETURNING id",
-				  3, types, values, NULL, false);
+	*why = NULL;
+	values[0] = int8_array(ids, nids);
+	values[1] = CStringGetTextDatum(enrich_environment_name(environment));
+	values[2] = int8_array(checks, nids);
+	n = queue_run(Q_ADOPT_MATCH,
+				  "SELECT r.submission, count(*), "
+				  "    (SELECT count(*) FROM enrich.requests s "
+				  "     WHERE s.submission = r.submission AND s.state = 'submitting' AND s.environment = $2) "
+				  "FROM (SELECT DISTINCT x, c FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($3)) "
+				  "      AS p(x, c)) AS i(id, checked) "
+				  "JOIN enrich.requests r ON r.id = i.id "
+				  "    AND (pg_catalog.hashtext(coalesce(r.identifier, '')) & 65535) = i.checked "
+				  "WHERE r.state = 'submitting' AND r.environment = $2 "
+				  "GROUP BY r.submission",
+				  3, types, values, NULL, true);
+	if (n == 0)
+		return 0;
+	if (n > 1)
+	{
+		*why = psprintf("its items name requests of %d different submissions", (int) n);
+		return 0;
+	}
+	submission = column_int64(0, 1);
+	matched = (int) column_int64(0, 2);
+	if (matched < nids)
+		ereport(LOG,
+				(errmsg("enrich worker: %d items of batch %s echo a request id that names no request waiting to be reconciled",
+						nids - matched, batch_id)));
+	if (column_int64(0, 3) != total_count)
+	{
+		*why = psprintf("it has %d requests, the submission its items name has %lld",
+						total_count, (long long) column_int64(0, 3));
+		return 0;
+	}
+
+	{
+		Oid			atypes[3] = {TEXTOID, INT8OID, TEXTOID};
+		Datum		avalues[3];
+
+		avalues[0] = CStringGetTextDatum(batch_id);
+		avalues[1] = Int64GetDatum(submission);
+		avalues[2] = values[1];
+		n = queue_run(Q_ADOPT,
+					  "UPDATE enrich.requests SET state = 'submitted', batch_id = $1, "
+					  "    updated_at = pg_catalog.now() "
+					  "WHERE state = 'submitting' AND environment = $3 AND submission = $2 "
+					  "RETURNING id",
+					  3, atypes, avalues, NULL, false);
+	}
 	if (n == 0)
 		return 0;
 	{
 		Oid			btypes[3] = {TEXTOID, TEXTOID, INT4OID};
 		Datum		bvalues[3];
 
-		bvalues[0] = values[0];
-		bvalues[1] = values[2];
+		bvalues[0] = CStringGetTextDatum(batch_id);
+		bvalues[1] = values[1];
 		bvalues[2] = Int32GetDatum((int) n);
 		queue_run(Q_ADOPT_BATCH,
 				  "INSERT INTO enrich.batches (batch_id, environment, origin, request_count, next_poll_at, "
 				  "    last_error) "
 				  "VALUES ($1, $2, 'worker', $3, pg_catalog.now(), "
-				  "    'adopted after a restart: sent but not recorded') "
+				  "    'adopted: the bulk enrich was sent but its batch was not recorded') "
 				  "ON CONFLICT (batch_id) DO NOTHING",
 				  3, btypes, bvalues, NULL, false);
 	}
 	return (int) n;
+}
+
+/* enrich_queue_batch_note records a problem on a batch without changing its schedule */
+void
+enrich_queue_batch_note(const char *batch_id, const char *message)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	values[0] = CStringGetTextDatum(batch_id);
+	values[1] = CStringGetTextDatum(message);
+	queue_run(Q_BATCH_NOTE,
+			  "UPDATE enrich.batches SET last_error = $2 WHERE batch_id = $1",
+			  2, types, values, NULL, false);
+}
+
+/*
+ * enrich_queue_note_submitting records on requests left 'submitting' why
+ * they wait: the answer to their bulk enrich was lost
+ */
+void
+enrich_queue_note_submitting(const EnrichOutgoing *leads, int n, const char *message)
+{
+	Oid			types[2] = {INT8ARRAYOID, TEXTOID};
+	Datum		values[2];
+
+	values[0] = int8_array(lead_ids(leads, n), n);
+	values[1] = CStringGetTextDatum(error_json("answer_lost", message));
+	queue_run(Q_NOTE_SUBMITTING,
+			  "UPDATE enrich.requests SET error = $2::jsonb, updated_at = updated_at "
+			  "WHERE id = ANY ($1) AND state = 'submitting'",
+			  2, types, values, NULL, false);
 }
 
 /*
@@ -497,7 +579,8 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 					  "    submission = (SELECT min(x) FROM pg_catalog.unnest($1) AS x), "
 					  "    updated_at = pg_catalog.now() "
 					  "WHERE id = ANY ($1) "
-					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::text",
+					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::text, "
+					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535",
 					  1, types, values, NULL, false);
 		for (uint64 i = 0; i < n; i++)
 		{
@@ -506,6 +589,7 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 			leads[i].person_id = column_text(i, 3);
 			leads[i].pdl_id = column_text(i, 4);
 			leads[i].metadata = column_text(i, 5);
+			leads[i].check = (int32) column_int64(i, 6);
 		}
 		nleads = (int) n;
 	}
@@ -876,7 +960,7 @@ write_back_one(WriteBack *wb)
  * twice writes nothing twice.  Successes are done and written back to their
  * watched table; retryable failures go back to the queue with back-off
  * until enrich.max_attempts; others fail.  The saved cursor commits with
- * them.  It returns how many requests the page settled.
+ * them.  It returns how many items of the page settled a request.
  */
 int
 enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
@@ -888,6 +972,7 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 	char	  **persons = palloc(sizeof(char *) * Max(n, 1));
 	char	  **errors = palloc(sizeof(char *) * Max(n, 1));
 	char	  **item_ids = palloc(sizeof(char *) * Max(n, 1));
+	int64	   *checks = palloc(sizeof(int64) * Max(n, 1));
 	int			m = 0;
 	uint64		settled = 0;
 	List	   *groups = NIL;
@@ -904,14 +989,15 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 		persons[m] = item->is_success ? item->person : NULL;
 		errors[m] = item->error;
 		item_ids[m] = item->item_id;
+		checks[m] = item->request_check;
 		m++;
 	}
 
 	if (m > 0)
 	{
-		Oid			types[9] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, TEXTOID, INT4OID, INT4OID, INT4OID};
-		Datum		values[9];
+		Oid			types[10] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TEXTOID, INT4OID, INT4OID, INT4OID, INT8ARRAYOID};
+		Datum		values[10];
 		Datum		lead_array;
 		uint64		nleads;
 
@@ -924,10 +1010,12 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 		values[6] = Int32GetDatum(enrich_max_attempts);
 		values[7] = Int32GetDatum(enrich_retry_delay_ms);
 		values[8] = Int32GetDatum(enrich_retry_delay_max_ms);
+		values[9] = int8_array(checks, m);
 		nleads = queue_run(Q_APPLY_ITEMS,
 						   "WITH u AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-						   "           pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) "
-						   "           AS u(id, outcome, person, error, item_id)) "
+						   "           pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+						   "           pg_catalog.unnest($10)) "
+						   "           AS u(id, outcome, person, error, item_id, checked)) "
 						   "UPDATE enrich.requests r SET "
 						   "  state = CASE WHEN u.outcome = 'done' THEN 'done' "
 						   "               WHEN u.outcome = 'retry' AND r.attempts < $7 THEN 'queued' "
@@ -942,11 +1030,19 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 						   "  completed_at = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL "
 						   "      ELSE pg_catalog.now() END, "
 						   "  updated_at = pg_catalog.now() "
-						   "FROM u WHERE r.id = u.id AND r.batch_id = $6 AND r.state = 'submitted' "
-						   "  AND r.duplicate_of IS NULL "
+						   "FROM u WHERE r.id = u.id "
+						   /*
+							* written as one CASE so that the planner can only
+							* find the rows by primary key: an index on the
+							* batch would read every waiting row of it per page
+							*/
+						   "  AND CASE WHEN r.batch_id = $6 AND r.state = 'submitted' "
+						   "           AND r.duplicate_of IS NULL "
+						   "           AND (pg_catalog.hashtext(coalesce(r.identifier, '')) & 65535) = u.checked "
+						   "      THEN true ELSE false END "
 						   "RETURNING r.id, r.state, r.source_relid, r.source_key::text, r.person::text",
-						   9, types, values, NULL, false);
-		settled += nleads;
+						   10, types, values, NULL, false);
+		settled = nleads;
 		collect_done(&groups, nleads);
 		if (nleads > 0)
 		{
@@ -957,7 +1053,6 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 				lead_list[i] = column_int64(i, 1);
 			lead_array = int8_array(lead_list, (int) nleads);
 			nfollowers = settle_followers(lead_array);
-			settled += nfollowers;
 			collect_done(&groups, nfollowers);
 		}
 	}

@@ -47,7 +47,10 @@ extern void enrich_queue_close_batch(const char *batch_id, const char *status,
 extern long enrich_queue_next_due_ms(const bool *environment_active);
 extern bool enrich_queue_orphans(int environment, char **claimed_date, double *claimed_age_ms);
 extern bool *enrich_queue_known_batches(char **batch_ids, int n);
-extern int	enrich_queue_adopt(const char *batch_id, int environment, int64 request_id);
+extern int	enrich_queue_adopt(const char *batch_id, int environment, const int64 *ids,
+							   const int64 *checks, int nids, int total_count, char **why);
+extern void enrich_queue_batch_note(const char *batch_id, const char *message);
+extern void enrich_queue_note_submitting(const EnrichOutgoing *leads, int n, const char *message);
 extern int	enrich_queue_requeue_orphans(int environment, int grace_ms);
 
 #endif							/* ENRICH_QUEUE_H */

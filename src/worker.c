@@ -556,6 +556,12 @@ record_submit(WorkerCall *call, EnrichHttpCall *http)
 				 * looks for their batch.
 				 */
 				env_backoff(call->environment, message);
+				enrich_queue_note_submitting(call->leads, call->nleads,
+											 psprintf("the answer to the bulk enrich was lost (%s); its batch is being looked for",
+													  message));
+				ereport(LOG,
+						(errmsg("enrich worker: the answer to a bulk enrich of %d requests was lost (%s); looking for its batch",
+								call->nleads, message)));
 				reconcile_pending = true;
 			}
 			else
@@ -618,6 +624,10 @@ record_batch_failure(WorkerCall *call, EnrichHttpCall *http, EnrichCallOutcome o
 		default:
 			break;
 	}
+	ereport(LOG,
+			(errmsg("enrich worker: %s of batch %s failed: %s",
+					call->kind == CALL_ITEMS ? "a page of items" : "the status",
+					b->batch_id, message)));
 	enrich_queue_batch_error(b->batch_id, next, message,
 							 outcome == ENRICH_OUTCOME_BAD_REQUEST && call->kind == CALL_ITEMS);
 }
@@ -685,6 +695,7 @@ record_items(WorkerCall *call, EnrichHttpCall *http)
 	EnrichItemsPage page;
 	bool		closes;
 	int			next;
+	int			unmatched;
 
 	if (outcome == ENRICH_OUTCOME_OK)
 	{
@@ -703,12 +714,43 @@ record_items(WorkerCall *call, EnrichHttpCall *http)
 	}
 	env_reached(call->environment);
 
+	if (page.nitems > 0 && page.cursor != NULL && b->cursor != NULL &&
+		strcmp(page.cursor, b->cursor) == 0)
+	{
+		/* a page that hands back the cursor it was asked for never ends */
+		record_batch_failure(call, http, ENRICH_OUTCOME_TRANSIENT,
+							 "malformed items page: it returned the cursor it was asked for, with items");
+		return;
+	}
+	if (b->items_received + page.nitems > 2 * b->request_count + enrich_page_size)
+	{
+		/*
+		 * Far more items than the batch has requests: the cursor goes round
+		 * in circles.  The batch is closed; requests still waiting in it
+		 * are retried.
+		 */
+		ereport(LOG,
+				(errmsg("enrich worker: batch %s returned %d items for %d requests; its cursor loops, so it is closed",
+						b->batch_id, b->items_received + page.nitems, b->request_count)));
+		enrich_queue_close_batch(b->batch_id, "failed", "cursor_loop",
+								 "the API returned more items than the batch has requests");
+		return;
+	}
+
 	closes = (page.cursor == NULL);
 	if (page.nitems >= enrich_page_size)
 		next = 0;				/* a full page: there may be more at once */
 	else
 		next = enrich_poll_interval_min_ms;
-	enrich_queue_apply_page(b->batch_id, &page, closes, next);
+	unmatched = page.nitems - enrich_queue_apply_page(b->batch_id, &page, closes, next);
+	if (unmatched > 0)
+	{
+		char	   *problem = psprintf("%d of %d items of a page matched no request waiting in this batch (repeated items, a rewound cursor, or another batch's)",
+									   unmatched, page.nitems);
+
+		ereport(LOG, (errmsg("enrich worker: batch %s: %s", b->batch_id, problem)));
+		enrich_queue_batch_note(b->batch_id, problem);
+	}
 	if (!closes && page.nitems < enrich_page_size)
 	{
 		/* caught up with a batch still processing: poll its status next */
@@ -796,7 +838,10 @@ probe_batch(int environment, const EnrichBatchStatus *status)
 	EnrichHttpCall http;
 	EnrichItemsPage page;
 	char	   *message;
-	int			adopted = 0;
+	int64	   *ids;
+	int64	   *checks;
+	int			nids = 0;
+	int			adopted;
 
 	if (call_once(&http, environment,
 				  enrich_api_url_items(enrich_environment_name(environment),
@@ -804,17 +849,34 @@ probe_batch(int environment, const EnrichBatchStatus *status)
 				  200, &message) != ENRICH_OUTCOME_OK ||
 		enrich_api_parse_items_page(http.response, &page) != NULL)
 		return;
-	worker_begin("enrich: reconciling");
-	for (int i = 0; i < page.nitems && adopted == 0; i++)
+	ids = palloc(sizeof(int64) * Max(page.nitems, 1));
+	checks = palloc(sizeof(int64) * Max(page.nitems, 1));
+	for (int i = 0; i < page.nitems; i++)
 		if (page.items[i].request_id > 0)
-			adopted = enrich_queue_adopt(status->batch_id, environment, page.items[i].request_id);
+		{
+			checks[nids] = page.items[i].request_check;
+			ids[nids++] = page.items[i].request_id;
+		}
+	if (nids == 0)
+	{
+		if (page.nitems > 0)
+			remember_foreign(status->batch_id);
+		return;					/* someone else's, or nothing processed yet */
+	}
+	worker_begin("enrich: reconciling");
+	adopted = enrich_queue_adopt(status->batch_id, environment, ids, checks, nids,
+								 status->total_count, &message);
 	worker_commit();
 	if (adopted > 0)
 		ereport(LOG,
-				(errmsg("enrich worker: adopted batch %s of %d requests that were sent before a restart but not recorded",
+				(errmsg("enrich worker: adopted batch %s of %d requests whose bulk enrich was sent but not recorded",
 						status->batch_id, adopted)));
-	else if (page.nitems > 0)
+	else if (message != NULL)
+	{
+		ereport(LOG,
+				(errmsg("enrich worker: batch %s is not adopted: %s", status->batch_id, message)));
 		remember_foreign(status->batch_id);
+	}
 }
 
 /*
