@@ -21,6 +21,7 @@
 #include <json-c/json.h>
 
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 
 #include "api.h"
@@ -28,9 +29,13 @@
 
 /*
  * The metadata key that carries enrich's request id beside the caller's own
- * keys; a caller's key of that name is replaced.
+ * keys; a caller's key of that name is replaced.  Its value is the request
+ * id times 65536 plus 16 bits that the request's identifier determines, so
+ * an item whose echoed id was altered to name another request of the batch
+ * is refused instead of giving that request a stranger's person.
  */
 #define ENRICH_REQUEST_ID_KEY "enrichRequestId"
+#define ENRICH_REQUEST_CHECK_BITS 16
 
 /* a json-c tree tied to the memory context that was current at its parse */
 typedef struct EnrichJsonGuard
@@ -68,6 +73,9 @@ enrich_json_parse(const char *text, size_t len, EnrichJsonGuard **guard_out)
 		return pstrdup("the body is empty");
 	if (len > PG_INT32_MAX)
 		return pstrdup("the body is too large to parse");
+	/* PostgreSQL stores what json-c hands back without checking its encoding */
+	if (pg_encoding_verifymbstr(PG_UTF8, text, (int) len) != (int) len)
+		return pstrdup("the body is not valid UTF-8");
 
 	guard = palloc0(sizeof(EnrichJsonGuard));
 	guard->callback.func = enrich_json_guard_release;
@@ -77,6 +85,8 @@ enrich_json_parse(const char *text, size_t len, EnrichJsonGuard **guard_out)
 	tok = json_tokener_new_ex(ENRICH_API_MAX_DEPTH);
 	if (tok == NULL)
 		return pstrdup("out of memory creating the JSON parser");
+	/* no single quotes, trailing commas, comments or leading zeros */
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	root = json_tokener_parse_ex(tok, text, (int) len);
 	jerr = json_tokener_get_error(tok);
 	end = json_tokener_get_parse_end(tok);
@@ -96,7 +106,10 @@ enrich_json_parse(const char *text, size_t len, EnrichJsonGuard **guard_out)
 						 text[end] == '\r' || text[end] == '\t'))
 		end++;
 	if (end < len)
+	{
+		enrich_json_guard_release(guard);
 		return pstrdup("the body has data after its JSON value");
+	}
 	if (root == NULL)
 		return pstrdup("the body is JSON null");
 	*guard_out = guard;
@@ -158,8 +171,114 @@ json_get_count(json_object *obj, const char *key, int32 *out)
 }
 
 /*
+ * json_number_storable says whether a number, as json-c keeps its text, is a
+ * JSON number that numeric (so jsonb) can store.  json-c also accepts NaN,
+ * Infinity and "1."; numeric refuses an exponent of INT_MAX / 2 or more, a
+ * display scale over NUMERIC_DSCALE_MAX (16383) digits, and a decimal weight
+ * over 131071 (its int16 weight counts groups of four digits).
+ */
+static bool
+json_number_storable(const char *s)
+{
+	const char *p = s;
+	int64		intdigits = 0;	/* digits before the point, "0" excepted */
+	int64		fracdigits = 0; /* digits after the point */
+	int64		fraczeros = 0;	/* zeros after the point before a nonzero */
+	int64		exponent = 0;
+	bool		nonzero = false;
+	bool		negexp = false;
+
+	if (*p == '-')
+		p++;
+	if (*p == '0')
+		p++;
+	else if (*p >= '1' && *p <= '9')
+	{
+		nonzero = true;
+		for (; *p >= '0' && *p <= '9'; p++)
+			intdigits++;
+	}
+	else
+		return false;
+	if (*p == '.')
+	{
+		p++;
+		if (!(*p >= '0' && *p <= '9'))
+			return false;
+		for (; *p >= '0' && *p <= '9'; p++)
+		{
+			if (*p != '0')
+				nonzero = true;
+			else if (!nonzero)
+				fraczeros++;
+			fracdigits++;
+		}
+	}
+	if (*p == 'e' || *p == 'E')
+	{
+		p++;
+		if (*p == '+' || *p == '-')
+			negexp = (*p++ == '-');
+		if (!(*p >= '0' && *p <= '9'))
+			return false;
+		for (; *p >= '0' && *p <= '9'; p++)
+		{
+			if (exponent < PG_INT32_MAX)
+				exponent = exponent * 10 + (*p - '0');
+		}
+		if (negexp)
+			exponent = -exponent;
+	}
+	if (*p != '\0' || exponent >= PG_INT32_MAX / 2 || exponent <= -(PG_INT32_MAX / 2))
+		return false;
+	if (fracdigits - exponent > 16383)
+		return false;
+	if (nonzero &&
+		(intdigits > 0 ? intdigits - 1 : -fraczeros - 1) + exponent > 131071)
+		return false;
+	return true;
+}
+
+/*
+ * json_storable says whether jsonb can store a value as json-c writes it
+ * back: its numbers must be storable, and no string may hold \u0000
+ */
+static bool
+json_storable(json_object *v)
+{
+	switch (json_object_get_type(v))
+	{
+		case json_type_object:
+			for (struct json_object_iterator it = json_object_iter_begin(v),
+				 it_end = json_object_iter_end(v);
+				 !json_object_iter_equal(&it, &it_end);
+				 json_object_iter_next(&it))
+			{
+				if (!json_storable(json_object_iter_peek_value(&it)))
+					return false;
+			}
+			return true;
+		case json_type_array:
+			for (size_t i = 0; i < json_object_array_length(v); i++)
+			{
+				if (!json_storable(json_object_array_get_idx(v, i)))
+					return false;
+			}
+			return true;
+		case json_type_string:
+			return strlen(json_object_get_string(v)) == (size_t) json_object_get_string_len(v);
+		case json_type_double:
+			return json_number_storable(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+		default:
+			return true;
+	}
+}
+
+/*
  * json_get_object_text keeps an object member as JSON text: NULL when absent
- * or null, false when it is present but not an object.
+ * or null, false when it is present but not an object, or holds a value
+ * that jsonb cannot store (such a value would fail the caller's cast to
+ * jsonb, and with it the whole page of items).
  */
 static bool
 json_get_object_text(json_object *obj, const char *key, char **out)
@@ -169,7 +288,7 @@ json_get_object_text(json_object *obj, const char *key, char **out)
 	*out = NULL;
 	if (!json_object_object_get_ex(obj, key, &v) || v == NULL)
 		return true;
-	if (!json_object_is_type(v, json_type_object))
+	if (!json_object_is_type(v, json_type_object) || !json_storable(v))
 		return false;
 	*out = pstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
 	return true;
@@ -520,7 +639,9 @@ enrich_api_build_worker_body(const EnrichOutgoing *requests, int n)
 		}
 		if (meta == NULL)
 			meta = json_object_new_object();
-		json_object_object_add(meta, ENRICH_REQUEST_ID_KEY, json_object_new_int64(r->request_id));
+		json_object_object_add(meta, ENRICH_REQUEST_ID_KEY,
+							   json_object_new_int64((r->request_id << ENRICH_REQUEST_CHECK_BITS) |
+													 (r->check & ((1 << ENRICH_REQUEST_CHECK_BITS) - 1))));
 		json_object_object_add(req, "metadata", meta);
 		json_object_array_add(array, req);
 	}
@@ -555,15 +676,29 @@ enrich_api_error_index(const char *message)
  * Responses
  */
 
+/* two_digits reads two decimal digits, or returns -1 */
+static int
+two_digits(const char *s)
+{
+	if (!(s[0] >= '0' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9'))
+		return -1;
+	return (s[0] - '0') * 10 + (s[1] - '0');
+}
+
 /*
- * looks_like_timestamp checks the shape of an RFC 3339 timestamp
- * (YYYY-MM-DDTHH:MM:SS, optional fraction, Z or an offset) so that only
- * well-formed text reaches timestamptz input
+ * looks_like_timestamp checks an RFC 3339 timestamp
+ * (YYYY-MM-DDTHH:MM:SS, an optional fraction, then Z or +HH:MM or -HH:MM)
+ * and its ranges, so that only text that timestamptz input accepts reaches
+ * it: an error there would fail the worker's transaction on every poll
  */
 static bool
 looks_like_timestamp(const char *s)
 {
 	static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int			year;
+	int			month;
+	int			day;
 	size_t		i;
 
 	for (i = 0; shape[i] != '\0'; i++)
@@ -571,12 +706,34 @@ looks_like_timestamp(const char *s)
 		if (shape[i] == 'd' ? !(s[i] >= '0' && s[i] <= '9') : s[i] != shape[i])
 			return false;
 	}
-	for (; s[i] != '\0'; i++)
+	year = two_digits(s) * 100 + two_digits(s + 2);
+	month = two_digits(s + 5);
+	day = two_digits(s + 8);
+	if (year < 1 || month < 1 || month > 12 || day < 1 || day > mdays[month - 1] ||
+		(month == 2 && day == 29 &&
+		 !(year % 4 == 0 && (year % 100 != 0 || year % 400 == 0))) ||
+		two_digits(s + 11) > 23 || two_digits(s + 14) > 59 || two_digits(s + 17) > 60)
+		return false;
+	if (s[i] == '.')
 	{
-		if (!strchr("0123456789.:+-Z", s[i]))
+		i++;
+		if (!(s[i] >= '0' && s[i] <= '9'))
 			return false;
+		while (s[i] >= '0' && s[i] <= '9')
+			i++;
 	}
-	return i <= 40;
+	if (s[i] == 'Z')
+		i++;
+	else if (s[i] == '+' || s[i] == '-')
+	{
+		if (two_digits(s + i + 1) < 0 || two_digits(s + i + 1) > 15 ||
+			s[i + 3] != ':' || two_digits(s + i + 4) < 0 || two_digits(s + i + 4) > 59)
+			return false;
+		i += 6;
+	}
+	else
+		return false;
+	return s[i] == '\0' && i <= 40;
 }
 
 /* parse_status_object reads one BatchStatus */
@@ -626,18 +783,23 @@ parse_item_object(json_object *obj, EnrichItem *item)
 	if (!json_get_bool(obj, "isRetryable", &item->is_retryable))
 		return pstrdup("isRetryable is missing or not a boolean");
 	if (!json_get_object_text(obj, "metadata", &item->metadata))
-		return pstrdup("metadata is not an object or null");
+		return pstrdup("metadata is not an object or null, or holds a value jsonb cannot store");
 	item->request_id = -1;
 	if (item->metadata != NULL &&
 		json_object_object_get_ex(obj, "metadata", &meta) &&
 		json_object_object_get_ex(meta, ENRICH_REQUEST_ID_KEY, &rid) &&
 		json_object_is_type(rid, json_type_int) &&
 		json_object_get_int64(rid) > 0)
-		item->request_id = json_object_get_int64(rid);
+	{
+		int64		value = json_object_get_int64(rid);
+
+		item->request_id = value >> ENRICH_REQUEST_CHECK_BITS;
+		item->request_check = (int32) (value & ((1 << ENRICH_REQUEST_CHECK_BITS) - 1));
+	}
 	if (!json_get_object_text(obj, "person", &item->person))
-		return pstrdup("person is not an object or null");
+		return pstrdup("person is not an object or null, or holds a value jsonb cannot store");
 	if (!json_get_object_text(obj, "error", &item->error))
-		return pstrdup("error is not an object or null");
+		return pstrdup("error is not an object or null, or holds a value jsonb cannot store");
 	if (item->is_success && item->person == NULL)
 		return pstrdup("a successful item has no person");
 	if (!item->is_success && item->error == NULL)
