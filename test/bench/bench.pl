@@ -1,0 +1,781 @@
+# bench.pl: the benchmark of enrich (make bench).
+#
+# Starts its own cluster (enrich preloaded, fsync off like the test clusters)
+# and its own mock API (no start delay, every item ready at once, no rate
+# limits, enrich.tier3_rate = enrich.tier4_rate = 0), runs every case of the
+# benchmark several times, and prints one table: each figure's median, min
+# and max over the runs, its target and whether the median meets it.  The
+# same rows go to a CSV file (case, figure, median, min, max, unit, target,
+# meets).
+#
+# The cases:
+#   throughput  end-to-end: 100,000 contacts inserted into a watched table,
+#               timed from the INSERT's commit until the worker has written
+#               the last person back; each run starts with the queue as after
+#               CREATE EXTENSION (empty, no planner statistics).  The worker's
+#               peak RSS (VmHWM, reset before the run) is read at the end.
+#               Write-back bound: the same 100,000 items applied by a SQL
+#               procedure (bench.sql) from pre-built pages of 50, one COMMIT
+#               per page, to the same tables (enrich.requests and a watched
+#               contacts table, vacuumed and analyzed first: a best case),
+#               with no HTTP.  Ratio: one per pair of runs (end-to-end and
+#               bound run alternately in the same invocation).
+#   latency     one INSERT into a watched table until its person is written,
+#               polled every 2 ms on one connection: p50 and p95 of 200 trials
+#   items       50,000 items read through enrich_items in one backend: the
+#               API caps a batch at 1,000 requests, so 50 batches of 1,000;
+#               items/s and the backend's peak RSS growth
+#   trigger     COPY of 200,000 contacts into a watched table over the same
+#               COPY into an unwatched one (fresh tables each run, 5 runs:
+#               the case is short and noisy)
+#   calls       HTTP calls per 1,000 requests with the mock's start delay at
+#               2 s, for 1,000 and 10,000 requests, against the ideal (one
+#               bulk enrich per 1,000, one items call per 50, one status poll
+#               per batch): first from a freshly started worker each run, then
+#               from the same worker again once it has learned the delay
+#
+# The bench never asserts a time: it prints figures, and exits non-zero only
+# when a case fails to run (its rows then say why).
+#
+# Usage (test/harness.sh bench runs it as the cluster's OS user, with
+# TESTDIR set, from a copy of test/):
+#   perl -I test/perl -I <pgxs>/src/test/perl test/bench/bench.pl --csv FILE
+#        [--runs N] [--cases throughput,latency,items,trigger,calls]
+#        [--requests N] [--latency-trials N] [--copy-rows N]
+#        [--items-batches N] [--trigger-runs N] [--pgss]
+# --pgss preloads pg_stat_statements and prints each case's top statements
+# (a profiling aid: it costs a little, so the figures are then not the
+# reference ones).
+use strict;
+use warnings;
+use utf8;
+
+# PostgreSQL::Test::Utils sends STDOUT and STDERR to its log file: keep the
+# terminal first (BEGIN runs before that module's INIT block)
+our $TERM;
+
+BEGIN
+{
+	open($TERM, '>&', \*STDOUT) or die "bench: cannot dup stdout: $!";
+	binmode($TERM, ':encoding(UTF-8)');
+	$TERM->autoflush(1);
+}
+
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+
+use File::Spec;
+use Getopt::Long;
+use List::Util qw(max sum);
+use Time::HiRes qw(time sleep);
+
+use EnrichMock;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More ();
+
+# background psql sessions "note" every query: keep that in the log only
+Test::More->builder->output(\*STDOUT);
+Test::More->builder->todo_output(\*STDOUT);
+Test::More->builder->failure_output(\*STDERR);
+$PostgreSQL::Test::Utils::timeout_default = 900;
+
+my %opt = (
+	csv => undef,
+	runs => 3,
+	cases => 'throughput,latency,items,trigger,calls',
+	requests => 100_000,
+	latency_trials => 200,
+	copy_rows => 200_000,
+	items_batches => 50,
+	trigger_runs => 5,
+	pgss => 0,
+);
+# abort reports an error that stops the bench before its cases ran (STDERR
+# goes to the log only) and exits non-zero
+sub abort
+{
+	my ($msg) = @_;
+	$msg =~ s/\s+$//;
+	print $TERM "bench: $msg\n";
+	print STDERR "bench: $msg\n";
+	exit 1;
+}
+
+{
+	local $SIG{__WARN__} = sub { print $TERM $_[0] };
+	GetOptions(\%opt, 'csv=s', 'runs=i', 'cases=s', 'requests=i', 'latency_trials|latency-trials=i',
+		'copy_rows|copy-rows=i', 'items_batches|items-batches=i', 'trigger_runs|trigger-runs=i', 'pgss!')
+	  or abort("usage: bench.pl [--csv FILE] [--runs N] [--cases LIST] [--requests N] [--latency-trials N]\n"
+		  . "                [--copy-rows N] [--items-batches N] [--trigger-runs N] [--pgss]");
+}
+abort("--runs and --trigger-runs must be at least 1") if $opt{runs} < 1 || $opt{trigger_runs} < 1;
+abort("--requests must be a positive multiple of 50") if $opt{requests} < 50 || $opt{requests} % 50;
+my %want = map { $_ => 1 } split /,/, $opt{cases};
+for (sort keys %want)
+{
+	abort("unknown case '$_' (throughput, latency, items, trigger, calls)")
+	  unless /^(?:throughput|latency|items|trigger|calls)$/;
+}
+
+my $started = time;
+my @rows;                  # the table, in order
+my $case_failed = 0;
+my ($node, $mock, $ps);    # the cluster, the mock, a session for polling
+
+# note prints a progress line to the terminal and the log
+sub note
+{
+	my $line = join('', @_);
+	print $TERM "# $line\n";
+	print STDOUT "# $line\n";
+}
+
+# sql runs statements with psql (each one in its own transaction) and returns
+# their output; it dies on an error
+sub sql
+{
+	my ($query) = @_;
+	return $node->safe_psql('postgres', $query);
+}
+
+# loadavg returns the 1, 5 and 15 minute load averages of the machine
+sub loadavg
+{
+	open(my $fh, '<', '/proc/loadavg') or return '?';
+	my @l = split ' ', scalar <$fh>;
+	return "@l[0 .. 2]";
+}
+
+# proc_status reads the kB fields of /proc/<pid>/status (VmHWM, VmRSS,
+# RssAnon, RssShmem, ...)
+sub proc_status
+{
+	my ($pid) = @_;
+	my %s;
+	open(my $fh, '<', "/proc/$pid/status") or die "bench: cannot read /proc/$pid/status: $!\n";
+	while (<$fh>)
+	{
+		$s{$1} = $2 if /^(\w+):\s+(\d+) kB/;
+	}
+	close $fh;
+	return \%s;
+}
+
+# reset_peak sets the peak RSS (VmHWM) of a process back to its current RSS,
+# so that VmHWM read later is the peak since now (the bench runs as the
+# server's OS user, which may write /proc/<pid>/clear_refs)
+sub reset_peak
+{
+	my ($pid) = @_;
+	open(my $fh, '>', "/proc/$pid/clear_refs")
+	  or die "bench: cannot reset the peak RSS of process $pid: $!\n";
+	print $fh "5\n";
+	close $fh or die "bench: cannot reset the peak RSS of process $pid: $!\n";
+}
+
+# summary returns the median, min and max of a list
+sub summary
+{
+	my @v = sort { $a <=> $b } @_;
+	my $n = @v;
+	my $median = $n % 2 ? $v[ ($n - 1) / 2 ] : ($v[ $n / 2 - 1 ] + $v[ $n / 2 ]) / 2;
+	return ($median, $v[0], $v[-1]);
+}
+
+# add_row records one figure: values of every run, unit, digits to print, and
+# the target as text with a test of the median (no test: no target)
+sub add_row
+{
+	my (%r) = @_;
+	$r{target} //= '—';
+	push @rows, \%r;
+}
+
+# add_failure records that a case failed to run, with the error
+sub add_failure
+{
+	my ($case, $error) = @_;
+	$error =~ s/\s+/ /g;
+	$error =~ s/^\s+|\s+$//g;
+	$case_failed = 1;
+	note("case $case FAILED: $error");
+	# the server's message is enough in the table
+	$error = $1 if $error =~ /(ERROR:.*?)(?:' while running| at \S+ line \d+|$)/;
+	$error = substr($error, 0, 157) . '...' if length $error > 160;
+	push @rows, { case => $case, figure => "failed to run: $error", error => 1, target => '—' };
+}
+
+# worker_pid returns the pid of the enrich worker, or undef
+sub worker_pid
+{
+	my $pid = $ps->query_safe(
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'");
+	return $pid =~ /^(\d+)$/ ? $1 : undef;
+}
+
+# wait_for_worker waits until an enrich worker other than $old runs
+sub wait_for_worker
+{
+	my ($old) = @_;
+	my $deadline = time + 30;
+	while (time < $deadline)
+	{
+		my $pid = worker_pid();
+		return $pid if defined $pid && (!defined $old || $pid != $old);
+		sleep 0.1;
+	}
+	die "bench: the enrich worker did not start\n";
+}
+
+# restart_worker stops the worker; the postmaster starts a new one 5 s later,
+# which knows nothing of the batches before (a cold worker)
+sub restart_worker
+{
+	my $old = worker_pid() // die "bench: no enrich worker is running\n";
+	sql("SELECT pg_terminate_backend($old)");
+	my $pid = wait_for_worker($old);
+	sleep 0.3;    # its first round: recovery, nothing to do
+	return $pid;
+}
+
+# reset_queue empties enrich's queue and batches between runs; with $fresh
+# their planner statistics go too, so that every run starts as right after
+# CREATE EXTENSION (autovacuum analyzes them during the run, as it would)
+sub reset_queue
+{
+	my ($fresh) = @_;
+	sql("TRUNCATE enrich.requests, enrich.batches RESTART IDENTITY");
+	sql("DELETE FROM pg_statistic WHERE starelid IN ('enrich.requests'::regclass, 'enrich.batches'::regclass)")
+	  if $fresh;
+}
+
+# wait_queue_empty waits until no request of the queue is queued or in flight;
+# $tick is called on every poll
+sub wait_queue_empty
+{
+	my ($timeout, $interval, $tick) = @_;
+	my $deadline = time + $timeout;
+	while (1)
+	{
+		my $pending = $ps->query_safe(
+			"SELECT EXISTS (SELECT 1 FROM enrich.requests WHERE state = 'queued') "
+			  . "OR EXISTS (SELECT 1 FROM enrich.requests WHERE state IN ('submitting', 'submitted'))");
+		$tick->() if $tick;
+		return if $pending eq 'f';
+		if (time > $deadline)
+		{
+			my $left = sql("SELECT count(*) FROM enrich.requests WHERE state NOT IN ('done', 'failed')");
+			die "bench: $left requests were still pending after ${timeout} s\n";
+		}
+		sleep $interval;
+	}
+}
+
+# pgss_reset and pgss_report: with --pgss, the top statements of a case
+sub pgss_reset
+{
+	sql("SELECT pg_stat_statements_reset()") if $opt{pgss};
+}
+
+sub pgss_report
+{
+	my ($case) = @_;
+	return unless $opt{pgss};
+	my $out = sql(q{
+		SELECT calls, round(total_exec_time::numeric, 0), round(mean_exec_time::numeric, 3),
+		       rows, regexp_replace(left(query, 160), '\s+', ' ', 'g')
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15});
+	note("pg_stat_statements, case $case: calls | total ms | mean ms | rows | statement");
+	note("  $_") for split /\n/, $out;
+}
+
+# contacts_table creates a contacts table of the shape every case uses
+sub contacts_table
+{
+	my ($name) = @_;
+	sql("DROP TABLE IF EXISTS $name; "
+		  . "CREATE TABLE $name (id bigint PRIMARY KEY, name text, linkedin text, person jsonb)");
+}
+
+# drop_contacts unwatches and drops a contacts table
+sub drop_contacts
+{
+	my ($name) = @_;
+	sql("SELECT enrich_unwatch('$name'); DROP TABLE $name");
+}
+
+# ---------------------------------------------------------------------------
+# end-to-end, write-back bound, ratio, worker memory
+# ---------------------------------------------------------------------------
+
+# e2e_run inserts the contacts into a fresh watched table and times the worker
+# from the INSERT's commit to the last person written; it returns the
+# seconds, the worker's VmHWM in MB and its largest RssAnon seen, in MB
+sub e2e_run
+{
+	my ($run) = @_;
+	my $n = $opt{requests};
+	my $t = "bench_e2e_$run";
+
+	reset_queue(1);
+	contacts_table($t);
+	sql("SELECT enrich_watch('$t', 'person', linkedin_url_column => 'linkedin')");
+	sql("CHECKPOINT");
+	my $wpid = worker_pid() // die "bench: no enrich worker is running\n";
+	reset_peak($wpid);
+	my $anon_peak = 0;
+	my $t0 = sql("INSERT INTO $t SELECT g, 'Contact ' || g, 'https://www.linkedin.com/in/bench-' || g, NULL "
+		  . "FROM generate_series(1, $n) g; SELECT extract(epoch FROM clock_timestamp())");
+	wait_queue_empty(900, 0.25,
+		sub { $anon_peak = max($anon_peak, proc_status($wpid)->{RssAnon} // 0); });
+	my $st = proc_status($wpid);
+	my ($end, $done, $failed, $written) = split /\|/, sql(
+		"SELECT extract(epoch FROM max(completed_at)), count(*) FILTER (WHERE state = 'done'), "
+		  . "count(*) FILTER (WHERE state = 'failed'), (SELECT count(*) FROM $t WHERE person IS NOT NULL) "
+		  . "FROM enrich.requests");
+	die "bench: end-to-end run $run: $done done, $failed failed, $written persons written, of $n\n"
+	  unless $done == $n && $written == $n;
+	die "bench: the enrich worker restarted during end-to-end run $run\n"
+	  unless (worker_pid() // 0) == $wpid;
+	my $secs = $end - $t0;
+	note(sprintf("end-to-end run %d: %.2f s, %.0f items/s; worker VmHWM %.1f MB (RssShmem now %.1f MB, "
+			. "largest RssAnon seen %.1f MB)",
+			$run, $secs, $n / $secs, $st->{VmHWM} / 1024, ($st->{RssShmem} // 0) / 1024, $anon_peak / 1024));
+	drop_contacts($t);
+	return ($secs, $st->{VmHWM} / 1024, $anon_peak / 1024);
+}
+
+# bound_run prepares the same tables as the worker sees them before its
+# first page (contacts without persons, their requests 'submitted' in
+# batches of 1,000), then times bench.apply_pages alone.  Only enrich's own
+# trigger may set a request's source row, so the requests are queued by the
+# watch itself, in environment 'live' (no key in the bench cluster: the
+# worker leaves them alone), then moved to 'test' and 'submitted'.
+sub bound_run
+{
+	my ($run) = @_;
+	my $n = $opt{requests};
+	my $t = "bench_bound_$run";
+
+	reset_queue();
+	contacts_table($t);
+	sql("SELECT enrich_watch('$t', 'person', linkedin_url_column => 'linkedin', environment => 'live')");
+	sql("INSERT INTO $t SELECT g, 'Contact ' || g, 'https://www.linkedin.com/in/bench-' || g, NULL "
+		  . "FROM generate_series(1, $n) g");
+	sql("UPDATE enrich.requests SET environment = 'test', state = 'submitted', attempts = 1, "
+		  . "batch_id = 'bench_bound_' || ((id - 1) / 1000)");
+	my $misplaced = sql("SELECT count(*) FROM enrich.requests "
+		  . "WHERE source_relid <> '$t'::regclass OR id <> (source_key ->> 0)::bigint");
+	die "bench: $misplaced requests of the bound are not request g for contact g\n" if $misplaced;
+	sql("VACUUM ANALYZE enrich.requests; VACUUM ANALYZE $t; CHECKPOINT");
+	my ($t0, $t1) = split /\n/, sql("SELECT extract(epoch FROM clock_timestamp()); "
+		  . "CALL bench.apply_pages('$t', " . ($n / 50) . "); SELECT extract(epoch FROM clock_timestamp())");
+	my ($done, $written) = split /\|/, sql(
+		"SELECT count(*) FILTER (WHERE state = 'done' AND person IS NOT NULL), "
+		  . "(SELECT count(*) FROM $t WHERE person IS NOT NULL) FROM enrich.requests");
+	die "bench: bound run $run: $done done, $written persons written, of $n\n"
+	  unless $done == $n && $written == $n;
+	my $secs = $t1 - $t0;
+	note(sprintf("write-back bound run %d: %.2f s, %.0f items/s", $run, $secs, $n / $secs));
+	drop_contacts($t);
+	return $secs;
+}
+
+# case_throughput runs end-to-end and bound alternately, then records
+# end-to-end, bound, their ratio (per pair) and the worker's memory
+sub case_throughput
+{
+	my $n = $opt{requests};
+	my (@e2e, @bound, @hwm, @anon);
+
+	pgss_reset();
+	my $t0 = time;
+	reset_queue();
+	sql("CALL bench.build_pages($n)");
+	note(sprintf("pre-built %d pages of 50 items from %d batches of the mock in %.1f s",
+			$n / 50, int(($n + 999) / 1000), time - $t0));
+	for my $run (1 .. $opt{runs})
+	{
+		my ($secs, $hwm, $anon) = e2e_run($run);
+		push @e2e, $secs;
+		push @hwm, $hwm;
+		push @anon, $anon;
+		push @bound, bound_run($run);
+	}
+	pgss_report('throughput');
+
+	my $nice = $n == 100_000 ? '100,000' : $n;
+	add_row(case => 'end-to-end', figure => "seconds, $nice requests (watched table, worker, mock)",
+		values => \@e2e, unit => 's', digits => 2);
+	add_row(case => 'end-to-end', figure => 'items/s', values => [ map { $n / $_ } @e2e ],
+		unit => 'items/s', digits => 0);
+	add_row(case => 'write-back bound', figure => "seconds, $nice items (SQL procedure, pages of 50, COMMIT per page)",
+		values => \@bound, unit => 's', digits => 2);
+	add_row(case => 'write-back bound', figure => 'items/s', values => [ map { $n / $_ } @bound ],
+		unit => 'items/s', digits => 0);
+	add_row(case => 'ratio', figure => 'end-to-end items/s ÷ bound items/s (per pair of runs)',
+		values => [ map { $bound[$_] / $e2e[$_] } 0 .. $#e2e ], unit => 'ratio', digits => 2,
+		target => '≥ 0.7', test => sub { $_[0] >= 0.7 });
+	add_row(case => 'worker memory', figure => 'worker peak RSS (VmHWM) during end-to-end',
+		values => \@hwm, unit => 'MB', digits => 1, target => '≤ 64 MB', test => sub { $_[0] <= 64 });
+	add_row(case => 'worker memory', figure => 'worker largest private RSS (RssAnon, sampled every 0.25 s)',
+		values => \@anon, unit => 'MB', digits => 1);
+}
+
+# ---------------------------------------------------------------------------
+# latency
+# ---------------------------------------------------------------------------
+
+# case_latency runs bench.latency once per run and reads p50 and p95
+sub case_latency
+{
+	my (@p50, @p95);
+
+	pgss_reset();
+	reset_queue();
+	sql("DROP TABLE IF EXISTS bench_latency; "
+		  . "CREATE TABLE bench_latency (id bigint PRIMARY KEY, linkedin text, person jsonb); "
+		  . "SELECT enrich_watch('bench_latency', 'person', linkedin_url_column => 'linkedin'); "
+		  . "TRUNCATE bench.latency_results");
+	for my $run (1 .. $opt{runs})
+	{
+		sql("CALL bench.latency($run, $opt{latency_trials}, 0.002)");
+		my ($p50, $p95, $worst, $count) = split /\|/, sql(
+			"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), "
+			  . "percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), max(ms), count(*) "
+			  . "FROM bench.latency_results WHERE run = $run");
+		die "bench: latency run $run recorded $count trials\n" unless $count == $opt{latency_trials};
+		note(sprintf("latency run %d: p50 %.1f ms, p95 %.1f ms, max %.1f ms", $run, $p50, $p95, $worst));
+		push @p50, $p50;
+		push @p95, $p95;
+	}
+	pgss_report('latency');
+	drop_contacts('bench_latency');
+	add_row(case => 'latency', figure => "insert into a watched table → person written, p50 of $opt{latency_trials}",
+		values => \@p50, unit => 'ms', digits => 1, target => '≤ 100 ms', test => sub { $_[0] <= 100 });
+	add_row(case => 'latency', figure => "p95 of $opt{latency_trials}", values => \@p95,
+		unit => 'ms', digits => 1);
+}
+
+# ---------------------------------------------------------------------------
+# enrich_items
+# ---------------------------------------------------------------------------
+
+# case_items reads 50 batches of 1,000 items through enrich_items in one
+# backend per run, after a one-item warm-up, and measures the backend's
+# peak RSS growth over that
+sub case_items
+{
+	my $nb = $opt{items_batches};
+	my (@rate, @growth);
+
+	pgss_reset();
+	my @batches;
+	for my $b (1 .. $nb)
+	{
+		my @requests = map {
+			{ professionalSocialMediaUrl => "https://www.linkedin.com/in/items-$b-$_",
+			  metadata => { enrichRequestId => $b * 1000 + $_ } }
+		} 1 .. 1000;
+		my $r = $mock->bulk_enrich(\@requests);
+		die "bench: bulk enrich for enrich_items: $r->{status} $r->{content}\n" unless $r->{status} == 202;
+		push @batches, $r->{json}{batchId};
+	}
+	my $last = $mock->wait_batch($batches[-1]);
+	die "bench: the batches for enrich_items did not complete\n"
+	  unless ($last->{status} // '') eq 'completed';
+
+	for my $run (1 .. $opt{runs})
+	{
+		my $s = $node->background_psql('postgres');
+		my $pid = $s->query_safe('SELECT pg_backend_pid()');
+		# warm-up: the first items call opens the API connection and fills caches
+		$s->query_safe("SELECT count(*) FROM (SELECT * FROM enrich_items('$batches[0]') LIMIT 1) s");
+		reset_peak($pid);
+		my $base = proc_status($pid);
+		my $total = 0;
+		my $t0 = time;
+		for my $b (@batches)
+		{
+			$total += $s->query_safe("SELECT count(person) FROM enrich_items('$b')");
+		}
+		my $secs = time - $t0;
+		my $after = proc_status($pid);
+		$s->quit;
+		die "bench: enrich_items returned $total persons, not " . ($nb * 1000) . "\n"
+		  unless $total == $nb * 1000;
+		my $growth = ($after->{VmHWM} - $base->{VmRSS}) / 1024;
+		note(sprintf("enrich_items run %d: %d items in %.2f s, %.0f items/s; VmRSS %.1f MB before, "
+				. "VmHWM %.1f MB after (RssAnon %.1f → %.1f MB)",
+				$run, $total, $secs, $total / $secs, $base->{VmRSS} / 1024, $after->{VmHWM} / 1024,
+				$base->{RssAnon} / 1024, $after->{RssAnon} / 1024));
+		push @rate, $total / $secs;
+		push @growth, $growth;
+	}
+	pgss_report('items');
+	my $items = $nb * 1000;
+	$items =~ s/(\d)(\d{3})$/$1,$2/;
+	add_row(case => 'enrich_items',
+		figure => "items/s, $items items in one backend ($nb batches × 1,000: the API caps a batch at 1,000)",
+		values => \@rate, unit => 'items/s', digits => 0);
+	add_row(case => 'enrich_items', figure => 'backend peak RSS growth (VmHWM after − VmRSS before)',
+		values => \@growth, unit => 'MB', digits => 1, target => '≤ 16 MB', test => sub { $_[0] <= 16 });
+}
+
+# ---------------------------------------------------------------------------
+# trigger overhead
+# ---------------------------------------------------------------------------
+
+# case_trigger times a COPY of the same file into an unwatched and a watched
+# table.  The watched table's environment is 'live', which has no key in the
+# bench cluster, so the worker leaves the 200,000 requests alone and the next
+# COPY runs on a quiet server.
+sub case_trigger
+{
+	my $rows = $opt{copy_rows};
+	my $file = File::Spec->rel2abs(File::Spec->catfile($PostgreSQL::Test::Utils::tmp_check, 'bench_contacts.csv'));
+	my (@plain, @watched);
+
+	open(my $fh, '>', $file) or die "bench: cannot write $file: $!\n";
+	print $fh "$_,Contact $_,https://www.linkedin.com/in/copy-$_\n" for 1 .. $rows;
+	close $fh or die "bench: cannot write $file: $!\n";
+
+	pgss_reset();
+	for my $run (1 .. $opt{trigger_runs})
+	{
+		reset_queue();
+		contacts_table('bench_copy_plain');
+		contacts_table('bench_copy_watched');
+		sql("SELECT enrich_watch('bench_copy_watched', 'person', linkedin_url_column => 'linkedin', "
+			  . "environment => 'live')");
+		my %secs;
+		# alternate which goes first
+		for my $t ($run % 2 ? qw(bench_copy_plain bench_copy_watched) : qw(bench_copy_watched bench_copy_plain))
+		{
+			sql("CHECKPOINT");
+			my $t0 = time;
+			$ps->query_safe("COPY $t (id, name, linkedin) FROM '$file' (FORMAT csv)");
+			$secs{$t} = time - $t0;
+		}
+		my $queued = sql("SELECT count(*) FROM enrich.requests "
+			  . "WHERE source_relid = 'bench_copy_watched'::regclass AND state = 'queued'");
+		die "bench: the watched COPY queued $queued requests, not $rows\n" unless $queued == $rows;
+		note(sprintf("trigger run %d: unwatched %.3f s, watched %.3f s, ratio %.2f", $run,
+				$secs{bench_copy_plain}, $secs{bench_copy_watched},
+				$secs{bench_copy_watched} / $secs{bench_copy_plain}));
+		push @plain, $secs{bench_copy_plain};
+		push @watched, $secs{bench_copy_watched};
+		drop_contacts('bench_copy_watched');
+		sql("DROP TABLE bench_copy_plain");
+	}
+	reset_queue();
+	unlink $file;
+	pgss_report('trigger');
+	my $nice = $rows == 200_000 ? '200,000' : $rows;
+	add_row(case => 'trigger overhead', figure => "COPY of $nice contacts into an unwatched table, seconds",
+		values => \@plain, unit => 's', digits => 3);
+	add_row(case => 'trigger overhead', figure => 'the same COPY into a watched table, seconds',
+		values => \@watched, unit => 's', digits => 3);
+	add_row(case => 'trigger overhead', figure => 'watched ÷ unwatched COPY time (per run)',
+		values => [ map { $watched[$_] / $plain[$_] } 0 .. $#plain ], unit => 'ratio', digits => 2,
+		target => '≤ 2.0', test => sub { $_[0] <= 2.0 });
+}
+
+# ---------------------------------------------------------------------------
+# HTTP calls
+# ---------------------------------------------------------------------------
+
+# calls_run queues n requests at once and returns the calls the slow mock
+# answered until all were done, per 1,000 requests
+sub calls_run
+{
+	my ($slow, $n, $label) = @_;
+	my $ideal = calls_ideal($n);
+	my $slug = $label =~ s/\W+/-/gr;
+
+	reset_queue();
+	$slow->reset;
+	my $t0 = time;
+	sql("INSERT INTO enrich.requests (linkedin_url) "
+		  . "SELECT 'https://www.linkedin.com/in/calls-$n-$slug-' || g FROM generate_series(1, $n) g");
+	wait_queue_empty(300, 0.1);
+	my $secs = time - $t0;
+	my $done = sql("SELECT count(*) FROM enrich.requests WHERE state = 'done'");
+	die "bench: calls run: $done of $n requests done\n" unless $done == $n;
+	my $stats = $slow->stats;
+	my ($total, @by) = (0);
+	for my $ep (sort keys %{ $stats->{endpoints} })
+	{
+		my $c = sum(values %{ $stats->{endpoints}{$ep} });
+		$total += $c;
+		push @by, "$ep $c";
+	}
+	note(sprintf("calls n=%d %s: %d calls (%s), ideal %d, %.2f × ideal, done in %.1f s",
+			$n, $label, $total, join(', ', @by), $ideal, $total / $ideal, $secs));
+	return $total * 1000 / $n;
+}
+
+# calls_ideal is the fewest calls for n requests: one bulk enrich per 1,000,
+# one items call per 50, one status poll per batch
+sub calls_ideal
+{
+	my ($n) = @_;
+	return int(($n + 999) / 1000) + int(($n + 49) / 50) + int(($n + 999) / 1000);
+}
+
+# case_calls counts the mock's calls for n requests queued at once, with a
+# 2 s start delay: first from a freshly started worker each run (cold: it
+# knows nothing of how long batches take), then from the same worker again
+# (warm: it has learned the delay from the batches before)
+sub case_calls
+{
+	my $slow = EnrichMock->start(start_delay_ms => 2000);
+	my %per;
+
+	pgss_reset();
+	sql("ALTER SYSTEM SET enrich.api_url = '" . $slow->url . "'");
+	sql("SELECT pg_reload_conf()");
+	my $ok = eval {
+		for my $n (1000, 10_000)
+		{
+			for my $run (1 .. $opt{runs})
+			{
+				restart_worker();
+				push @{ $per{$n}{cold} }, calls_run($slow, $n, "cold run $run");
+			}
+			push @{ $per{$n}{warm} }, calls_run($slow, $n, "warm run $_") for 1 .. $opt{runs};
+		}
+		1;
+	};
+	my $err = $@;
+	sql("ALTER SYSTEM RESET enrich.api_url");
+	sql("SELECT pg_reload_conf()");
+	$slow->stop;
+	die $err unless $ok;
+	pgss_report('calls');
+	for my $n (1000, 10_000)
+	{
+		my $ideal = calls_ideal($n) * 1000 / $n;
+		my $limit = 1.1 * $ideal;
+		my $nice = $n == 1000 ? '1,000' : '10,000';
+		for my $kind (qw(cold warm))
+		{
+			my $how = $kind eq 'cold' ? 'cold worker (started afresh each run)'
+			  : 'warm worker (has seen this delay)';
+			add_row(case => 'HTTP calls',
+				figure => "calls per 1,000 requests, delay 2 s, n = $nice, $how; ideal $ideal",
+				values => $per{$n}{$kind}, unit => 'calls', digits => 1,
+				target => sprintf('≤ %.1f (1.1 × ideal)', $limit), test => sub { $_[0] <= $limit + 1e-9 });
+		}
+	}
+}
+
+# ---------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------
+
+# cells returns the printed cells of a row
+sub cells
+{
+	my ($r) = @_;
+	return ($r->{case}, $r->{figure}, ('') x 4, $r->{target}, 'failed') if $r->{error};
+	my ($median, $lo, $hi) = summary(@{ $r->{values} });
+	my $f = "%.$r->{digits}f";
+	my $meets = $r->{test} ? ($r->{test}->($median) ? 'yes' : 'no') : '—';
+	return ($r->{case}, $r->{figure}, sprintf($f, $median), sprintf($f, $lo), sprintf($f, $hi),
+		$r->{unit}, $r->{target}, $meets);
+}
+
+# print_table prints the rows as one aligned table
+sub print_table
+{
+	my @head = ('case', 'figure', 'median', 'min', 'max', 'unit', 'target', 'meets target');
+	my @all = (\@head, map { [ cells($_) ] } @rows);
+	my @w = map { my $i = $_; max(map { length $_->[$i] } @all) } 0 .. $#head;
+	my $line = sub {
+		my ($c) = @_;
+		return '| ' . join(' | ', map {
+			my $pad = $w[$_] - length $c->[$_];
+			($_ >= 2 && $_ <= 4) ? (' ' x $pad) . $c->[$_] : $c->[$_] . (' ' x $pad)
+		} 0 .. $#$c) . " |\n";
+	};
+	my $out = $line->(\@head) . '|' . join('|', map { '-' x ($_ + 2) } @w) . "|\n";
+	$out .= $line->($_) for @all[ 1 .. $#all ];
+	print $TERM "\n$out";
+	print STDOUT "\n$out";
+}
+
+# write_csv writes the rows to a CSV file (RFC 4180 quoting)
+sub write_csv
+{
+	my ($file) = @_;
+	my $q = sub { my $v = shift // ''; $v =~ /[",\n]/ ? '"' . ($v =~ s/"/""/gr) . '"' : $v };
+	open(my $fh, '>:encoding(UTF-8)', $file) or die "bench: cannot write $file: $!\n";
+	print $fh join(',', qw(case figure median min max unit target meets)), "\n";
+	print $fh join(',', map { $q->($_) } cells($_)), "\n" for @rows;
+	close $fh or die "bench: cannot write $file: $!\n";
+}
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+# the cluster and the mock; a failure here stops the bench
+eval {
+	$mock = EnrichMock->start();    # no start delay, all items at once, tiers unlimited
+	$node = PostgreSQL::Test::Cluster->new('bench');
+	$node->init;
+	my $preload = $opt{pgss} ? 'enrich, pg_stat_statements' : 'enrich';
+	$node->append_conf('postgresql.conf', qq{
+	shared_preload_libraries = '$preload'
+	log_statement = none
+	max_wal_size = 8GB
+	checkpoint_timeout = 1h
+	enrich.api_url = '@{[ $mock->url ]}'
+	enrich.environment = 'test'
+	enrich.tier3_rate = 0
+	enrich.tier4_rate = 0
+	@{[ $opt{pgss} ? "pg_stat_statements.track = all\npg_stat_statements.max = 1000" : '' ]}
+	});
+	$node->start;
+	sql('CREATE EXTENSION enrich');
+	sql('CREATE EXTENSION pg_stat_statements') if $opt{pgss};
+	{
+		open(my $fh, '<', "$FindBin::Bin/bench.sql") or die "bench: cannot read bench.sql: $!\n";
+		local $/;
+		sql(<$fh>);
+	}
+	sql(sprintf("SELECT enrich_set_api_key('test', '%s')", $mock->key_test));
+	$ps = $node->background_psql('postgres');
+	wait_for_worker(undef);
+	note(sprintf("cluster and mock started in %.1f s; %d runs of each case; %s; load average %s",
+			time - $started, $opt{runs}, $opt{pgss} ? 'pg_stat_statements on' : 'no profiling', loadavg()));
+	1;
+} or abort("could not set up the cluster and the mock: $@");
+
+my @cases = (
+	[ throughput => 'end-to-end / write-back bound', \&case_throughput ],
+	[ latency => 'latency', \&case_latency ],
+	[ items => 'enrich_items', \&case_items ],
+	[ trigger => 'trigger overhead', \&case_trigger ],
+	[ calls => 'HTTP calls', \&case_calls ],
+);
+for my $c (@cases)
+{
+	my ($key, $name, $code) = @$c;
+	next unless $want{$key};
+	my $t0 = time;
+	note("case $name ... (load average " . loadavg() . ")");
+	add_failure($name, $@) unless eval { $code->(); 1 };
+	note(sprintf("case %s took %.0f s", $name, time - $t0));
+}
+
+$ps->quit;
+print_table();
+write_csv($opt{csv}) if defined $opt{csv};
+note(sprintf("the bench took %.0f s; load average %s (other work on this machine skews the figures)",
+		time - $started, loadavg()));
+$node->stop;
+$mock->stop;
+exit($case_failed ? 1 : 0);
