@@ -8,29 +8,18 @@ use FindBin;
 use lib "$FindBin::Bin/../perl";
 
 use EnrichMock;
+use EnrichNode;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $mock = EnrichMock->start(start_delay_ms => 300, items_per_second => 20000);
 
-my $node = PostgreSQL::Test::Cluster->new('worker');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'enrich'
-enrich.api_url = '@{[ $mock->url ]}'
-enrich.environment = 'test'
+my $node = EnrichNode->start('worker', $mock, q{
 enrich.poll_interval_min = '50ms'
 enrich.poll_interval_max = '1s'
 enrich.retry_delay = '100ms'
-enrich.tier3_rate = 0
-enrich.tier4_rate = 0
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
-$node->safe_psql('postgres', sprintf(
-	"SELECT enrich_set_api_key('test', '%s'), enrich_set_api_key('live', '%s')",
-	$mock->key_test, $mock->key_live));
 
 # wait_for waits until a query returns true, failing the test after a while
 sub wait_for

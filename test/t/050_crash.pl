@@ -12,6 +12,7 @@ use FindBin;
 use lib "$FindBin::Bin/../perl";
 
 use EnrichMock;
+use EnrichNode;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -20,24 +21,15 @@ use Time::HiRes qw(sleep);
 my $mock = EnrichMock->start(start_delay_ms => 200, items_per_second => 4000,
 	faults => { latency_ms => 150, rate_drop_after => 0.3, endpoints => ['bulk_enrich'] });
 
-my $node = PostgreSQL::Test::Cluster->new('crash');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'enrich'
-enrich.api_url = '@{[ $mock->url ]}'
-enrich.environment = 'test'
+my $node = EnrichNode->start('crash', $mock, q{
 enrich.batch_size = 250
 enrich.poll_interval_min = '50ms'
 enrich.poll_interval_max = '500ms'
 enrich.retry_delay = '100ms'
 enrich.reconcile_grace = '3s'
-enrich.tier3_rate = 0
-enrich.tier4_rate = 0
 restart_after_crash = on
 });
-$node->start;
 $node->safe_psql('postgres', q{
-	CREATE EXTENSION enrich;
 	CREATE TABLE contacts (id int PRIMARY KEY, url text, person jsonb);
 	CREATE TABLE person_writes (id int, n int);
 	CREATE FUNCTION count_person_writes() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -52,7 +44,6 @@ $node->safe_psql('postgres', q{
 		FOR EACH STATEMENT EXECUTE FUNCTION count_person_writes();
 	SELECT enrich_watch('contacts', 'person', linkedin_url_column => 'url');
 });
-$node->safe_psql('postgres', sprintf("SELECT enrich_set_api_key('test', '%s')", $mock->key_test));
 
 $node->safe_psql('postgres', q{
 	INSERT INTO contacts (id, url)

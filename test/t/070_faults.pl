@@ -8,30 +8,21 @@ use FindBin;
 use lib "$FindBin::Bin/../perl";
 
 use EnrichMock;
+use EnrichNode;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $mock = EnrichMock->start(start_delay_ms => 200, items_per_second => 20000);
 
-my $node = PostgreSQL::Test::Cluster->new('faults');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'enrich'
-enrich.api_url = '@{[ $mock->url ]}'
-enrich.environment = 'test'
+my $node = EnrichNode->start('faults', $mock, q{
 enrich.poll_interval_min = '100ms'
 enrich.poll_interval_max = '1s'
 enrich.retry_delay = '100ms'
 enrich.retry_delay_max = '2s'
 enrich.reconcile_grace = '3s'
 enrich.max_in_flight = 16
-enrich.tier3_rate = 0
-enrich.tier4_rate = 0
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
-$node->safe_psql('postgres', sprintf("SELECT enrich_set_api_key('test', '%s')", $mock->key_test));
 
 sub calls
 {

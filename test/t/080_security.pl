@@ -9,6 +9,7 @@ use FindBin;
 use lib "$FindBin::Bin/../perl";
 
 use EnrichMock;
+use EnrichNode;
 use IO::Socket::INET;
 use POSIX ();
 use PostgreSQL::Test::Cluster;
@@ -18,21 +19,11 @@ use Test::More;
 my $key = 'sk-7d1f9e3a5c2b';
 my $mock = EnrichMock->start(key_test => [$key]);
 
-my $node = PostgreSQL::Test::Cluster->new('security');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'enrich'
-enrich.api_url = '@{[ $mock->url ]}'
-enrich.environment = 'test'
+my $node = EnrichNode->start('security', $mock, q{
 enrich.poll_interval_min = '50ms'
-enrich.tier3_rate = 0
-enrich.tier4_rate = 0
 log_min_messages = debug5
 log_statement = 'all'
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
-$node->safe_psql('postgres', "SELECT enrich_set_api_key('test', '$key')");
 
 # the worker and the SQL functions at work, at debug5
 $node->safe_psql('postgres', q{

@@ -8,25 +8,16 @@ use FindBin;
 use lib "$FindBin::Bin/../perl";
 
 use EnrichMock;
+use EnrichNode;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $mock = EnrichMock->start();
 
-my $node = PostgreSQL::Test::Cluster->new('memory');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'enrich'
-enrich.api_url = '@{[ $mock->url ]}'
-enrich.environment = 'test'
+my $node = EnrichNode->start('memory', $mock, q{
 enrich.poll_interval_min = '20ms'
-enrich.tier3_rate = 0
-enrich.tier4_rate = 0
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
-$node->safe_psql('postgres', sprintf("SELECT enrich_set_api_key('test', '%s')", $mock->key_test));
 
 sub memory_kb
 {
