@@ -639,9 +639,10 @@ enrich_api_build_worker_body(const EnrichOutgoing *requests, int n)
 		}
 		if (meta == NULL)
 			meta = json_object_new_object();
+		/* unsigned: ids are positive and below 2^47, the shift cannot overflow */
 		json_object_object_add(meta, ENRICH_REQUEST_ID_KEY,
-							   json_object_new_int64((r->request_id << ENRICH_REQUEST_CHECK_BITS) |
-													 (r->check & ((1 << ENRICH_REQUEST_CHECK_BITS) - 1))));
+							   json_object_new_int64((int64) (((uint64) r->request_id << ENRICH_REQUEST_CHECK_BITS) |
+															  ((uint64) r->check & ((1 << ENRICH_REQUEST_CHECK_BITS) - 1)))));
 		json_object_object_add(req, "metadata", meta);
 		json_object_array_add(array, req);
 	}
@@ -793,8 +794,11 @@ parse_item_object(json_object *obj, EnrichItem *item)
 	{
 		int64		value = json_object_get_int64(rid);
 
-		item->request_id = value >> ENRICH_REQUEST_CHECK_BITS;
-		item->request_check = (int32) (value & ((1 << ENRICH_REQUEST_CHECK_BITS) - 1));
+		if ((value >> ENRICH_REQUEST_CHECK_BITS) > 0)
+		{
+			item->request_id = value >> ENRICH_REQUEST_CHECK_BITS;
+			item->request_check = (int32) (value & ((1 << ENRICH_REQUEST_CHECK_BITS) - 1));
+		}
 	}
 	if (!json_get_object_text(obj, "person", &item->person))
 		return pstrdup("person is not an object or null, or holds a value jsonb cannot store");
