@@ -9,6 +9,7 @@ packages=(
 	postgresql-15 postgresql-server-dev-15
 	libcurl4-openssl-dev libjson-c-dev libmicrohttpd-dev
 	libipc-run-perl curl openssl procps
+	clang-14 libclang-rt-14-dev
 )
 
 missing=()
