@@ -9,6 +9,11 @@
 #
 # Environment: PG_CONFIG (default Debian's PostgreSQL 15), ENRICH_KEEP=1 keeps
 # the work directory for inspection, PROVE_VERBOSE=1 prints every TAP line.
+# ENRICH_SANITIZE=1 (test/sanitize.sh, with an enrich.so built with ASan and
+# UBSan) starts every server, the TAP tests' too, through a pg_ctl that
+# preloads the sanitizer runtimes named by ENRICH_SANITIZE_PRELOAD (the mocks
+# and the clients get none); reports go to sanitizer/ in the work directory,
+# and each report counts as a failure.
 set -uo pipefail
 
 mode=${1:-test}
@@ -39,10 +44,28 @@ as_runner()
 # copy what the runner needs into the work directory it can read
 mkdir -p "$work/test"
 cp -r "$top/test/." "$work/test/"
+
+# sanitized run: a pg_ctl first in PATH that preloads the runtimes, so that
+# the postmasters it starts (and their backends) can load a sanitized
+# enrich.so; every process writes its reports into sanitizer/
+sanitize=${ENRICH_SANITIZE:-0}
+if [ "$sanitize" = 1 ]; then
+	[ -n "${ENRICH_SANITIZE_PRELOAD:-}" ] || { echo "harness: ENRICH_SANITIZE_PRELOAD is not set" >&2; exit 1; }
+	mkdir -p "$work/sanitizer" "$work/sanitize-bin"
+	export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$work/sanitizer/asan"
+	export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$work/sanitizer/ubsan"
+	cat >"$work/sanitize-bin/pg_ctl" <<-EOF
+		#!/bin/sh
+		# pg_ctl with the sanitizer runtimes preloaded into what it starts
+		LD_PRELOAD="$ENRICH_SANITIZE_PRELOAD" exec "$bindir/pg_ctl" "\$@"
+	EOF
+	chmod 755 "$work/sanitize-bin/pg_ctl"
+fi
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work"
 
 export PGHOST=$work PGPORT=65432 PGUSER=postgres PGDATABASE=postgres
 export PATH="$bindir:$PATH"
+[ "$sanitize" = 1 ] && export PATH="$work/sanitize-bin:$PATH"
 pgdata=$work/pgdata
 mock_pids=
 mock_bin=$work/test/mock/aggk-mock
@@ -141,6 +164,10 @@ start_cluster()
 	EOF
 	as_runner pg_ctl -D "$pgdata" -l "$work/postgres.log" -w -t 60 start >/dev/null ||
 		{ echo "harness: the cluster did not start:" >&2; cat "$work/postgres.log" >&2; exit 1; }
+	if [ "$sanitize" = 1 ] && ! grep -q libasan "/proc/$(head -1 "$pgdata/postmaster.pid")/maps"; then
+		echo "harness: the server runs without the sanitizer runtimes" >&2
+		exit 1
+	fi
 }
 
 # run_regress runs the pg_regress tests named by REGRESS in the Makefile and
@@ -186,6 +213,36 @@ run_tap()
 	fi
 }
 
+# count_sanitizer_reports prints the sanitizer reports of the run and adds
+# them to the failures: ASan's files in sanitizer/, and the reports in the
+# servers' logs (UBSan writes to stderr when ASan is loaded, and without its
+# options in a backend: it reads them at its first report from
+# /proc/self/environ, which the process title has overwritten by then)
+count_sanitizer_reports()
+{
+	local files logs n
+	[ "$sanitize" = 1 ] || return 0
+	files=$(find "$work/sanitizer" -type f | sort)
+	logs=$(grep -rlE "$sanitizer_report" --include='*.log' "$work" 2>/dev/null | sort)
+	n=$(( $(printf '%s' "$files" | grep -c .) +
+		  $(cat /dev/null $logs | grep -cE "$sanitizer_report") ))
+	if [ "$n" -eq 0 ]; then
+		echo "== sanitizers: no report"
+		return 0
+	fi
+	echo "== sanitizers: $n report(s):"
+	for r in $files; do
+		echo "-- $r"
+		head -60 "$r"
+	done
+	for r in $logs; do
+		echo "-- $r"
+		grep -E -A12 "$sanitizer_report" "$r" | head -60
+	done
+	failed=$((failed + n))
+}
+sanitizer_report='^[^ ]+:[0-9]+:[0-9]+: runtime error: |==[0-9]+==ERROR: [A-Za-z]+Sanitizer' 
+
 case "$mode" in
 	test)
 		start_mocks
@@ -195,6 +252,7 @@ case "$mode" in
 		run_tap
 		passed=$((regress_passed + tap_passed))
 		failed=$((regress_failed + tap_failed))
+		count_sanitizer_reports
 		echo "== pg_regress: $regress_passed passed, $regress_failed failed; TAP: $tap_passed passed, $tap_failed failed, $tap_skipped skipped"
 		if [ "$tap_skipped" -gt 0 ]; then
 			echo "$passed passed, $failed failed, $tap_skipped skipped"
