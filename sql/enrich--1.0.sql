@@ -387,22 +387,25 @@ COMMENT ON FUNCTION @extschema@.enrich_unwatch(regclass) IS
 
 -- Monitoring: one row per environment, made to be watched with \watch.
 CREATE VIEW enrich.progress AS
-SELECT e.environment,
-       count(r.id) FILTER (WHERE r.state = 'queued' AND r.attempts = 0) AS queued,
-       count(r.id) FILTER (WHERE r.state IN ('submitting', 'submitted')) AS in_flight,
-       count(r.id) FILTER (WHERE r.state = 'queued' AND r.attempts > 0) AS waiting_retry,
-       count(r.id) FILTER (WHERE r.state = 'done') AS done,
-       count(r.id) FILTER (WHERE r.state = 'failed') AS failed,
-       pg_catalog.now() - min(r.created_at) FILTER (WHERE r.state = 'queued') AS oldest_queued_age,
-       count(r.id) FILTER (WHERE r.state = 'done'
-                           AND r.completed_at > pg_catalog.now() - interval '1 minute') AS done_last_minute,
+SELECT c.environment, c.queued, c.in_flight, c.waiting_retry, c.done, c.failed,
+       c.oldest_queued_age, c.done_last_minute,
        w.last_error,
        w.state AS worker_state
-FROM (VALUES ('live'), ('test')) AS e(environment)
-LEFT JOIN enrich.requests r ON r.environment = e.environment
-CROSS JOIN LATERAL enrich.worker_state(e.environment) AS w
-GROUP BY e.environment, w.last_error, w.state
-ORDER BY e.environment;
+FROM (SELECT e.environment,
+             count(r.id) FILTER (WHERE r.state = 'queued' AND r.attempts = 0) AS queued,
+             count(r.id) FILTER (WHERE r.state IN ('submitting', 'submitted')) AS in_flight,
+             count(r.id) FILTER (WHERE r.state = 'queued' AND r.attempts > 0) AS waiting_retry,
+             count(r.id) FILTER (WHERE r.state = 'done') AS done,
+             count(r.id) FILTER (WHERE r.state = 'failed') AS failed,
+             pg_catalog.now() - min(r.created_at) FILTER (WHERE r.state = 'queued') AS oldest_queued_age,
+             count(r.id) FILTER (WHERE r.state = 'done'
+                                 AND r.completed_at > pg_catalog.now() - interval '1 minute') AS done_last_minute
+      FROM (VALUES ('live'), ('test')) AS e(environment)
+      LEFT JOIN enrich.requests r ON r.environment = e.environment
+      GROUP BY e.environment) AS c
+-- the worker's state is read once per environment, after the counting
+CROSS JOIN LATERAL enrich.worker_state(c.environment) AS w
+ORDER BY c.environment;
 COMMENT ON VIEW enrich.progress IS 'the queue and the worker, per environment';
 
 REVOKE ALL ON FUNCTION enrich.requests_check() FROM PUBLIC;
