@@ -241,7 +241,7 @@ count_sanitizer_reports()
 	done
 	failed=$((failed + n))
 }
-sanitizer_report='^[^ ]+:[0-9]+:[0-9]+: runtime error: |==[0-9]+==ERROR: [A-Za-z]+Sanitizer' 
+sanitizer_report='^[^ ]+:[0-9]+:[0-9]+: runtime error: |==[0-9]+==ERROR: [A-Za-z]+Sanitizer'
 
 case "$mode" in
 	test)
