@@ -8,6 +8,7 @@ use FindBin;
 use lib "$FindBin::Bin/../perl";
 
 use EnrichMock;
+use EnrichNode;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -15,19 +16,12 @@ use Test::More;
 my $key = 'tk-5f1e0c9d7a3b';
 my $mock = EnrichMock->start(key_test => [$key]);
 
-my $node = PostgreSQL::Test::Cluster->new('sql_api');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'enrich'
-enrich.api_url = '@{[ $mock->url ]}'
-enrich.environment = 'test'
+# EnrichNode sets the test key, $key, with a logged statement
+my $node = EnrichNode->start('sql_api', $mock, q{
 log_min_messages = debug2
 log_statement = 'all'
 });
-$node->start;
 
-$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
-$node->safe_psql('postgres', "SELECT enrich_set_api_key('test', '$key')");
 my $batch = $node->safe_psql('postgres',
 	q{SELECT enrich_submit('[{"personId": "p-1"}, {"personId": "p-2"}]')});
 like($batch, qr/^\S+$/, 'a batch was submitted');

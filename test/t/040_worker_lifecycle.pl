@@ -7,6 +7,7 @@ use FindBin;
 use lib "$FindBin::Bin/../perl";
 
 use EnrichMock;
+use EnrichNode;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -15,21 +16,14 @@ use Time::HiRes qw(time sleep);
 my $mock = EnrichMock->start();
 my $other = EnrichMock->start(key_test => ['other-key']);
 
-my $node = PostgreSQL::Test::Cluster->new('lifecycle');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
+# pg_stat_statements, preloaded beside enrich, counts the idle worker's queries
+my $node = EnrichNode->start('lifecycle', $mock, q{
 shared_preload_libraries = 'pg_stat_statements, enrich'
 pg_stat_statements.track = all
-enrich.api_url = '@{[ $mock->url ]}'
-enrich.environment = 'test'
 enrich.poll_interval_min = '10s'
 enrich.poll_interval_max = '10s'
-enrich.tier3_rate = 0
-enrich.tier4_rate = 0
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION enrich; CREATE EXTENSION pg_stat_statements');
-$node->safe_psql('postgres', sprintf("SELECT enrich_set_api_key('test', '%s')", $mock->key_test));
+$node->safe_psql('postgres', 'CREATE EXTENSION pg_stat_statements');
 
 sub wait_for
 {

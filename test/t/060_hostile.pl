@@ -15,6 +15,7 @@ use FindBin;
 use lib "$FindBin::Bin/../perl";
 
 use EnrichMock;
+use EnrichNode;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -22,12 +23,7 @@ use Time::HiRes qw(time sleep);
 
 my $mock = EnrichMock->start(start_delay_ms => 100);
 
-my $node = PostgreSQL::Test::Cluster->new('hostile');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'enrich'
-enrich.api_url = '@{[ $mock->url ]}'
-enrich.environment = 'test'
+my $node = EnrichNode->start('hostile', $mock, q{
 enrich.page_size = 2
 enrich.poll_interval_min = '20ms'
 enrich.poll_interval_max = '300ms'
@@ -35,22 +31,18 @@ enrich.retry_delay = '50ms'
 enrich.retry_delay_max = '300ms'
 enrich.max_attempts = 100
 enrich.reconcile_grace = '3s'
-enrich.tier3_rate = 0
-enrich.tier4_rate = 0
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
 
 # one session for the test's own queries: a psql per query is slow
 my $db = $node->background_psql('postgres');
 sub sql { return scalar $db->query_safe($_[0]) }
 
+# set_keys sets the mock's two keys again, as EnrichNode did at the start
 sub set_keys
 {
 	sql(sprintf("SELECT enrich_set_api_key('test', '%s'), enrich_set_api_key('live', '%s')",
 			$mock->key_test, $mock->key_live));
 }
-set_keys();
 
 # wait_for waits until a query returns true, for at most $seconds of wall time
 sub wait_for
