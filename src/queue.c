@@ -28,6 +28,15 @@
 #include "queue.h"
 
 /*
+ * NOT_FOR_INDEX wraps a condition that the planner must not match to a
+ * partial index.  Rows found by id (or by duplicate_of) and then checked
+ * for their state would otherwise be found through a bitmap AND with the
+ * index of every row in that state, which reads the whole in-flight set
+ * for each batch or page.
+ */
+#define NOT_FOR_INDEX(condition) "CASE WHEN " condition " THEN true ELSE false END"
+
+/*
  * enrich_queue_record_batch records a batch that enrich_submit sent, in the
  * caller's transaction, with the calling role as submitted_by; the caller
  * needs no privilege on enrich.batches
@@ -222,8 +231,8 @@ settle_followers(Datum lead_array)
 					 "    duplicate_of = CASE WHEN l.state = 'queued' THEN NULL ELSE f.duplicate_of END, "
 					 "    updated_at = pg_catalog.now() "
 					 "FROM enrich.requests l "
-					 "WHERE f.duplicate_of = l.id AND l.id = ANY ($1) "
-					 "  AND f.state IN ('submitting', 'submitted') "
+					 "WHERE f.duplicate_of = ANY ($1) AND l.id = f.duplicate_of "
+					 "  AND " NOT_FOR_INDEX("f.state IN ('submitting', 'submitted')") " "
 					 "  AND l.state IN ('queued', 'done', 'failed') "
 					 "RETURNING f.id, f.state, f.source_relid, f.source_key::text, f.person::text",
 					 1, types, values, NULL, false);
@@ -431,7 +440,7 @@ enrich_queue_note_submitting(const EnrichOutgoing *leads, int n, const char *mes
 	values[1] = CStringGetTextDatum(error_json("answer_lost", message));
 	queue_run(Q_NOTE_SUBMITTING,
 			  "UPDATE enrich.requests SET error = $2::jsonb, updated_at = updated_at "
-			  "WHERE id = ANY ($1) AND state = 'submitting'",
+			  "WHERE id = ANY ($1) AND " NOT_FOR_INDEX("state = 'submitting'"),
 			  2, types, values, NULL, false);
 }
 
@@ -635,11 +644,11 @@ enrich_queue_submitted(const char *batch_id, int environment,
 			  4, types, values, NULL, false);
 	queue_run(Q_MARK_SUBMITTED,
 			  "UPDATE enrich.requests SET state = 'submitted', batch_id = $1, updated_at = pg_catalog.now() "
-			  "WHERE id = ANY ($2) AND state = 'submitting'",
+			  "WHERE id = ANY ($2) AND " NOT_FOR_INDEX("state = 'submitting'"),
 			  2, (Oid[]) {TEXTOID, INT8ARRAYOID}, (Datum[]) {values[0], values[4]}, NULL, false);
 	queue_run(Q_MARK_FOLLOWERS,
 			  "UPDATE enrich.requests SET batch_id = $1, updated_at = pg_catalog.now() "
-			  "WHERE duplicate_of = ANY ($2) AND state = 'submitted'",
+			  "WHERE duplicate_of = ANY ($2) AND " NOT_FOR_INDEX("state = 'submitted'"),
 			  2, (Oid[]) {TEXTOID, INT8ARRAYOID}, (Datum[]) {values[0], values[4]}, NULL, false);
 }
 
@@ -686,7 +695,7 @@ enrich_queue_requeue(const EnrichOutgoing *leads, int n, bool count_attempt,
 			  "    attempts = CASE WHEN $2 THEN attempts ELSE GREATEST(attempts - 1, 0) END, "
 			  "    next_attempt_at = pg_catalog.now() + $3 * interval '1 millisecond', "
 			  "    error = coalesce($4::jsonb, error), updated_at = pg_catalog.now() "
-			  "WHERE id = ANY ($1) AND state = 'submitting'",
+			  "WHERE id = ANY ($1) AND " NOT_FOR_INDEX("state = 'submitting'"),
 			  4, types, values, nulls, false);
 	settle_followers(values[0]);
 }
@@ -705,7 +714,7 @@ enrich_queue_fail(const EnrichOutgoing *leads, int n, const char *code, const ch
 	queue_run(Q_FAIL,
 			  "UPDATE enrich.requests SET state = 'failed', batch_id = NULL, error = $2::jsonb, "
 			  "    completed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
-			  "WHERE id = ANY ($1) AND state = 'submitting'",
+			  "WHERE id = ANY ($1) AND " NOT_FOR_INDEX("state = 'submitting'"),
 			  2, types, values, NULL, false);
 	settle_followers(values[0]);
 }
@@ -1032,14 +1041,13 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 						   "  updated_at = pg_catalog.now() "
 						   "FROM u WHERE r.id = u.id "
 						   /*
-							* written as one CASE so that the planner can only
-							* find the rows by primary key: an index on the
-							* batch would read every waiting row of it per page
+							* the rows are found by primary key only: an index
+							* on the batch would read every waiting row of it
+							* per page
 							*/
-						   "  AND CASE WHEN r.batch_id = $6 AND r.state = 'submitted' "
-						   "           AND r.duplicate_of IS NULL "
-						   "           AND (pg_catalog.hashtext(coalesce(r.identifier, '')) & 65535) = u.checked "
-						   "      THEN true ELSE false END "
+						   "  AND " NOT_FOR_INDEX("r.batch_id = $6 AND r.state = 'submitted' "
+												  "AND r.duplicate_of IS NULL "
+												  "AND (pg_catalog.hashtext(coalesce(r.identifier, '')) & 65535) = u.checked") " "
 						   "RETURNING r.id, r.state, r.source_relid, r.source_key::text, r.person::text",
 						   10, types, values, NULL, false);
 		settled = nleads;

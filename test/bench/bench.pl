@@ -285,7 +285,7 @@ sub pgss_report
 	my $out = sql(q{
 		SELECT calls, round(total_exec_time::numeric, 0), round(mean_exec_time::numeric, 3),
 		       rows, regexp_replace(left(query, 160), '\s+', ' ', 'g')
-		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15});
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25});
 	note("pg_stat_statements, case $case: calls | total ms | mean ms | rows | statement");
 	note("  $_") for split /\n/, $out;
 }
