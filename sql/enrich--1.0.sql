@@ -194,6 +194,30 @@ CREATE INDEX requests_duplicates ON enrich.requests (duplicate_of)
 CREATE INDEX requests_submitting ON enrich.requests (submission)
     WHERE state = 'submitting';
 
+-- What the INSERT and COPY statements on watched tables queued, kept
+-- compactly until the worker sends it: one row per 1,000 contacts of a
+-- statement, the identifiers and keys as arrays.  The worker turns a row
+-- into requests in the transaction that claims them (or into queued
+-- requests, see enrich.flush_intake); enrich.progress counts them as queued.
+CREATE TABLE enrich.intake (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    environment  text NOT NULL CHECK (environment IN ('live', 'test')),
+    source_relid oid NOT NULL,
+    linkedin_url text[] NOT NULL,
+    person_id    text[] NOT NULL,
+    pdl_id       text[] NOT NULL,
+    source_key   text[] NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CHECK (pg_catalog.cardinality(source_key) BETWEEN 1 AND 1000
+           AND pg_catalog.cardinality(linkedin_url) = pg_catalog.cardinality(source_key)
+           AND pg_catalog.cardinality(person_id) = pg_catalog.cardinality(source_key)
+           AND pg_catalog.cardinality(pdl_id) = pg_catalog.cardinality(source_key))
+);
+CREATE INDEX intake_environment ON enrich.intake (environment, id);
+REVOKE ALL ON enrich.intake FROM PUBLIC;
+COMMENT ON TABLE enrich.intake IS 'rows of watched tables queued by INSERT or COPY, not yet turned into requests';
+COMMENT ON COLUMN enrich.intake.source_key IS 'primary key of each source row, as a JSON array of text';
+
 -- Validation and normalization of a request row: an error names the column.
 CREATE FUNCTION enrich.requests_check() RETURNS trigger
 AS 'MODULE_PATHNAME', 'enrich_requests_check'
@@ -208,6 +232,8 @@ AS 'MODULE_PATHNAME', 'enrich_requests_wake'
 LANGUAGE C;
 CREATE TRIGGER requests_wake AFTER INSERT OR UPDATE OF state, next_attempt_at
     ON enrich.requests FOR EACH STATEMENT EXECUTE FUNCTION enrich.requests_wake();
+CREATE TRIGGER intake_wake AFTER INSERT
+    ON enrich.intake FOR EACH STATEMENT EXECUTE FUNCTION enrich.requests_wake();
 
 -- The normalized identifier of a request, NULL when it has none; and what is
 -- wrong with a request's identifiers and metadata, NULL when nothing is.
@@ -238,6 +264,13 @@ LANGUAGE C;
 CREATE FUNCTION enrich.unregister_watch(source regclass)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'enrich_unregister_watch'
+LANGUAGE C;
+
+-- Turns what watched tables queued (enrich.intake) into queued requests now,
+-- rather than when the worker sends them; returns how many requests it made.
+CREATE FUNCTION enrich.flush_intake(environment text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'enrich_flush_intake'
 LANGUAGE C;
 
 -- enrich_wake() wakes the worker at once (at commit, inside a transaction).
@@ -392,17 +425,23 @@ SELECT c.environment, c.queued, c.in_flight, c.waiting_retry, c.done, c.failed,
        w.last_error,
        w.state AS worker_state
 FROM (SELECT e.environment,
-             count(r.id) FILTER (WHERE r.state = 'queued' AND r.attempts = 0) AS queued,
+             count(r.id) FILTER (WHERE r.state = 'queued' AND r.attempts = 0)
+                 + coalesce(i.contacts, 0) AS queued,
              count(r.id) FILTER (WHERE r.state IN ('submitting', 'submitted')) AS in_flight,
              count(r.id) FILTER (WHERE r.state = 'queued' AND r.attempts > 0) AS waiting_retry,
              count(r.id) FILTER (WHERE r.state = 'done') AS done,
              count(r.id) FILTER (WHERE r.state = 'failed') AS failed,
-             pg_catalog.now() - min(r.created_at) FILTER (WHERE r.state = 'queued') AS oldest_queued_age,
+             pg_catalog.now() - LEAST(min(r.created_at) FILTER (WHERE r.state = 'queued'), i.oldest)
+                 AS oldest_queued_age,
              count(r.id) FILTER (WHERE r.state = 'done'
                                  AND r.completed_at > pg_catalog.now() - interval '1 minute') AS done_last_minute
       FROM (VALUES ('live'), ('test')) AS e(environment)
       LEFT JOIN enrich.requests r ON r.environment = e.environment
-      GROUP BY e.environment) AS c
+      -- contacts of watched tables not yet turned into requests
+      CROSS JOIN LATERAL (SELECT pg_catalog.sum(pg_catalog.cardinality(k.source_key)) AS contacts,
+                                 min(k.created_at) AS oldest
+                          FROM enrich.intake k WHERE k.environment = e.environment) AS i
+      GROUP BY e.environment, i.contacts, i.oldest) AS c
 -- the worker's state is read once per environment, after the counting
 CROSS JOIN LATERAL enrich.worker_state(c.environment) AS w
 ORDER BY c.environment;
@@ -416,6 +455,7 @@ REVOKE ALL ON FUNCTION enrich.enqueue_from_source() FROM PUBLIC;
 REVOKE ALL ON FUNCTION enrich.register_watch(regclass, name, name, name, name, text, name[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION enrich.unregister_watch(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION enrich.enqueue_existing(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION enrich.flush_intake(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.enrich_wake() FROM PUBLIC;
 REVOKE ALL ON FUNCTION enrich.worker_state(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean) FROM PUBLIC;

@@ -1,7 +1,8 @@
 -- Watched contact tables: enrich_watch and its refusals, the trigger that
 -- queues new and changed rows (INSERT, COPY, UPDATE), the backfill,
--- composite keys, enrich_unwatch.  No worker runs in this database: rows
--- stay queued.
+-- composite keys, enrich_unwatch.  No worker runs in this database: the
+-- rows an INSERT or COPY queues stay in enrich.intake until
+-- enrich.flush_intake turns them into queued requests.
 CREATE EXTENSION enrich;
 SET enrich.environment = 'test';
 
@@ -83,9 +84,10 @@ SELECT source = 'contacts'::regclass AS is_contacts, source_name, result_column,
 FROM enrich.watches;
 SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'contacts'::regclass ORDER BY tgname;
 
--- INSERT: a row without identifier is skipped, a malformed one becomes a
--- failed request with the reason, the others are queued; the user's
--- INSERT itself succeeds whatever the rows hold
+-- INSERT: a row without identifier is skipped, the others go to the intake
+-- in one row; there a malformed one becomes a failed request with the
+-- reason, the others queued requests.  The user's INSERT itself succeeds
+-- whatever the rows hold.
 SET ROLE enrich_watch_owner;
 INSERT INTO contacts (id, linkedin, pid) VALUES
     (1, 'https://www.linkedin.com/in/Ada-Lovelace/', NULL),
@@ -97,6 +99,12 @@ INSERT INTO contacts (id, linkedin, pid) VALUES
     (7, repeat('x', 3000), 'p-7');
 SELECT count(*) AS contacts FROM contacts;
 RESET ROLE;
+SELECT source_relid::regclass AS source, environment, left(linkedin_url::text, 90) AS linkedin_url,
+       person_id, pdl_id, source_key
+FROM enrich.intake;
+SELECT environment, queued FROM enrich.progress;
+SELECT enrich.flush_intake() AS flushed;
+SELECT count(*) AS intake FROM enrich.intake;
 SELECT source, source_key, environment, identifier, state, code, problem, completed
 FROM queue WHERE id > :mark ORDER BY id;
 SELECT max(id) AS mark FROM enrich.requests \gset
@@ -110,6 +118,7 @@ COPY contacts (id, linkedin, pid) FROM STDIN;
 13	www.linkedin.com/in/copy-four	p-13
 \.
 RESET ROLE;
+SELECT enrich.flush_intake() AS flushed;
 SELECT source, source_key, environment, identifier, state, code, problem, completed
 FROM queue WHERE id > :mark ORDER BY id;
 SELECT max(id) AS mark FROM enrich.requests \gset
@@ -139,11 +148,15 @@ SET ROLE enrich_watch_app;
 SELECT count(*) FROM enrich.requests;
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 INSERT INTO contacts (id, pid) VALUES (20, 'p-20');
+RESET ROLE;
+SELECT enrich.flush_intake() AS flushed;
+SET ROLE enrich_watch_app;
 UPDATE contacts SET linkedin = 'https://www.linkedin.com/in/app-user' WHERE id = 20;
 SET enrich.environment = 'live';
 INSERT INTO contacts (id, pid) VALUES (21, 'p-21');
 SET enrich.environment = 'test';
 RESET ROLE;
+SELECT enrich.flush_intake() AS flushed;
 SELECT source, source_key, environment, identifier, state, code, problem, completed
 FROM queue WHERE id > :mark ORDER BY id;
 SELECT max(id) AS mark FROM enrich.requests \gset
@@ -167,7 +180,11 @@ SELECT max(id) AS mark FROM enrich.requests \gset
 -- malformed identifier, are left alone
 SET ROLE enrich_watch_owner;
 SELECT enrich.enqueue_existing('people') AS again;
+-- nor a row still waiting in the intake
+INSERT INTO people VALUES (6, 'linkedin.com/in/p6', NULL);
+SELECT enrich.enqueue_existing('people') AS waiting_in_intake;
 RESET ROLE;
+SELECT enrich.flush_intake() AS flushed;
 -- a corrected identifier is queued at once (by the trigger); a request
 -- that ended without a result leaves its row to a later backfill
 UPDATE enrich.requests SET state = 'done', completed_at = now()
@@ -192,6 +209,13 @@ INSERT INTO team VALUES
     ('acme', 1, 'https://www.linkedin.com/in/Team-One', NULL, NULL, 'a'),
     ('acme', 2, NULL, 'pdl-2', NULL, 'b'),
     ('globex', 1, 'https://www.linkedin.com/in/team-one', 'pdl-3', NULL, 'c');
+RESET ROLE;
+-- flushing one environment leaves the other's intake alone
+SELECT enrich.flush_intake('test') AS flushed_test;
+SELECT enrich.flush_intake('live') AS flushed_live;
+SELECT enrich.flush_intake('prod');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SET ROLE enrich_watch_owner;
 UPDATE team SET note = 'changed' WHERE org = 'acme';
 UPDATE team SET pdl = 'pdl-2' WHERE org = 'acme' AND member = 2;
 UPDATE team SET pdl = 'pdl-22' WHERE org = 'acme' AND member = 2;
@@ -211,6 +235,7 @@ SELECT enrich.enqueue_existing('team');
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 RESET ROLE;
 SELECT count(*) AS queued_since FROM enrich.requests WHERE id > :mark;
+SELECT count(*) AS intake FROM enrich.intake;
 
 -- enrich_unwatch: only the owner; it drops the triggers and the watch, and
 -- later rows are not queued
@@ -225,6 +250,7 @@ SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 INSERT INTO contacts (id, pid) VALUES (40, 'p-40');
 RESET ROLE;
 SELECT count(*) AS queued_since FROM enrich.requests WHERE id > :mark;
+SELECT count(*) AS intake FROM enrich.intake;
 SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = 'contacts'::regclass;
 SELECT source_name FROM enrich.watches ORDER BY source_name;
 -- the watch of a dropped table can still be forgotten

@@ -69,6 +69,9 @@ extern uint64 enrich_shared_keys_generation(void);
 extern void enrich_shared_set_env(int environment, EnrichWorkerEnvState state,
 								  TimestampTz until, const char *last_error);
 
+/* trigger.c: the statement that copies what enrich's trigger queued */
+extern void enrich_allow_source_rows(bool allow);
+
 /* worker.c */
 extern void enrich_worker_init(void);
 

@@ -75,6 +75,10 @@ typedef enum QueueStatement
 	Q_DUE,
 	Q_IN_FLIGHT_LEADS,
 	Q_CLAIM_LEADS,
+	Q_INTAKE_DUE,
+	Q_INTAKE_ALL,
+	Q_RESERVE_ID,
+	Q_EXPAND_INTAKE,
 	Q_CLAIM_FOLLOWERS,
 	Q_RECORD_BATCH,
 	Q_MARK_SUBMITTED,
@@ -477,11 +481,145 @@ enrich_queue_requeue_orphans(int environment, int grace_ms)
 }
 
 /*
- * enrich_queue_claim claims up to limit due requests of an environment
- * (FOR UPDATE SKIP LOCKED) and returns the ones to send.  Requests whose
- * normalized identifier is already in flight, or appears twice among the
- * claimed, become duplicates of that one request: the API is asked once
- * and the answer written to every row.
+ * expand_intake turns rows of enrich.intake into requests, deleting them:
+ * into claimed requests ('submitting', attempt 1, of the given submission)
+ * or into queued ones (submission 0).  A contact whose identifiers
+ * enrich.request_problem refuses becomes a failed request with the reason,
+ * as the trigger of enrich.requests would refuse it.  Each request keeps
+ * the time its contact was queued.  The rows made are SPI's result, in the
+ * order of the intake: id, state, linkedin_url, person_id, pdl_id,
+ * metadata, the check value of the identifier, identifier.
+ */
+static uint64
+expand_intake(Datum intake_ids, int64 submission)
+{
+	Oid			types[3] = {INT8ARRAYOID, TEXTOID, INT8OID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	volatile uint64 n = 0;
+
+	values[0] = intake_ids;
+	values[1] = CStringGetTextDatum(submission != 0 ? "submitting" : "queued");
+	values[2] = Int64GetDatum(submission);
+	if (submission == 0)
+		nulls[2] = 'n';
+	enrich_allow_source_rows(true);
+	PG_TRY();
+	{
+		n = queue_run(Q_EXPAND_INTAKE,
+					  "WITH i AS (DELETE FROM enrich.intake WHERE id = ANY ($1) RETURNING *) "
+					  "INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
+					  "    source_relid, source_key, state, attempts, submission, error, completed_at, created_at) "
+					  "SELECT c.environment, c.linkedin_url, c.person_id, c.pdl_id, c.source_relid, "
+					  "    c.source_key::jsonb, "
+					  "    CASE WHEN c.problem IS NULL THEN $2 ELSE 'failed' END, "
+					  "    CASE WHEN c.problem IS NULL AND $3 IS NOT NULL THEN 1 ELSE 0 END, "
+					  "    CASE WHEN c.problem IS NULL THEN $3 END, "
+					  "    CASE WHEN c.problem IS NOT NULL THEN pg_catalog.jsonb_build_object("
+					  "        'code', 'invalid_identifier', 'message', c.problem) END, "
+					  "    CASE WHEN c.problem IS NOT NULL THEN pg_catalog.now() END, "
+					  "    c.created_at "
+					  "FROM (SELECT i.id AS intake_id, i.environment, i.source_relid, i.created_at, u.*, "
+					  "          enrich.request_problem(u.linkedin_url, u.person_id, u.pdl_id, NULL) AS problem "
+					  "      FROM i CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(i.linkedin_url), "
+					  "          pg_catalog.unnest(i.person_id), pg_catalog.unnest(i.pdl_id), "
+					  "          pg_catalog.unnest(i.source_key)) WITH ORDINALITY "
+					  "          AS u(linkedin_url, person_id, pdl_id, source_key, n) "
+					  "      ORDER BY i.id, u.n OFFSET 0) c "
+					  "RETURNING id, state, linkedin_url, person_id, pdl_id, metadata::text, "
+					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535, identifier",
+					  3, types, values, nulls, false);
+	}
+	PG_FINALLY();
+	{
+		enrich_allow_source_rows(false);
+	}
+	PG_END_TRY();
+	return n;
+}
+
+/*
+ * claim_intake claims from enrich.intake, once no request of the
+ * environment is due: the oldest rows whose contacts fit in one bulk
+ * enrich of limit requests become requests 'submitting' at once, with a
+ * request id reserved to name their submission.  It returns how many
+ * requests it made (SPI's result, as expand_intake leaves it), setting
+ * *submission; -1 when nothing waits.  A row of more contacts than limit
+ * (after a 413 made the chunks smaller) becomes queued requests instead,
+ * and *submission is left 0: the caller claims those.
+ */
+static int64
+claim_intake(Datum environment, int limit, int64 *submission)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {environment};
+	uint64		n;
+	int64	   *ids;
+	int			nids = 0;
+	int			total = 0;
+
+	*submission = 0;
+	n = queue_run(Q_INTAKE_DUE,
+				  "SELECT id, pg_catalog.cardinality(source_key) FROM enrich.intake "
+				  "WHERE environment = $1 ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED",
+				  1, types, values, NULL, false);
+	if (n == 0)
+		return -1;
+	ids = palloc(sizeof(int64) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		int			contacts = (int) column_int64(i, 2);
+
+		if (nids > 0 && total + contacts > limit)
+			break;
+		ids[nids++] = column_int64(i, 1);
+		total += contacts;
+	}
+	if (total > limit)
+		return (int64) expand_intake(int8_array(ids, 1), 0);
+	queue_run(Q_RESERVE_ID,
+			  "SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('enrich.requests', 'id'))",
+			  0, NULL, NULL, NULL, false);
+	*submission = column_int64(0, 1);
+	return (int64) expand_intake(int8_array(ids, nids), *submission);
+}
+
+/*
+ * enrich_queue_flush_intake turns every row of enrich.intake of an
+ * environment (NULL: of both) into queued requests; returns how many
+ */
+uint64
+enrich_queue_flush_intake(const char *environment)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	char		nulls[1] = {' '};
+	uint64		n;
+	int64	   *ids;
+
+	if (environment != NULL)
+		values[0] = CStringGetTextDatum(environment);
+	else
+		nulls[0] = 'n';
+	n = queue_run(Q_INTAKE_ALL,
+				  "SELECT id FROM enrich.intake WHERE $1 IS NULL OR environment = $1 "
+				  "ORDER BY id FOR UPDATE",
+				  1, types, values, nulls, false);
+	if (n == 0)
+		return 0;
+	ids = palloc(sizeof(int64) * n);
+	for (uint64 i = 0; i < n; i++)
+		ids[i] = column_int64(i, 1);
+	return expand_intake(int8_array(ids, (int) n), 0);
+}
+
+/*
+ * enrich_queue_claim claims up to limit requests of an environment and
+ * returns the ones to send: due queued requests (FOR UPDATE SKIP LOCKED),
+ * else the contacts watched tables queued in enrich.intake (claim_intake).
+ * Requests whose normalized identifier is already in flight, or appears
+ * twice among the claimed, become duplicates of that one request: the API
+ * is asked once and the answer written to every row.
  */
 int
 enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
@@ -489,84 +627,136 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 	Oid			due_types[2] = {TEXTOID, INT4OID};
 	Datum		due_values[2];
 	uint64		ndue;
+	uint64		nclaimed = 0;
+	int64		submission = 0;
 	int64	   *ids;
 	char	  **identifiers;
-	int64	   *lead_of;		/* per due row: its lead, or 0 when it leads */
+	int64	   *lead_of;		/* per claimed row: its lead, or 0 when it leads */
 	int64	   *lead_list;
 	int			nleads = 0;
 	int64	   *follower_ids;
 	int64	   *follower_leads;
 	int			nfollowers = 0;
+	EnrichOutgoing *claimed = NULL; /* from the intake: already 'submitting' */
 	EnrichOutgoing *leads;
 
 	*leads_out = NULL;
 	due_values[0] = CStringGetTextDatum(enrich_environment_name(environment));
 	due_values[1] = Int32GetDatum(limit);
-	ndue = queue_run(Q_DUE,
-					 "SELECT id, identifier FROM enrich.requests "
-					 "WHERE state = 'queued' AND environment = $1 AND next_attempt_at <= pg_catalog.now() "
-					 "ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-					 2, due_types, due_values, NULL, false);
-	if (ndue == 0)
-		return 0;
-
-	ids = palloc(sizeof(int64) * ndue);
-	identifiers = palloc(sizeof(char *) * ndue);
-	lead_of = palloc0(sizeof(int64) * ndue);
-	for (uint64 i = 0; i < ndue; i++)
+	for (;;)
 	{
-		ids[i] = column_int64(i, 1);
-		identifiers[i] = column_text(i, 2);
+		int64		made;
+
+		ndue = queue_run(Q_DUE,
+						 "SELECT id, identifier FROM enrich.requests "
+						 "WHERE state = 'queued' AND environment = $1 AND next_attempt_at <= pg_catalog.now() "
+						 "ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+						 2, due_types, due_values, NULL, false);
+		if (ndue > 0)
+		{
+			ids = palloc(sizeof(int64) * ndue);
+			identifiers = palloc(sizeof(char *) * ndue);
+			for (uint64 i = 0; i < ndue; i++)
+			{
+				ids[i] = column_int64(i, 1);
+				identifiers[i] = column_text(i, 2);
+			}
+			nclaimed = ndue;
+			break;
+		}
+
+		/* nothing due: the intake */
+		made = claim_intake(due_values[0], limit, &submission);
+		if (made < 0)
+			break;				/* nothing waits there either */
+		if (submission == 0)
+			continue;			/* it made queued requests: claim those */
+		ids = palloc(sizeof(int64) * Max(made, 1));
+		identifiers = palloc(sizeof(char *) * Max(made, 1));
+		claimed = palloc0(sizeof(EnrichOutgoing) * Max(made, 1));
+		for (uint64 i = 0; i < (uint64) made; i++)
+		{
+			char	   *state = column_text(i, 2);
+
+			if (state == NULL || strcmp(state, "submitting") != 0)
+				continue;		/* refused: failed with the reason */
+			ids[nclaimed] = column_int64(i, 1);
+			claimed[nclaimed].request_id = ids[nclaimed];
+			claimed[nclaimed].linkedin_url = column_text(i, 3);
+			claimed[nclaimed].person_id = column_text(i, 4);
+			claimed[nclaimed].pdl_id = column_text(i, 5);
+			claimed[nclaimed].metadata = column_text(i, 6);
+			claimed[nclaimed].check = (int32) column_int64(i, 7);
+			identifiers[nclaimed] = column_text(i, 8);
+			nclaimed++;
+		}
+		if (nclaimed > 0)
+			break;
+		submission = 0;			/* every contact of it was refused: go on */
+		claimed = NULL;
 	}
+	if (nclaimed == 0)
+		return 0;
+	lead_of = palloc0(sizeof(int64) * nclaimed);
 
 	/*
-	 * requests already in flight for the same identifiers: one index probe
-	 * per identifier, a plan that stays right before the table was ever
-	 * analyzed
+	 * requests already in flight for the same identifiers (not of this
+	 * submission): one index probe per identifier, a plan that stays right
+	 * before the table was ever analyzed
 	 */
 	{
-		Oid			types[2] = {TEXTOID, TEXTARRAYOID};
-		Datum		values[2];
+		Oid			types[3] = {TEXTOID, TEXTARRAYOID, INT8OID};
+		Datum		values[3];
+		char		nulls[3] = {' ', ' ', ' '};
 		uint64		ninflight;
 
 		values[0] = due_values[0];
-		values[1] = text_array(identifiers, (int) ndue);
+		values[1] = text_array(identifiers, (int) nclaimed);
+		values[2] = Int64GetDatum(submission);
+		if (submission == 0)
+			nulls[2] = 'n';
 		ninflight = queue_run(Q_IN_FLIGHT_LEADS,
 							  "SELECT u.identifier, l.id "
 							  "FROM (SELECT DISTINCT x FROM pg_catalog.unnest($2) AS x) AS u(identifier) "
 							  "CROSS JOIN LATERAL (SELECT r.id FROM enrich.requests r "
 							  "    WHERE r.environment = $1 AND r.identifier = u.identifier "
 							  "      AND r.state IN ('submitting', 'submitted') AND r.duplicate_of IS NULL "
+							  "      AND ($3 IS NULL OR r.submission IS DISTINCT FROM $3) "
 							  "    ORDER BY r.id LIMIT 1) AS l",
-							  2, types, values, NULL, true);
+							  3, types, values, nulls, true);
 		for (uint64 j = 0; j < ninflight; j++)
 		{
 			char	   *identifier = column_text(j, 1);
 			int64		lead = column_int64(j, 2);
 
-			for (uint64 i = 0; i < ndue; i++)
+			for (uint64 i = 0; i < nclaimed; i++)
 				if (identifiers[i] && strcmp(identifiers[i], identifier) == 0)
 					lead_of[i] = lead;
 		}
 	}
 
 	/* among the claimed, the first of each identifier leads */
-	for (uint64 i = 0; i < ndue; i++)
+	for (uint64 i = 0; i < nclaimed; i++)
 	{
 		if (lead_of[i] != 0 || identifiers[i] == NULL)
 			continue;
-		for (uint64 j = i + 1; j < ndue; j++)
+		for (uint64 j = i + 1; j < nclaimed; j++)
 			if (lead_of[j] == 0 && identifiers[j] && strcmp(identifiers[i], identifiers[j]) == 0)
 				lead_of[j] = ids[i];
 	}
 
-	lead_list = palloc(sizeof(int64) * ndue);
-	follower_ids = palloc(sizeof(int64) * ndue);
-	follower_leads = palloc(sizeof(int64) * ndue);
-	for (uint64 i = 0; i < ndue; i++)
+	lead_list = palloc(sizeof(int64) * nclaimed);
+	follower_ids = palloc(sizeof(int64) * nclaimed);
+	follower_leads = palloc(sizeof(int64) * nclaimed);
+	leads = palloc0(sizeof(EnrichOutgoing) * nclaimed);
+	for (uint64 i = 0; i < nclaimed; i++)
 	{
 		if (lead_of[i] == 0)
+		{
+			if (claimed != NULL)
+				leads[nleads] = claimed[i];
 			lead_list[nleads++] = ids[i];
+		}
 		else
 		{
 			follower_ids[nfollowers] = ids[i];
@@ -574,8 +764,7 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		}
 	}
 
-	leads = palloc0(sizeof(EnrichOutgoing) * Max(nleads, 1));
-	if (nleads > 0)
+	if (nleads > 0 && claimed == NULL)
 	{
 		Oid			types[1] = {INT8ARRAYOID};
 		Datum		values[1];
@@ -609,10 +798,12 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 
 		values[0] = int8_array(follower_ids, nfollowers);
 		values[1] = int8_array(follower_leads, nfollowers);
+		/* a follower made 'submitting' from the intake gives its attempt back */
 		queue_run(Q_CLAIM_FOLLOWERS,
 				  "UPDATE enrich.requests r SET state = 'submitted', duplicate_of = f.lead, "
 				  "    batch_id = (SELECT l.batch_id FROM enrich.requests l WHERE l.id = f.lead), "
-				  "    updated_at = pg_catalog.now() "
+				  "    attempts = CASE WHEN r.state = 'submitting' THEN r.attempts - 1 ELSE r.attempts END, "
+				  "    submission = NULL, updated_at = pg_catalog.now() "
 				  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, lead) WHERE r.id = f.id",
 				  2, types, values, NULL, false);
 	}
@@ -860,6 +1051,58 @@ collect_done(List **groups, uint64 n)
 	}
 }
 
+/* the kept plan of the write-back statement of one watched table */
+typedef struct WriteBackPlan
+{
+	Oid			relid;
+	char	   *sql;			/* the statement it was prepared from */
+	SPIPlanPtr	plan;
+	struct WriteBackPlan *next;
+} WriteBackPlan;
+
+static WriteBackPlan *write_back_plans = NULL;
+
+/*
+ * write_back_plan returns the kept plan of a table's write-back statement,
+ * prepared on first use (as the table's owner, like every execution of it);
+ * a statement whose text changed (another result column, a renamed table or
+ * key type) replaces the plan
+ */
+static SPIPlanPtr
+write_back_plan(Oid relid, const char *sql)
+{
+	Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
+	WriteBackPlan *entry;
+	SPIPlanPtr	plan;
+
+	for (entry = write_back_plans; entry != NULL; entry = entry->next)
+		if (entry->relid == relid)
+			break;
+	if (entry == NULL)
+	{
+		entry = MemoryContextAllocZero(TopMemoryContext, sizeof(WriteBackPlan));
+		entry->relid = relid;
+		entry->next = write_back_plans;
+		write_back_plans = entry;
+	}
+	if (entry->plan != NULL && strcmp(entry->sql, sql) == 0)
+		return entry->plan;
+	if (entry->plan != NULL)
+		SPI_freeplan(entry->plan);
+	entry->plan = NULL;
+	if (entry->sql != NULL)
+		pfree(entry->sql);
+	entry->sql = NULL;
+	plan = SPI_prepare(sql, 2, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "enrich: could not prepare the write-back statement: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	entry->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	entry->plan = plan;
+	return plan;
+}
+
 /*
  * write_back_one writes persons into the result column of one watched
  * table, by primary key, as the table's owner.  A table that is no longer
@@ -925,7 +1168,6 @@ write_back_one(WriteBack *wb)
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
-		Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
 		Datum		args[2];
 		int			rc;
 
@@ -933,7 +1175,7 @@ write_back_one(WriteBack *wb)
 		args[1] = text_array(wb->persons, wb->n);
 		SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
-		rc = SPI_execute_with_args(sql.data, 2, argtypes, args, NULL, false, 0);
+		rc = SPI_execute_plan(write_back_plan(wb->relid, sql.data), args, NULL, false, 0);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 		if (rc < 0)
 			elog(ERROR, "enrich: writing back to %s failed: %s", relname, SPI_result_code_string(rc));
@@ -1167,6 +1409,7 @@ enrich_queue_next_due_ms(const bool *environment_active)
 			  "SELECT ceil(extract(epoch FROM LEAST("
 			  "  (SELECT min(next_attempt_at) FROM enrich.requests "
 			  "   WHERE state = 'queued' AND environment = ANY ($1)), "
+			  "  (SELECT min(created_at) FROM enrich.intake WHERE environment = ANY ($1)), "
 			  "  (SELECT min(next_poll_at) FROM enrich.batches "
 			  "   WHERE NOT closed AND origin = 'worker' AND environment = ANY ($1))) "
 			  "  - pg_catalog.clock_timestamp()) * 1000)",

@@ -36,6 +36,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -55,6 +56,7 @@
 
 #include "api.h"
 #include "enrich.h"
+#include "queue.h"
 
 PG_FUNCTION_INFO_V1(enrich_requests_check);
 PG_FUNCTION_INFO_V1(enrich_requests_wake);
@@ -62,6 +64,7 @@ PG_FUNCTION_INFO_V1(enrich_normalize_identifier);
 PG_FUNCTION_INFO_V1(enrich_request_problem);
 PG_FUNCTION_INFO_V1(enrich_enqueue_from_source);
 PG_FUNCTION_INFO_V1(enrich_enqueue_existing);
+PG_FUNCTION_INFO_V1(enrich_flush_intake);
 PG_FUNCTION_INFO_V1(enrich_register_watch);
 PG_FUNCTION_INFO_V1(enrich_unregister_watch);
 
@@ -114,10 +117,12 @@ typedef struct EnrichWatch
 	Oid		   *key_types;		/* the columns' types now */
 } EnrichWatch;
 
-/* where the rows to enqueue come from */
+/*
+ * where the rows that enqueue_sql queues come from (the new rows of an
+ * INSERT or COPY go to enrich.intake instead: intake_from_inserted)
+ */
 typedef enum EnrichEnqueueSource
 {
-	ENQUEUE_INSERTED,			/* the new rows of an INSERT or COPY */
 	ENQUEUE_UPDATED,			/* the rows of an UPDATE whose identifiers
 								 * changed */
 	ENQUEUE_EXISTING			/* the rows of the table without a result */
@@ -415,6 +420,17 @@ static Oid	request_columns_relid = InvalidOid;
  * by inserting a request that points at it
  */
 static bool enqueue_active = false;
+
+/*
+ * enrich_allow_source_rows lets the worker's statement that turns rows of
+ * enrich.intake into requests name their source rows: enrich's own trigger
+ * wrote them, and no role but enrich's owner can write enrich.intake
+ */
+void
+enrich_allow_source_rows(bool allow)
+{
+	enqueue_active = allow;
+}
 static int	request_columns[RC_COUNT];
 
 /*
@@ -849,9 +865,9 @@ watch_columns(EnrichWatch *w, bool need_result)
  * append_source_rows appends a SELECT of the rows of "from" (a transition
  * table or the watched table, alias t) as (linkedin_url, person_id, pdl_id,
  * source_key), identifiers as text and source_key a JSON array of the
- * primary key values as text.  A key of a built-in type is cast to text;
- * one of another type goes through its output function, so that no cast a
- * user created runs as superuser.
+ * primary key values as text.  Key values go through their type's output
+ * function (format's %s), as intake_from_inserted writes them, so that no
+ * cast a user created runs as superuser.
  */
 static void
 append_source_rows(StringInfo buf, const EnrichWatch *w, const char *from,
@@ -873,10 +889,7 @@ append_source_rows(StringInfo buf, const EnrichWatch *w, const char *from,
 
 		if (i > 0)
 			appendStringInfoString(buf, ", ");
-		if (w->key_types[i] < FirstNormalObjectId)
-			appendStringInfo(buf, "t.%s::pg_catalog.text", column);
-		else
-			appendStringInfo(buf, "pg_catalog.format('%%s', t.%s)", column);
+		appendStringInfo(buf, "pg_catalog.format('%%s', t.%s)", column);
 	}
 	appendStringInfo(buf, ") AS source_key FROM %s t", from);
 	if (where != NULL)
@@ -890,13 +903,13 @@ append_source_rows(StringInfo buf, const EnrichWatch *w, const char *from,
  * enrich.request_problem refuses is recorded as a failed request with the
  * reason, so that the user's statement never fails for its content.
  *
- * new_table and old_table are the transition tables of the trigger
- * (ENQUEUE_INSERTED, ENQUEUE_UPDATED); for ENQUEUE_UPDATED only the rows
- * whose identifiers changed are queued (rows are matched on source_key, a
- * row whose key changed counts as new).  ENQUEUE_EXISTING queues the rows
- * of the table whose result column is NULL and that have no request queued
- * or in flight, and none refused for the same malformed identifiers (it
- * would only be refused again).
+ * For ENQUEUE_UPDATED, new_table and old_table are the transition tables
+ * of the trigger, and only the rows whose identifiers changed are queued
+ * (rows are matched on source_key, a row whose key changed counts as new).
+ * ENQUEUE_EXISTING queues the rows of the table whose result column is
+ * NULL and that have no request queued or in flight, none refused for the
+ * same malformed identifiers (it would only be refused again), and none
+ * waiting in enrich.intake.
  */
 static char *
 enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
@@ -971,7 +984,11 @@ enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
 							   "AND r.error OPERATOR(pg_catalog.->>) 'code' OPERATOR(pg_catalog.=) 'invalid_identifier' "
 							   "AND r.linkedin_url IS NOT DISTINCT FROM n.linkedin_url "
 							   "AND r.person_id IS NOT DISTINCT FROM n.person_id "
-							   "AND r.pdl_id IS NOT DISTINCT FROM n.pdl_id)))");
+							   "AND r.pdl_id IS NOT DISTINCT FROM n.pdl_id))) "
+							   "AND NOT EXISTS (SELECT 1 FROM enrich.intake i "
+							   "CROSS JOIN LATERAL pg_catalog.unnest(i.source_key) AS k(source_key) "
+							   "WHERE i.source_relid OPERATOR(pg_catalog.=) $2 "
+							   "AND k.source_key::pg_catalog.jsonb OPERATOR(pg_catalog.=) n.source_key)");
 
 	/* OFFSET 0 keeps request_problem from being evaluated once per use */
 	appendStringInfoString(&sql, " OFFSET 0) c");
@@ -1062,11 +1079,161 @@ enqueue_run(const EnrichWatch *w, const char *sql, SPIPlanPtr *plan, int cursor_
 	return SPI_processed;
 }
 
+/* contacts per row of enrich.intake: the most one bulk enrich carries */
+#define INTAKE_CHUNK 1000
+
+/* one column of a watched table read for the intake */
+typedef struct IntakeColumn
+{
+	AttrNumber	attnum;			/* InvalidAttrNumber: the watch has none */
+	bool		trim;			/* bpchar: trailing blanks go, as in ::text */
+	FmgrInfo	output;			/* key columns: the type's output function */
+} IntakeColumn;
+
+/* intake_insert writes one row of enrich.intake from the arrays built */
+static void
+intake_insert(const EnrichWatch *w, ArrayBuildState **arrays)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[6] = {TEXTOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int			rc;
+
+	if (w->environment != NULL)
+		values[0] = CStringGetTextDatum(w->environment);
+	else
+		nulls[0] = 'n';
+	values[1] = ObjectIdGetDatum(w->relid);
+	for (int i = 0; i < 4; i++)
+		values[2 + i] = makeArrayResult(arrays[i], CurrentMemoryContext);
+	rc = run_kept_plan(&plan,
+					   "INSERT INTO enrich.intake (environment, source_relid, linkedin_url, person_id, "
+					   "pdl_id, source_key) "
+					   "VALUES (COALESCE($1, pg_catalog.current_setting('enrich.environment')), "
+					   "$2, $3, $4, $5, $6)",
+					   0, 6, argtypes, values, nulls, false);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "enrich: queueing the rows of table %s failed: %s",
+			 relation_display_name(w->relid), SPI_result_code_string(rc));
+}
+
+/*
+ * intake_from_inserted queues the new rows of an INSERT or COPY on a
+ * watched table as rows of enrich.intake, INTAKE_CHUNK contacts each, read
+ * straight from the transition table: the cost in the user's statement is
+ * one pass over its rows and one small insert per chunk.  A row without
+ * any identifier is skipped; identifiers are validated when the worker
+ * turns the chunk into requests.  Key values go through their type's
+ * output function, as append_source_rows writes them.
+ */
+static void
+intake_from_inserted(TriggerData *trigdata, const EnrichWatch *w)
+{
+	Tuplestorestate *store = trigdata->tg_newtable;
+	TupleDesc	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(tupdesc, &TTSOpsMinimalTuple);
+	IntakeColumn identifiers[ENRICH_NIDENTIFIERS];
+	IntakeColumn *keys = palloc0(sizeof(IntakeColumn) * w->nkeys);
+	MemoryContext chunk_context = AllocSetContextCreate(CurrentMemoryContext,
+														"enrich intake chunk",
+														ALLOCSET_DEFAULT_SIZES);
+	MemoryContext caller = CurrentMemoryContext;
+	ArrayBuildState *arrays[4] = {NULL, NULL, NULL, NULL};
+	StringInfoData key;
+	int			in_chunk = 0;
+	int			reader;
+
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+	{
+		identifiers[i].attnum = InvalidAttrNumber;
+		if (w->identifier_columns[i] == NULL)
+			continue;
+		identifiers[i].attnum = get_attnum(w->relid, w->identifier_columns[i]);
+		identifiers[i].trim = column_type(w->relid, w->identifier_columns[i]) == BPCHAROID;
+	}
+	for (int i = 0; i < w->nkeys; i++)
+	{
+		Oid			output;
+		bool		varlena;
+
+		keys[i].attnum = get_attnum(w->relid, w->key_columns[i]);
+		getTypeOutputInfo(w->key_types[i], &output, &varlena);
+		fmgr_info(output, &keys[i].output);
+	}
+
+	/* a read pointer of our own, so that other triggers' reads are untouched */
+	reader = tuplestore_alloc_read_pointer(store, EXEC_FLAG_REWIND);
+	tuplestore_select_read_pointer(store, reader);
+	tuplestore_rescan(store);
+	initStringInfo(&key);
+	while (tuplestore_gettupleslot(store, true, false, slot))
+	{
+		Datum		ids[ENRICH_NIDENTIFIERS];
+		bool		id_null[ENRICH_NIDENTIFIERS];
+		bool		any = false;
+
+		for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+		{
+			id_null[i] = true;
+			ids[i] = (Datum) 0;
+			if (identifiers[i].attnum == InvalidAttrNumber)
+				continue;
+			ids[i] = slot_getattr(slot, identifiers[i].attnum, &id_null[i]);
+			any |= !id_null[i];
+		}
+		if (!any)
+			continue;
+
+		MemoryContextSwitchTo(chunk_context);
+		for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+		{
+			if (!id_null[i] && identifiers[i].trim)
+				ids[i] = DirectFunctionCall1(rtrim1, ids[i]);
+			arrays[i] = accumArrayResult(arrays[i], ids[i], id_null[i], TEXTOID, chunk_context);
+		}
+		resetStringInfo(&key);
+		appendStringInfoChar(&key, '[');
+		for (int i = 0; i < w->nkeys; i++)
+		{
+			bool		isnull;
+			Datum		value = slot_getattr(slot, keys[i].attnum, &isnull);
+
+			if (i > 0)
+				appendStringInfoString(&key, ", ");
+			if (isnull)
+				appendStringInfoString(&key, "null");
+			else
+				escape_json(&key, OutputFunctionCall(&keys[i].output, value));
+		}
+		appendStringInfoChar(&key, ']');
+		arrays[3] = accumArrayResult(arrays[3], CStringGetTextDatum(key.data), false,
+									 TEXTOID, chunk_context);
+		MemoryContextSwitchTo(caller);
+
+		if (++in_chunk == INTAKE_CHUNK)
+		{
+			intake_insert(w, arrays);
+			MemoryContextReset(chunk_context);
+			memset(arrays, 0, sizeof(arrays));
+			in_chunk = 0;
+		}
+	}
+	if (in_chunk > 0)
+		intake_insert(w, arrays);
+	tuplestore_select_read_pointer(store, 0);
+	ExecDropSingleTupleTableSlot(slot);
+	MemoryContextDelete(chunk_context);
+}
+
 /*
  * enrich.enqueue_from_source() is the AFTER INSERT and AFTER UPDATE
  * statement trigger of a watched table (created by enrich_watch with the
- * transition tables enrich_new and enrich_old): one statement queues every
- * new row, or every row whose identifiers an UPDATE changed.
+ * transition tables enrich_new and enrich_old).  The new rows of an INSERT
+ * or COPY go to enrich.intake, a row per 1,000 (intake_from_inserted); the
+ * rows whose identifiers an UPDATE changed are queued as requests by one
+ * statement.
  *
  * It does nothing in the worker (whose write-back updates the result
  * column) and on a table no longer watched.  It never fails the user's
@@ -1120,17 +1287,19 @@ enrich_enqueue_from_source(PG_FUNCTION_ARGS)
 		SPI_finish();
 		return PointerGetDatum(NULL);
 	}
+	if (!is_update)
+	{
+		intake_from_inserted(trigdata, &w);
+		SPI_finish();
+		return PointerGetDatum(NULL);
+	}
 	SPI_register_trigger_data(trigdata);
-	source = is_update ? ENQUEUE_UPDATED : ENQUEUE_INSERTED;
+	source = ENQUEUE_UPDATED;
 	sql = enqueue_sql(&w, source, trigdata->tg_trigger->tgnewtable,
 					  trigdata->tg_trigger->tgoldtable);
 
-	/*
-	 * The plan of an INSERT's statement scans the new rows whatever their
-	 * number; the join of an UPDATE's is planned for each statement's sizes.
-	 */
-	enqueue_run(&w, sql, enqueue_plan_slot(w.relid, source, sql),
-				is_update ? CURSOR_OPT_CUSTOM_PLAN : 0);
+	/* the join of an UPDATE's statement is planned for each statement's sizes */
+	enqueue_run(&w, sql, enqueue_plan_slot(w.relid, source, sql), CURSOR_OPT_CUSTOM_PLAN);
 	SPI_finish();
 	return PointerGetDatum(NULL);
 }
@@ -1188,6 +1357,29 @@ enrich_enqueue_existing(PG_FUNCTION_ARGS)
 	queued = enqueue_run(&w, enqueue_sql(&w, ENQUEUE_EXISTING, NULL, NULL), NULL, 0);
 	SPI_finish();
 	PG_RETURN_INT64((int64) queued);
+}
+
+/*
+ * enrich.flush_intake(environment) turns what the INSERT and COPY
+ * statements on watched tables queued in enrich.intake (of one environment,
+ * or of both when NULL) into queued requests now, rather than when the
+ * worker claims it, and returns how many requests it made
+ */
+Datum
+enrich_flush_intake(PG_FUNCTION_ARGS)
+{
+	char	   *environment = NULL;
+	uint64		made;
+
+	if (!PG_ARGISNULL(0))
+	{
+		environment = text_to_cstring(PG_GETARG_TEXT_PP(0));
+		(void) enrich_environment_arg(environment);
+	}
+	SPI_connect();
+	made = enrich_queue_flush_intake(environment);
+	SPI_finish();
+	PG_RETURN_INT64((int64) made);
 }
 
 /*

@@ -245,12 +245,14 @@ sub restart_worker
 sub reset_queue
 {
 	my ($fresh) = @_;
-	sql("TRUNCATE enrich.requests, enrich.batches RESTART IDENTITY");
-	sql("DELETE FROM pg_statistic WHERE starelid IN ('enrich.requests'::regclass, 'enrich.batches'::regclass)")
+	sql("TRUNCATE enrich.requests, enrich.batches, enrich.intake RESTART IDENTITY");
+	sql("DELETE FROM pg_statistic WHERE starelid IN ('enrich.requests'::regclass, 'enrich.batches'::regclass, "
+		  . "'enrich.intake'::regclass)")
 	  if $fresh;
 }
 
-# wait_queue_empty waits until no request of the queue is queued or in flight;
+# wait_queue_empty waits until no request of the queue (nor contact of the
+# intake) is queued or in flight;
 # $tick is called on every poll
 sub wait_queue_empty
 {
@@ -260,6 +262,7 @@ sub wait_queue_empty
 	{
 		my $pending = $ps->query_safe(
 			"SELECT EXISTS (SELECT 1 FROM enrich.requests WHERE state = 'queued') "
+			  . "OR EXISTS (SELECT 1 FROM enrich.intake) "
 			  . "OR EXISTS (SELECT 1 FROM enrich.requests WHERE state IN ('submitting', 'submitted'))");
 		$tick->() if $tick;
 		return if $pending eq 'f';
@@ -351,7 +354,8 @@ sub e2e_run
 # batches of 1,000), then times bench.apply_pages alone.  Only enrich's own
 # trigger may set a request's source row, so the requests are queued by the
 # watch itself, in environment 'live' (no key in the bench cluster: the
-# worker leaves them alone), then moved to 'test' and 'submitted'.
+# worker leaves them alone), turned from intake into requests by
+# enrich.flush_intake, then moved to 'test' and 'submitted'.
 sub bound_run
 {
 	my ($run) = @_;
@@ -363,6 +367,7 @@ sub bound_run
 	sql("SELECT enrich_watch('$t', 'person', linkedin_url_column => 'linkedin', environment => 'live')");
 	sql("INSERT INTO $t SELECT g, 'Contact ' || g, 'https://www.linkedin.com/in/bench-' || g, NULL "
 		  . "FROM generate_series(1, $n) g");
+	sql("SELECT enrich.flush_intake()");
 	sql("UPDATE enrich.requests SET environment = 'test', state = 'submitted', attempts = 1, "
 		  . "batch_id = 'bench_bound_' || ((id - 1) / 1000)");
 	my $misplaced = sql("SELECT count(*) FROM enrich.requests "
@@ -558,8 +563,8 @@ sub case_trigger
 			$ps->query_safe("COPY $t (id, name, linkedin) FROM '$file' (FORMAT csv)");
 			$secs{$t} = time - $t0;
 		}
-		my $queued = sql("SELECT count(*) FROM enrich.requests "
-			  . "WHERE source_relid = 'bench_copy_watched'::regclass AND state = 'queued'");
+		my $queued = sql("SELECT coalesce(sum(cardinality(source_key)), 0) FROM enrich.intake "
+			  . "WHERE source_relid = 'bench_copy_watched'::regclass");
 		die "bench: the watched COPY queued $queued requests, not $rows\n" unless $queued == $rows;
 		note(sprintf("trigger run %d: unwatched %.3f s, watched %.3f s, ratio %.2f", $run,
 				$secs{bench_copy_plain}, $secs{bench_copy_watched},
