@@ -38,6 +38,7 @@ CREATE TABLE enrich.batches (
     processed_count  integer NOT NULL DEFAULT 0,
     items_received   integer NOT NULL DEFAULT 0,
     poll_interval_ms integer NOT NULL DEFAULT 0,
+    took_ms          integer,    -- completedAt - createdAt, as the API said
     closed           boolean NOT NULL DEFAULT false
 );
 CREATE INDEX batches_open ON enrich.batches (next_poll_at) WHERE NOT closed AND origin = 'worker';

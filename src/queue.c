@@ -88,6 +88,7 @@ typedef enum QueueStatement
 	Q_SETTLE_FOLLOWERS,
 	Q_DUE_BATCHES,
 	Q_BATCH_POLLED,
+	Q_TYPICAL_COMPLETION,
 	Q_BATCH_ERROR,
 	Q_APPLY_ITEMS,
 	Q_BATCH_PAGE,
@@ -947,23 +948,52 @@ enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
 	return (int) n;
 }
 
-/* enrich_queue_batch_polled records a status poll and the next one */
+/*
+ * enrich_queue_batch_polled records a status poll and the next one;
+ * took_ms is how long the API took to complete the batch, -1 when unknown
+ */
 void
 enrich_queue_batch_polled(const char *batch_id, const char *status,
-						  int processed_count, int next_poll_ms)
+						  int processed_count, int next_poll_ms, int took_ms)
 {
-	Oid			types[4] = {TEXTOID, TEXTOID, INT4OID, INT4OID};
-	Datum		values[4];
+	Oid			types[5] = {TEXTOID, TEXTOID, INT4OID, INT4OID, INT4OID};
+	Datum		values[5];
 
 	values[0] = CStringGetTextDatum(batch_id);
 	values[1] = CStringGetTextDatum(status);
 	values[2] = Int32GetDatum(processed_count);
 	values[3] = Int32GetDatum(next_poll_ms);
+	values[4] = Int32GetDatum(took_ms);
 	queue_run(Q_BATCH_POLLED,
 			  "UPDATE enrich.batches SET status = $2, processed_count = $3, poll_interval_ms = $4, "
-			  "    next_poll_at = pg_catalog.now() + $4 * interval '1 millisecond' "
+			  "    next_poll_at = pg_catalog.now() + $4 * interval '1 millisecond', "
+			  "    took_ms = CASE WHEN $5 >= 0 THEN $5 ELSE took_ms END "
 			  "WHERE batch_id = $1",
-			  4, types, values, NULL, false);
+			  5, types, values, NULL, false);
+}
+
+/*
+ * enrich_queue_typical_completion_ms returns how long the API took to
+ * complete the worker's last ten batches of an environment (the median),
+ * or -1 when it completed none yet: a restarted worker polls its first
+ * batches as one that never stopped would
+ */
+double
+enrich_queue_typical_completion_ms(int environment)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	char	   *median;
+
+	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
+	queue_run(Q_TYPICAL_COMPLETION,
+			  "SELECT pg_catalog.percentile_cont(0.5) WITHIN GROUP (ORDER BY b.took_ms) "
+			  "FROM (SELECT took_ms FROM enrich.batches "
+			  "      WHERE origin = 'worker' AND environment = $1 AND took_ms IS NOT NULL "
+			  "      ORDER BY submitted_at DESC LIMIT 10) AS b",
+			  1, types, values, NULL, true);
+	median = column_text(0, 1);
+	return median == NULL ? -1 : strtod(median, NULL);
 }
 
 /*

@@ -37,7 +37,8 @@ extern void enrich_queue_fail(const EnrichOutgoing *leads, int n,
 							  const char *code, const char *message);
 extern int	enrich_queue_due_batches(int limit, EnrichOpenBatch **batches);
 extern void enrich_queue_batch_polled(const char *batch_id, const char *status,
-									  int processed_count, int next_poll_ms);
+									  int processed_count, int next_poll_ms, int took_ms);
+extern double enrich_queue_typical_completion_ms(int environment);
 extern void enrich_queue_batch_error(const char *batch_id, int next_poll_ms,
 									 const char *message, bool forget_cursor);
 extern int	enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,

@@ -60,7 +60,7 @@ typedef struct EnvState
 	TimestampTz backoff_until;	/* API unavailable: no calls until then */
 	int			backoff_ms;		/* current back-off, doubled per failure */
 	int			chunk_limit;	/* requests per bulk enrich; halved on 400/413 */
-	double		completion_ms;	/* how long batches take to complete (EWMA) */
+	double		completion_ms;	/* when to poll a new batch first (EWMA) */
 	char	   *api_key;		/* cached in TopMemoryContext */
 	TokenBucket tier3;
 	TokenBucket tier4;
@@ -341,6 +341,16 @@ clamp_poll(double ms)
 }
 
 /*
+ * first_poll_ms is when to poll a new batch first, given how long batches
+ * take: a little after it should be done
+ */
+static double
+first_poll_ms(double took_ms)
+{
+	return took_ms * 1.1 + 20;
+}
+
+/*
  * plan_batch decides the next call of a due batch: a page of items when the
  * batch completed or has a full page ready, a status poll otherwise
  */
@@ -396,6 +406,14 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, long *sleep_ms)
 	if (!recovered)
 	{
 		enrich_queue_recover();
+		/* what the batches table says of how long batches take */
+		for (int e = 0; e < ENRICH_ENV_COUNT; e++)
+		{
+			double		typical = enrich_queue_typical_completion_ms(e);
+
+			if (typical >= 0)
+				envs[e].completion_ms = first_poll_ms(typical);
+		}
 		recovered = true;
 	}
 	worker_load_keys(keys_generation);
@@ -642,6 +660,7 @@ record_status(WorkerCall *call, EnrichHttpCall *http)
 	EnrichCallOutcome outcome = enrich_api_outcome(http, 200, &message);
 	EnrichBatchStatus status;
 	int			next;
+	double		took = -1;
 
 	if (outcome == ENRICH_OUTCOME_OK)
 	{
@@ -662,18 +681,18 @@ record_status(WorkerCall *call, EnrichHttpCall *http)
 
 	if (strcmp(status.status, "failed") == 0)
 	{
-		enrich_queue_batch_polled(b->batch_id, status.status, status.processed_count, 0);
+		enrich_queue_batch_polled(b->batch_id, status.status, status.processed_count, 0, -1);
 		enrich_queue_close_batch(b->batch_id, "failed", "batch_failed",
 								 "the API failed the whole batch");
 		return;
 	}
 	if (strcmp(status.status, "completed") == 0)
 	{
-		double		took = completion_ms(&status);
+		took = completion_ms(&status);
 
 		/* learn when to poll the next batch first: a little after it should be done */
 		if (took >= 0)
-			env->completion_ms = env->completion_ms * 0.7 + (took * 1.1 + 20) * 0.3;
+			env->completion_ms = env->completion_ms * 0.7 + first_poll_ms(took) * 0.3;
 		next = 0;
 	}
 	else if (strcmp(status.status, "processing") == 0 &&
@@ -682,7 +701,8 @@ record_status(WorkerCall *call, EnrichHttpCall *http)
 	else
 		next = b->poll_interval_ms == 0 ? enrich_poll_interval_min_ms :
 			clamp_poll(b->poll_interval_ms * 2.0);
-	enrich_queue_batch_polled(b->batch_id, status.status, status.processed_count, next);
+	enrich_queue_batch_polled(b->batch_id, status.status, status.processed_count, next,
+							  took >= 0 ? (int) Min(took, (double) INT_MAX) : -1);
 }
 
 /* record_items applies a page of items */
@@ -755,7 +775,7 @@ record_items(WorkerCall *call, EnrichHttpCall *http)
 	{
 		/* caught up with a batch still processing: poll its status next */
 		enrich_queue_batch_polled(b->batch_id, "processing",
-								  b->items_received + page.nitems, next);
+								  b->items_received + page.nitems, next, -1);
 	}
 }
 

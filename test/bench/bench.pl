@@ -229,7 +229,7 @@ sub wait_for_worker
 }
 
 # restart_worker stops the worker; the postmaster starts a new one 5 s later,
-# which knows nothing of the batches before (a cold worker)
+# which knows of the batches before only what enrich.batches holds
 sub restart_worker
 {
 	my $old = worker_pid() // die "bench: no enrich worker is running\n";
@@ -595,11 +595,18 @@ sub case_trigger
 # answered until all were done, per 1,000 requests
 sub calls_run
 {
-	my ($slow, $n, $label) = @_;
+	my ($slow, $n, $label, $keep_batches) = @_;
 	my $ideal = calls_ideal($n);
 	my $slug = $label =~ s/\W+/-/gr;
 
-	reset_queue();
+	if ($keep_batches)
+	{
+		sql("TRUNCATE enrich.requests, enrich.intake");
+	}
+	else
+	{
+		reset_queue();
+	}
 	$slow->reset;
 	my $t0 = time;
 	sql("INSERT INTO enrich.requests (linkedin_url) "
@@ -630,9 +637,11 @@ sub calls_ideal
 }
 
 # case_calls counts the mock's calls for n requests queued at once, with a
-# 2 s start delay: first from a freshly started worker each run (cold: it
-# knows nothing of how long batches take), then from the same worker again
-# (warm: it has learned the delay from the batches before)
+# 2 s start delay: first from a freshly started worker and an empty
+# enrich.batches each run (cold: a new install, nothing tells how long
+# batches take), then from a freshly started worker that finds the earlier
+# runs' batches in enrich.batches (restarted), then from the same worker
+# again (warm: it has learned the delay from the batches before)
 sub case_calls
 {
 	my $slow = EnrichMock->start(start_delay_ms => 2000);
@@ -646,10 +655,16 @@ sub case_calls
 		{
 			for my $run (1 .. $opt{runs})
 			{
+				reset_queue();    # before the worker starts, so that it finds no batch
 				restart_worker();
-				push @{ $per{$n}{cold} }, calls_run($slow, $n, "cold run $run");
+				push @{ $per{$n}{cold} }, calls_run($slow, $n, "cold run $run", 1);
 			}
-			push @{ $per{$n}{warm} }, calls_run($slow, $n, "warm run $_") for 1 .. $opt{runs};
+			for my $run (1 .. $opt{runs})
+			{
+				restart_worker();
+				push @{ $per{$n}{restarted} }, calls_run($slow, $n, "restarted run $run", 1);
+			}
+			push @{ $per{$n}{warm} }, calls_run($slow, $n, "warm run $_", 1) for 1 .. $opt{runs};
 		}
 		1;
 	};
@@ -664,10 +679,12 @@ sub case_calls
 		my $ideal = calls_ideal($n) * 1000 / $n;
 		my $limit = 1.1 * $ideal;
 		my $nice = $n == 1000 ? '1,000' : '10,000';
-		for my $kind (qw(cold warm))
+		for my $kind (qw(cold restarted warm))
 		{
-			my $how = $kind eq 'cold' ? 'cold worker (started afresh each run)'
-			  : 'warm worker (has seen this delay)';
+			my $how = {
+				cold => 'cold worker (new, enrich.batches empty)',
+				restarted => 'restarted worker (enrich.batches has earlier batches)',
+				warm => 'warm worker (has seen this delay)' }->{$kind};
 			add_row(case => 'HTTP calls',
 				figure => "calls per 1,000 requests, delay 2 s, n = $nice, $how; ideal $ideal",
 				values => $per{$n}{$kind}, unit => 'calls', digits => 1,
