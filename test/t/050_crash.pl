@@ -5,7 +5,10 @@
 # them after creating the batch.  Afterwards every request is done or
 # failed with a reason, no identifier was submitted twice (but after a
 # retryable failure), and every person was written to its contact row
-# exactly once.
+# exactly once.  The first 5,000 contacts are sent 250 at a time (so the
+# intake's rows of 1,000 become queued requests first); then 3,000 more are
+# sent 1,000 at a time, claimed straight from the intake, with five more
+# kills.
 use strict;
 use warnings;
 use FindBin;
@@ -70,32 +73,56 @@ sub wait_worker
 	return $pid;
 }
 
-srand(20261128);
-my $kills = 0;
-for my $round (1 .. 10)
+# kill_worker kills the worker $rounds times at random moments, stopping the
+# server in immediate mode once, after kill $immediate_after; returns the kills
+sub kill_worker
 {
-	my $pid = wait_worker();
-	last unless $pid =~ /^\d+$/;
-	sleep(0.2 + rand(0.8));
-	last if kill('KILL', $pid) != 1;
-	$kills++;
-	if ($round == 5)
+	my ($rounds, $immediate_after) = @_;
+	my $kills = 0;
+	for my $round (1 .. $rounds)
 	{
-		$node->stop('immediate');
-		$node->start;
+		my $pid = wait_worker();
+		last unless $pid =~ /^\d+$/;
+		sleep(0.2 + rand(0.8));
+		last if kill('KILL', $pid) != 1;
+		$kills++;
+		if ($round == $immediate_after)
+		{
+			$node->stop('immediate');
+			$node->start;
+		}
 	}
+	return $kills;
 }
-is($kills, 10, 'the worker was killed with SIGKILL ten times');
 
+# wait_final waits until nothing is left in the intake or in flight
+sub wait_final
 {
+	my ($name) = @_;
 	local $PostgreSQL::Test::Utils::timeout_default = 180;
 	ok($node->poll_query_until('postgres',
-			q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')}),
-		'every request reached a final state');
+			q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')
+			  AND NOT EXISTS (SELECT 1 FROM enrich.intake)}),
+		$name);
 }
 
-is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests}), 5000,
+srand(20261128);
+is(kill_worker(10, 5), 10, 'the worker was killed with SIGKILL ten times');
+wait_final('every request reached a final state');
+
+# then sent 1,000 at a time: the intake's rows are claimed as they are
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM SET enrich.batch_size = 1000;
+	SELECT pg_reload_conf();
+	INSERT INTO contacts (id, url)
+	SELECT g, 'linkedin.com/in/crash-' || g FROM generate_series(5001, 8000) g});
+is(kill_worker(5, 0), 5, 'the worker was killed with SIGKILL five more times');
+wait_final('every request of the second run reached a final state');
+
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests}), 8000,
 	'one request per contact, none lost');
+cmp_ok($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.batches WHERE request_count > 250}),
+	'>', 0, 'batches of the second run carry more than 250 requests');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM enrich.requests WHERE state = 'failed' AND (error->>'code') IS NULL}),
 	0, 'every failed request has a reason');
@@ -107,7 +134,7 @@ my $subs = $mock->stats->{submissions};
 my @twice = grep { $subs->{$_} > 1 && !/flaky/ } keys %$subs;
 is(scalar(@twice), 0, 'no identifier was submitted twice, but after a retryable failure')
   or diag(join ', ', @twice[0 .. ($#twice < 9 ? $#twice : 9)]);
-is(scalar(grep { /crash-|flaky-|notfound-/ } keys %$subs), 5000, 'every identifier was submitted');
+is(scalar(grep { /crash-|flaky-|notfound-/ } keys %$subs), 8000, 'every identifier was submitted');
 
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM (SELECT id FROM person_writes GROUP BY id HAVING sum(n) > 1) s}),
@@ -117,7 +144,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM contacts WHERE person IS 
 	'every done request wrote its person');
 my $log = slurp_file($node->logfile);
 my $restarts = () = $log =~ /enrich worker started/g;
-cmp_ok($restarts, '>=', 11, "the worker started $restarts times");
+cmp_ok($restarts, '>=', 16, "the worker started $restarts times");
 my $adopted = () = $log =~ /adopted batch/g;
 cmp_ok($adopted, '>', 0, "$adopted batches sent but not recorded were found and adopted");
 
