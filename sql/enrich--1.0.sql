@@ -39,9 +39,11 @@ CREATE TABLE enrich.batches (
     items_received   integer NOT NULL DEFAULT 0,
     poll_interval_ms integer NOT NULL DEFAULT 0,
     took_ms          integer,    -- completedAt - createdAt, as the API said
+    submission       bigint,     -- the worker's requests it carries (enrich.requests.submission)
     closed           boolean NOT NULL DEFAULT false
 );
 CREATE INDEX batches_open ON enrich.batches (next_poll_at) WHERE NOT closed AND origin = 'worker';
+CREATE UNIQUE INDEX batches_submission ON enrich.batches (submission) WHERE submission IS NOT NULL;
 REVOKE ALL ON enrich.batches FROM PUBLIC;
 COMMENT ON TABLE enrich.batches IS 'batches submitted to the AggKnowledge API, by enrich_submit (origin submit) or the worker';
 
@@ -179,7 +181,9 @@ CREATE TABLE enrich.requests (
 REVOKE ALL ON enrich.requests FROM PUBLIC;
 COMMENT ON TABLE enrich.requests IS 'people to enrich: insert a row, the worker writes person (or error) back';
 COMMENT ON COLUMN enrich.requests.identifier IS 'normalized identifier: the API treats equal ones as the same person';
-COMMENT ON COLUMN enrich.requests.submission IS 'the bulk enrich that carries this row: rows claimed together share it (the smallest id among them)';
+COMMENT ON COLUMN enrich.requests.state IS 'queued, submitting (claimed for a bulk enrich: being sent, or sent and waiting for its item; its batch is the one of enrich.batches with this submission), submitted (a duplicate waiting for the answer of duplicate_of), done or failed';
+COMMENT ON COLUMN enrich.requests.submission IS 'the bulk enrich that carries this row: rows claimed together share it (an id of this table reserved for it, that no request has)';
+COMMENT ON COLUMN enrich.requests.batch_id IS 'the batch whose item settled this row (a duplicate: the batch of the request it duplicates)';
 COMMENT ON COLUMN enrich.requests.duplicate_of IS 'the request whose API call also answers this one (sent once, paid once)';
 COMMENT ON COLUMN enrich.requests.source_relid IS 'the watched table the row came from';
 COMMENT ON COLUMN enrich.requests.source_key IS 'primary key of the source row, as a JSON array of text';

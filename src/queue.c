@@ -18,6 +18,7 @@
 #include "nodes/pg_list.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -26,6 +27,15 @@
 #include "enrich.h"
 #include "functions.h"
 #include "queue.h"
+
+/*
+ * SUBMISSION_IN_DOUBT is true of a request r 'submitting' whose bulk enrich
+ * has no batch recorded: sent or being sent, the answer not (yet) recorded.
+ * Once the answer is, the batch row carries the submission, and the
+ * requests stay 'submitting' until their items come back.
+ */
+#define SUBMISSION_IN_DOUBT \
+	"NOT EXISTS (SELECT 1 FROM enrich.batches b WHERE b.submission = r.submission)"
 
 /*
  * NOT_FOR_INDEX wraps a condition that the planner must not match to a
@@ -81,7 +91,6 @@ typedef enum QueueStatement
 	Q_EXPAND_INTAKE,
 	Q_CLAIM_FOLLOWERS,
 	Q_RECORD_BATCH,
-	Q_MARK_SUBMITTED,
 	Q_MARK_FOLLOWERS,
 	Q_REQUEUE,
 	Q_FAIL,
@@ -96,7 +105,6 @@ typedef enum QueueStatement
 	Q_ORPHANS,
 	Q_KNOWN_BATCHES,
 	Q_ADOPT_MATCH,
-	Q_ADOPT,
 	Q_BATCH_NOTE,
 	Q_NOTE_SUBMITTING,
 	Q_ADOPT_BATCH,
@@ -239,7 +247,7 @@ settle_followers(Datum lead_array)
 					 "WHERE f.duplicate_of = ANY ($1) AND l.id = f.duplicate_of "
 					 "  AND " NOT_FOR_INDEX("f.state IN ('submitting', 'submitted')") " "
 					 "  AND l.state IN ('queued', 'done', 'failed') "
-					 "RETURNING f.id, f.state, f.source_relid, f.source_key::text, f.person::text",
+					 "RETURNING f.id, f.state, f.source_relid, f.source_key::text, f.person",
 					 1, types, values, NULL, false);
 }
 
@@ -294,9 +302,10 @@ enrich_queue_orphans(int environment, char **claimed_date, double *claimed_age_m
 
 	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
 	queue_run(Q_ORPHANS,
-			  "SELECT pg_catalog.to_char(min(updated_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
-			  "    extract(epoch FROM pg_catalog.clock_timestamp() - min(updated_at)) * 1000 "
-			  "FROM enrich.requests WHERE state = 'submitting' AND environment = $1",
+			  "SELECT pg_catalog.to_char(min(r.updated_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
+			  "    extract(epoch FROM pg_catalog.clock_timestamp() - min(r.updated_at)) * 1000 "
+			  "FROM enrich.requests r WHERE r.state = 'submitting' AND r.environment = $1 "
+			  "  AND " SUBMISSION_IN_DOUBT,
 			  1, types, values, NULL, true);
 	*claimed_date = column_text(0, 1);
 	if (*claimed_date == NULL)
@@ -360,7 +369,7 @@ enrich_queue_adopt(const char *batch_id, int environment, const int64 *ids,
 				  "      AS p(x, c)) AS i(id, checked) "
 				  "JOIN enrich.requests r ON r.id = i.id "
 				  "    AND (pg_catalog.hashtext(coalesce(r.identifier, '')) & 65535) = i.checked "
-				  "WHERE r.state = 'submitting' AND r.environment = $2 "
+				  "WHERE r.state = 'submitting' AND r.environment = $2 AND " SUBMISSION_IN_DOUBT " "
 				  "GROUP BY r.submission",
 				  3, types, values, NULL, true);
 	if (n == 0)
@@ -383,38 +392,24 @@ enrich_queue_adopt(const char *batch_id, int environment, const int64 *ids,
 		return 0;
 	}
 
+	/* the submission's requests join the batch: it is recorded for them */
 	{
-		Oid			atypes[3] = {TEXTOID, INT8OID, TEXTOID};
-		Datum		avalues[3];
-
-		avalues[0] = CStringGetTextDatum(batch_id);
-		avalues[1] = Int64GetDatum(submission);
-		avalues[2] = values[1];
-		n = queue_run(Q_ADOPT,
-					  "UPDATE enrich.requests SET state = 'submitted', batch_id = $1, "
-					  "    updated_at = pg_catalog.now() "
-					  "WHERE state = 'submitting' AND environment = $3 AND submission = $2 "
-					  "RETURNING id",
-					  3, atypes, avalues, NULL, false);
-	}
-	if (n == 0)
-		return 0;
-	{
-		Oid			btypes[3] = {TEXTOID, TEXTOID, INT4OID};
-		Datum		bvalues[3];
+		Oid			btypes[4] = {TEXTOID, TEXTOID, INT4OID, INT8OID};
+		Datum		bvalues[4];
 
 		bvalues[0] = CStringGetTextDatum(batch_id);
 		bvalues[1] = values[1];
-		bvalues[2] = Int32GetDatum((int) n);
-		queue_run(Q_ADOPT_BATCH,
-				  "INSERT INTO enrich.batches (batch_id, environment, origin, request_count, next_poll_at, "
-				  "    last_error) "
-				  "VALUES ($1, $2, 'worker', $3, pg_catalog.now(), "
-				  "    'adopted: the bulk enrich was sent but its batch was not recorded') "
-				  "ON CONFLICT (batch_id) DO NOTHING",
-				  3, btypes, bvalues, NULL, false);
+		bvalues[2] = Int32GetDatum(total_count);
+		bvalues[3] = Int64GetDatum(submission);
+		n = queue_run(Q_ADOPT_BATCH,
+					  "INSERT INTO enrich.batches (batch_id, environment, origin, request_count, submission, "
+					  "    next_poll_at, last_error) "
+					  "VALUES ($1, $2, 'worker', $3, $4, pg_catalog.now(), "
+					  "    'adopted: the bulk enrich was sent but its batch was not recorded') "
+					  "ON CONFLICT (batch_id) DO NOTHING",
+					  4, btypes, bvalues, NULL, false);
 	}
-	return (int) n;
+	return n == 0 ? 0 : total_count;
 }
 
 /* enrich_queue_batch_note records a problem on a batch without changing its schedule */
@@ -464,11 +459,12 @@ enrich_queue_requeue_orphans(int environment, int grace_ms)
 	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
 	values[1] = Int32GetDatum(grace_ms);
 	n = queue_run(Q_REQUEUE_ORPHANS,
-				  "UPDATE enrich.requests SET state = 'queued', batch_id = NULL, submission = NULL, "
+				  "UPDATE enrich.requests r SET state = 'queued', batch_id = NULL, submission = NULL, "
 				  "    attempts = GREATEST(attempts - 1, 0), updated_at = pg_catalog.now() "
-				  "WHERE state = 'submitting' AND environment = $1 "
-				  "  AND updated_at < pg_catalog.clock_timestamp() - $2 * interval '1 millisecond' "
-				  "RETURNING id",
+				  "WHERE r.state = 'submitting' AND r.environment = $1 "
+				  "  AND r.updated_at < pg_catalog.clock_timestamp() - $2 * interval '1 millisecond' "
+				  "  AND " SUBMISSION_IN_DOUBT " "
+				  "RETURNING r.id",
 				  2, types, values, NULL, false);
 	if (n > 0)
 	{
@@ -540,6 +536,20 @@ expand_intake(Datum intake_ids, int64 submission)
 }
 
 /*
+ * reserve_submission returns a new name for a submission: an id of
+ * enrich.requests that no request will have, so that every bulk enrich
+ * (even one sending again the requests of a failed batch) has its own
+ */
+static int64
+reserve_submission(void)
+{
+	queue_run(Q_RESERVE_ID,
+			  "SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('enrich.requests', 'id'))",
+			  0, NULL, NULL, NULL, false);
+	return column_int64(0, 1);
+}
+
+/*
  * claim_intake claims from enrich.intake, once no request of the
  * environment is due: the oldest rows whose contacts fit in one bulk
  * enrich of limit requests become requests 'submitting' at once, with a
@@ -578,10 +588,7 @@ claim_intake(Datum environment, int limit, int64 *submission)
 	}
 	if (total > limit)
 		return (int64) expand_intake(int8_array(ids, 1), 0);
-	queue_run(Q_RESERVE_ID,
-			  "SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('enrich.requests', 'id'))",
-			  0, NULL, NULL, NULL, false);
-	*submission = column_int64(0, 1);
+	*submission = reserve_submission();
 	return (int64) expand_intake(int8_array(ids, nids), *submission);
 }
 
@@ -614,6 +621,33 @@ enrich_queue_flush_intake(const char *environment)
 	return expand_intake(int8_array(ids, (int) n), 0);
 }
 
+/* a claimed row's identifier and its position among the claimed */
+typedef struct ClaimedIdentifier
+{
+	const char *identifier;
+	int			position;
+} ClaimedIdentifier;
+
+/* compare_identifier orders claimed rows by identifier (bsearch finds one) */
+static int
+compare_identifier(const void *a, const void *b)
+{
+	return strcmp(((const ClaimedIdentifier *) a)->identifier,
+				  ((const ClaimedIdentifier *) b)->identifier);
+}
+
+/* compare_identifiers orders claimed rows by identifier, then position */
+static int
+compare_identifiers(const void *a, const void *b)
+{
+	int			c = compare_identifier(a, b);
+
+	if (c != 0)
+		return c;
+	return (((const ClaimedIdentifier *) a)->position > ((const ClaimedIdentifier *) b)->position) -
+		(((const ClaimedIdentifier *) a)->position < ((const ClaimedIdentifier *) b)->position);
+}
+
 /*
  * enrich_queue_claim claims up to limit requests of an environment and
  * returns the ones to send: due queued requests (FOR UPDATE SKIP LOCKED),
@@ -639,6 +673,8 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 	int64	   *follower_leads;
 	int			nfollowers = 0;
 	EnrichOutgoing *claimed = NULL; /* from the intake: already 'submitting' */
+	ClaimedIdentifier *sorted;
+	int			nsorted = 0;
 	EnrichOutgoing *leads;
 
 	*leads_out = NULL;
@@ -700,6 +736,17 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		return 0;
 	lead_of = palloc0(sizeof(int64) * nclaimed);
 
+	/* the claimed rows by identifier, then position: duplicates side by side */
+	sorted = palloc(sizeof(ClaimedIdentifier) * nclaimed);
+	for (uint64 i = 0; i < nclaimed; i++)
+	{
+		if (identifiers[i] == NULL)
+			continue;
+		sorted[nsorted].identifier = identifiers[i];
+		sorted[nsorted++].position = (int) i;
+	}
+	qsort(sorted, nsorted, sizeof(ClaimedIdentifier), compare_identifiers);
+
 	/*
 	 * requests already in flight for the same identifiers (not of this
 	 * submission): one index probe per identifier, a plan that stays right
@@ -727,23 +774,32 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 							  3, types, values, nulls, true);
 		for (uint64 j = 0; j < ninflight; j++)
 		{
-			char	   *identifier = column_text(j, 1);
+			ClaimedIdentifier key = {column_text(j, 1), 0};
+			ClaimedIdentifier *found = bsearch(&key, sorted, nsorted, sizeof(ClaimedIdentifier),
+											   compare_identifier);
 			int64		lead = column_int64(j, 2);
 
-			for (uint64 i = 0; i < nclaimed; i++)
-				if (identifiers[i] && strcmp(identifiers[i], identifier) == 0)
-					lead_of[i] = lead;
+			/* every claimed row of that identifier follows the one in flight */
+			if (found == NULL)
+				continue;
+			while (found > sorted && strcmp(found[-1].identifier, key.identifier) == 0)
+				found--;
+			for (; found < sorted + nsorted && strcmp(found->identifier, key.identifier) == 0; found++)
+				lead_of[found->position] = lead;
 		}
 	}
 
-	/* among the claimed, the first of each identifier leads */
-	for (uint64 i = 0; i < nclaimed; i++)
+	/* among the claimed, the first of each identifier leads the others */
+	for (int i = 0; i < nsorted; i++)
 	{
-		if (lead_of[i] != 0 || identifiers[i] == NULL)
-			continue;
-		for (uint64 j = i + 1; j < nclaimed; j++)
-			if (lead_of[j] == 0 && identifiers[j] && strcmp(identifiers[i], identifiers[j]) == 0)
-				lead_of[j] = ids[i];
+		const ClaimedIdentifier *first = &sorted[i];
+
+		while (i + 1 < nsorted && strcmp(sorted[i + 1].identifier, first->identifier) == 0)
+		{
+			i++;
+			if (lead_of[sorted[i].position] == 0)
+				lead_of[sorted[i].position] = ids[first->position];
+		}
 	}
 
 	lead_list = palloc(sizeof(int64) * nclaimed);
@@ -767,20 +823,19 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 
 	if (nleads > 0 && claimed == NULL)
 	{
-		Oid			types[1] = {INT8ARRAYOID};
-		Datum		values[1];
+		Oid			types[2] = {INT8ARRAYOID, INT8OID};
+		Datum		values[2];
 		uint64		n;
 
 		values[0] = int8_array(lead_list, nleads);
-		/* the smallest id names the submission: reconciliation finds it by it */
+		values[1] = Int64GetDatum(reserve_submission());
 		n = queue_run(Q_CLAIM_LEADS,
 					  "UPDATE enrich.requests SET state = 'submitting', attempts = attempts + 1, "
-					  "    submission = (SELECT min(x) FROM pg_catalog.unnest($1) AS x), "
-					  "    updated_at = pg_catalog.now() "
+					  "    submission = $2, updated_at = pg_catalog.now() "
 					  "WHERE id = ANY ($1) "
 					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::text, "
 					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535",
-					  1, types, values, NULL, false);
+					  2, types, values, NULL, false);
 		for (uint64 i = 0; i < n; i++)
 		{
 			leads[i].request_id = column_int64(i, 1);
@@ -820,24 +875,22 @@ void
 enrich_queue_submitted(const char *batch_id, int environment,
 					   const EnrichOutgoing *leads, int n, int first_poll_ms)
 {
-	Oid			types[5] = {TEXTOID, TEXTOID, INT4OID, INT4OID, INT8ARRAYOID};
-	Datum		values[5];
+	Oid			types[6] = {TEXTOID, TEXTOID, INT4OID, INT4OID, INT8ARRAYOID, INT8OID};
+	Datum		values[6];
 
 	values[0] = CStringGetTextDatum(batch_id);
 	values[1] = CStringGetTextDatum(enrich_environment_name(environment));
 	values[2] = Int32GetDatum(n);
 	values[3] = Int32GetDatum(first_poll_ms);
 	values[4] = int8_array(lead_ids(leads, n), n);
+	values[5] = Int64GetDatum(leads[0].request_id);
 	queue_run(Q_RECORD_BATCH,
 			  "INSERT INTO enrich.batches (batch_id, environment, origin, request_count, "
-			  "    next_poll_at, poll_interval_ms) "
-			  "VALUES ($1, $2, 'worker', $3, pg_catalog.now() + $4 * interval '1 millisecond', $4) "
+			  "    next_poll_at, poll_interval_ms, submission) "
+			  "VALUES ($1, $2, 'worker', $3, pg_catalog.now() + $4 * interval '1 millisecond', $4, "
+			  "    (SELECT r.submission FROM enrich.requests r WHERE r.id = $6)) "
 			  "ON CONFLICT (batch_id) DO NOTHING",
-			  4, types, values, NULL, false);
-	queue_run(Q_MARK_SUBMITTED,
-			  "UPDATE enrich.requests SET state = 'submitted', batch_id = $1, updated_at = pg_catalog.now() "
-			  "WHERE id = ANY ($2) AND " NOT_FOR_INDEX("state = 'submitting'"),
-			  2, (Oid[]) {TEXTOID, INT8ARRAYOID}, (Datum[]) {values[0], values[4]}, NULL, false);
+			  6, types, values, NULL, false);
 	queue_run(Q_MARK_FOLLOWERS,
 			  "UPDATE enrich.requests SET batch_id = $1, updated_at = pg_catalog.now() "
 			  "WHERE duplicate_of = ANY ($2) AND " NOT_FOR_INDEX("state = 'submitted'"),
@@ -1028,12 +1081,12 @@ typedef struct WriteBack
 	int			n;
 	int			cap;
 	char	  **keys;
-	char	  **persons;
+	Datum	   *persons;		/* jsonb, as the request row holds it */
 } WriteBack;
 
 /* write_back_add remembers a done request of a watched table */
 static void
-write_back_add(List **groups, Oid relid, char *key, char *person)
+write_back_add(List **groups, Oid relid, char *key, Datum person)
 {
 	ListCell   *lc;
 	WriteBack  *wb = NULL;
@@ -1052,14 +1105,14 @@ write_back_add(List **groups, Oid relid, char *key, char *person)
 		wb->relid = relid;
 		wb->cap = 16;
 		wb->keys = palloc(sizeof(char *) * wb->cap);
-		wb->persons = palloc(sizeof(char *) * wb->cap);
+		wb->persons = palloc(sizeof(Datum) * wb->cap);
 		*groups = lappend(*groups, wb);
 	}
 	if (wb->n == wb->cap)
 	{
 		wb->cap *= 2;
 		wb->keys = repalloc(wb->keys, sizeof(char *) * wb->cap);
-		wb->persons = repalloc(wb->persons, sizeof(char *) * wb->cap);
+		wb->persons = repalloc(wb->persons, sizeof(Datum) * wb->cap);
 	}
 	wb->keys[wb->n] = key;
 	wb->persons[wb->n] = person;
@@ -1074,10 +1127,17 @@ collect_done(List **groups, uint64 n)
 	{
 		char	   *state = column_text(i, 2);
 		char	   *relid = column_text(i, 3);
+		bool		isnull;
+		Datum		person;
 
-		if (relid != NULL && state != NULL && strcmp(state, "done") == 0)
-			write_back_add(groups, (Oid) strtoul(relid, NULL, 10),
-						   column_text(i, 4), column_text(i, 5));
+		if (relid == NULL || state == NULL || strcmp(state, "done") != 0)
+			continue;
+		person = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 5, &isnull);
+		if (isnull)
+			continue;
+		/* copied out of SPI's result, which the next statement replaces */
+		write_back_add(groups, (Oid) strtoul(relid, NULL, 10), column_text(i, 4),
+					   datumCopy(person, false, -1));
 	}
 }
 
@@ -1101,7 +1161,7 @@ static WriteBackPlan *write_back_plans = NULL;
 static SPIPlanPtr
 write_back_plan(Oid relid, const char *sql)
 {
-	Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
+	Oid			argtypes[2] = {TEXTARRAYOID, JSONBARRAYOID};
 	WriteBackPlan *entry;
 	SPIPlanPtr	plan;
 
@@ -1183,8 +1243,8 @@ write_back_one(WriteBack *wb)
 	deconstruct_array(typs, TEXTOID, -1, false, TYPALIGN_INT, &typ_values, NULL, &ntyps);
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "UPDATE %s t SET %s = u.person::jsonb "
-					 "FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS u(k, person) WHERE ",
+	appendStringInfo(&sql, "UPDATE %s t SET %s = u.person "
+					 "FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::jsonb[])) AS u(k, person) WHERE ",
 					 quote_qualified_identifier(nspname, relname),
 					 quote_identifier(result_column));
 	for (int i = 0; i < ncols && i < ntyps; i++)
@@ -1202,7 +1262,8 @@ write_back_one(WriteBack *wb)
 		int			rc;
 
 		args[0] = text_array(wb->keys, wb->n);
-		args[1] = text_array(wb->persons, wb->n);
+		args[1] = PointerGetDatum(construct_array(wb->persons, wb->n, JSONBOID, -1, false,
+												  TYPALIGN_INT));
 		SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
 		rc = SPI_execute_plan(write_back_plan(wb->relid, sql.data), args, NULL, false, 0);
@@ -1307,7 +1368,7 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 						   "           $8::float8 * pg_catalog.power(2, GREATEST(r.attempts - 1, 0))) "
 						   "           * interval '1 millisecond' "
 						   "      ELSE r.next_attempt_at END, "
-						   "  batch_id = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL ELSE r.batch_id END, "
+						   "  batch_id = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL ELSE $6 END, "
 						   "  completed_at = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL "
 						   "      ELSE pg_catalog.now() END, "
 						   "  updated_at = pg_catalog.now() "
@@ -1317,10 +1378,11 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 							* on the batch would read every waiting row of it
 							* per page
 							*/
-						   "  AND " NOT_FOR_INDEX("r.batch_id = $6 AND r.state = 'submitted' "
+						   "  AND " NOT_FOR_INDEX("r.submission = (SELECT b.submission FROM enrich.batches b "
+												  "WHERE b.batch_id = $6) AND r.state = 'submitting' "
 												  "AND r.duplicate_of IS NULL "
 												  "AND (pg_catalog.hashtext(coalesce(r.identifier, '')) & 65535) = u.checked") " "
-						   "RETURNING r.id, r.state, r.source_relid, r.source_key::text, r.person::text",
+						   "RETURNING r.id, r.state, r.source_relid, r.source_key::text, r.person",
 						   10, types, values, NULL, false);
 		settled = nleads;
 		collect_done(&groups, nleads);
@@ -1393,10 +1455,11 @@ enrich_queue_close_batch(const char *batch_id, const char *status,
 				  "  next_attempt_at = pg_catalog.now() + pg_catalog.random() * LEAST($5::float8, "
 				  "      $4::float8 * pg_catalog.power(2, GREATEST(r.attempts - 1, 0))) "
 				  "      * interval '1 millisecond', "
-				  "  batch_id = CASE WHEN r.attempts < $3 THEN NULL ELSE r.batch_id END, "
+				  "  batch_id = CASE WHEN r.attempts < $3 THEN NULL ELSE $1 END, "
 				  "  completed_at = CASE WHEN r.attempts < $3 THEN NULL ELSE pg_catalog.now() END, "
 				  "  updated_at = pg_catalog.now() "
-				  "WHERE r.batch_id = $1 AND r.state = 'submitted' AND r.duplicate_of IS NULL "
+				  "WHERE r.submission = (SELECT b.submission FROM enrich.batches b WHERE b.batch_id = $1) "
+				  "  AND r.state = 'submitting' AND r.duplicate_of IS NULL "
 				  "RETURNING r.id",
 				  5, types, values, NULL, false);
 	if (n > 0)

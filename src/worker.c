@@ -89,7 +89,7 @@ static EnvState envs[ENRICH_ENV_COUNT];
 static uint64 keys_generation_seen = 0;
 static bool keys_loaded = false;
 static bool recovered = false;
-static bool reconcile_pending = true;	/* requests may be left 'submitting' */
+static bool reconcile_pending = true;	/* submissions may be in doubt */
 static TimestampTz reconcile_after = 0;
 static List *foreign_batches = NIL;	/* batches seen not to be ours */
 static MemoryContext loop_context = NULL;
@@ -849,7 +849,8 @@ call_once(EnrichHttpCall *http, int environment, char *url, long expected, char 
 
 /*
  * probe_batch fetches the first page of a batch we did not record and
- * adopts it when one of its items echoes a request still 'submitting';
+ * adopts it when one of its items echoes a request whose submission is in
+ * doubt (sent, no batch recorded);
  * a batch whose items are all someone else's is remembered as foreign
  */
 static void
@@ -900,8 +901,8 @@ probe_batch(int environment, const EnrichBatchStatus *status)
 }
 
 /*
- * reconcile_environment finds the batches of requests left 'submitting'
- * (the worker stopped between sending them and recording the batch): it
+ * reconcile_environment finds the batches of submissions in doubt (the
+ * worker stopped between sending them and recording the batch): it
  * lists the batches created since the claim, probes those it did not
  * record, and adopts the ones that carry its request ids; requests still
  * unmatched after enrich.reconcile_grace are sent again.  It returns true

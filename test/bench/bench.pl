@@ -350,12 +350,12 @@ sub e2e_run
 }
 
 # bound_run prepares the same tables as the worker sees them before its
-# first page (contacts without persons, their requests 'submitted' in
+# first page (contacts without persons, their requests 'submitting' in
 # batches of 1,000), then times bench.apply_pages alone.  Only enrich's own
 # trigger may set a request's source row, so the requests are queued by the
 # watch itself, in environment 'live' (no key in the bench cluster: the
 # worker leaves them alone), turned from intake into requests by
-# enrich.flush_intake, then moved to 'test' and 'submitted'.
+# enrich.flush_intake, then moved to 'test' and 'submitting'.
 sub bound_run
 {
 	my ($run) = @_;
@@ -368,8 +368,13 @@ sub bound_run
 	sql("INSERT INTO $t SELECT g, 'Contact ' || g, 'https://www.linkedin.com/in/bench-' || g, NULL "
 		  . "FROM generate_series(1, $n) g");
 	sql("SELECT enrich.flush_intake()");
-	sql("UPDATE enrich.requests SET environment = 'test', state = 'submitted', attempts = 1, "
-		  . "batch_id = 'bench_bound_' || ((id - 1) / 1000)");
+	# batches closed, so that the worker leaves them alone; each carries the
+	# requests of its submission, as the worker records them
+	sql("INSERT INTO enrich.batches (batch_id, environment, request_count, submission, closed) "
+		  . "SELECT 'bench_bound_' || k, 'test', 1000, -1 - k, true FROM generate_series(0, "
+		  . int(($n - 1) / 1000) . ") k; "
+		  . "UPDATE enrich.requests SET environment = 'test', state = 'submitting', attempts = 1, "
+		  . "submission = -1 - (id - 1) / 1000");
 	my $misplaced = sql("SELECT count(*) FROM enrich.requests "
 		  . "WHERE source_relid <> '$t'::regclass OR id <> (source_key ->> 0)::bigint");
 	die "bench: $misplaced requests of the bound are not request g for contact g\n" if $misplaced;

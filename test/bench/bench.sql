@@ -85,8 +85,9 @@ $$;
 -- page, in order, it runs the worker's own statement of a page of items
 -- (src/queue.c, enrich_queue_apply_page: every item a success), then writes
 -- the persons into the watched contacts table by primary key, as the
--- worker's write-back does, and commits.  The rows must be 'submitted' in
--- the pages' batches, with source_key ["<id>"], as bench.pl prepares them.
+-- worker's write-back does, and commits.  The rows must be 'submitting' in
+-- the submissions of the pages' batches, with source_key ["<id>"], as
+-- bench.pl prepares them.
 -- Left out, so that this is a lower bound: the duplicates' statement (there
 -- are none), the batch's cursor update, the subtransaction and the change of
 -- role around the write-back, and the watched table's UPDATE trigger (which
@@ -98,15 +99,15 @@ AS $$
 DECLARE
     p            record;
     done_keys    text[];
-    done_persons text[];
+    done_persons jsonb[];
     write_back   text;
     max_attempts integer := 5;
     retry_delay  integer := 1000;
     retry_max    integer := 600000;
 BEGIN
     -- the shape of queue.c's write_back_one for a table keyed by one bigint
-    write_back := format('UPDATE %s t SET %I = u.person::jsonb '
-                         'FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) '
+    write_back := format('UPDATE %s t SET %I = u.person '
+                         'FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::jsonb[])) '
                          'AS u(k, person) WHERE t.id = (u.k::jsonb ->> 0)::bigint',
                          contacts, 'person');
     SET session_replication_role = replica;
@@ -129,14 +130,15 @@ BEGIN
                        retry_delay::float8 * pg_catalog.power(2, GREATEST(r.attempts - 1, 0)))
                        * interval '1 millisecond'
                   ELSE r.next_attempt_at END,
-              batch_id = CASE WHEN u.outcome = 'retry' AND r.attempts < max_attempts THEN NULL ELSE r.batch_id END,
+              batch_id = CASE WHEN u.outcome = 'retry' AND r.attempts < max_attempts THEN NULL ELSE p.batch_id END,
               completed_at = CASE WHEN u.outcome = 'retry' AND r.attempts < max_attempts THEN NULL
                   ELSE pg_catalog.now() END,
               updated_at = pg_catalog.now()
             FROM u WHERE r.id = u.id
-              AND CASE WHEN r.batch_id = p.batch_id AND r.state = 'submitted'
-                        AND r.duplicate_of IS NULL THEN true ELSE false END
-            RETURNING r.id, r.state, r.source_relid, r.source_key::text AS k, r.person::text AS person)
+              AND CASE WHEN r.submission = (SELECT b.submission FROM enrich.batches b
+                                            WHERE b.batch_id = p.batch_id)
+                        AND r.state = 'submitting' AND r.duplicate_of IS NULL THEN true ELSE false END
+            RETURNING r.id, r.state, r.source_relid, r.source_key::text AS k, r.person AS person)
         SELECT array_agg(a.k), array_agg(a.person) INTO done_keys, done_persons
         FROM applied a WHERE a.state = 'done' AND a.source_relid IS NOT NULL;
         IF cardinality(done_keys) IS DISTINCT FROM cardinality(p.ids) THEN
