@@ -190,8 +190,6 @@ COMMENT ON COLUMN enrich.requests.source_key IS 'primary key of the source row, 
 
 CREATE INDEX requests_due ON enrich.requests (environment, next_attempt_at, id)
     WHERE state = 'queued';
-CREATE INDEX requests_in_flight ON enrich.requests (batch_id)
-    WHERE state IN ('submitting', 'submitted');
 CREATE INDEX requests_in_flight_identifier ON enrich.requests (environment, identifier)
     WHERE state IN ('submitting', 'submitted') AND duplicate_of IS NULL;
 CREATE INDEX requests_duplicates ON enrich.requests (duplicate_of)
