@@ -487,7 +487,8 @@ text_equals(Datum value, const char *s)
  * enrich.requests_check() is the BEFORE INSERT OR UPDATE row trigger of
  * enrich.requests: it refuses an invalid request with an error naming the
  * column, and sets identifier.  A row inserted as failed (a watched table's
- * malformed identifier) is kept as it is, only its identifier computed.
+ * malformed identifier), or by enrich's own statements, which checked it
+ * already, is kept as it is, only its identifier computed.
  */
 Datum
 enrich_requests_check(PG_FUNCTION_ARGS)
@@ -559,8 +560,13 @@ enrich_requests_check(PG_FUNCTION_ARGS)
 					 errhint("Use enrich_watch on a table you own to enrich its rows.")));
 	}
 
+	/*
+	 * enrich's own statements (enqueue_active) judged every row with
+	 * enrich.request_problem, the same check, and made the refused ones
+	 * failed: only the identifier is left to compute
+	 */
 	value = heap_getattr(tuple, columns[RC_STATE], tupdesc, &isnull);
-	if (isnull || !text_equals(value, "failed"))
+	if (!enqueue_active && (isnull || !text_equals(value, "failed")))
 	{
 		/* a NULL environment is left to the column's NOT NULL constraint */
 		value = heap_getattr(tuple, columns[RC_ENVIRONMENT], tupdesc, &isnull);
