@@ -38,6 +38,15 @@
 	"NOT EXISTS (SELECT 1 FROM enrich.batches b WHERE b.submission = r.submission)"
 
 /*
+ * RETRY_AT is when a request r is tried again after a retryable failure:
+ * a random wait up to min(max_ms, base_ms * 2^(attempts - 1)) ("full
+ * jitter"), base_ms and max_ms being the statement's parameters given
+ */
+#define RETRY_AT(base_ms, max_ms) \
+	"pg_catalog.now() + pg_catalog.random() * LEAST(" max_ms "::float8, " \
+	base_ms "::float8 * pg_catalog.power(2, GREATEST(r.attempts - 1, 0))) * interval '1 millisecond'"
+
+/*
  * NOT_FOR_INDEX wraps a condition that the planner must not match to a
  * partial index.  Rows found by id (or by duplicate_of) and then checked
  * for their state would otherwise be found through a bitmap AND with the
@@ -1365,10 +1374,7 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 						   "               ELSE 'failed' END, "
 						   "  person = u.person::jsonb, error = u.error::jsonb, item_id = u.item_id, "
 						   "  next_attempt_at = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 "
-						   "      THEN pg_catalog.now() + pg_catalog.random() * LEAST($9::float8, "
-						   "           $8::float8 * pg_catalog.power(2, GREATEST(r.attempts - 1, 0))) "
-						   "           * interval '1 millisecond' "
-						   "      ELSE r.next_attempt_at END, "
+						   "      THEN " RETRY_AT("$8", "$9") " ELSE r.next_attempt_at END, "
 						   "  batch_id = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL ELSE $6 END, "
 						   "  completed_at = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL "
 						   "      ELSE pg_catalog.now() END, "
@@ -1453,9 +1459,7 @@ enrich_queue_close_batch(const char *batch_id, const char *status,
 				  "UPDATE enrich.requests r SET "
 				  "  state = CASE WHEN r.attempts < $3 THEN 'queued' ELSE 'failed' END, "
 				  "  error = $2::jsonb, "
-				  "  next_attempt_at = pg_catalog.now() + pg_catalog.random() * LEAST($5::float8, "
-				  "      $4::float8 * pg_catalog.power(2, GREATEST(r.attempts - 1, 0))) "
-				  "      * interval '1 millisecond', "
+				  "  next_attempt_at = " RETRY_AT("$4", "$5") ", "
 				  "  batch_id = CASE WHEN r.attempts < $3 THEN NULL ELSE $1 END, "
 				  "  completed_at = CASE WHEN r.attempts < $3 THEN NULL ELSE pg_catalog.now() END, "
 				  "  updated_at = pg_catalog.now() "

@@ -1001,6 +1001,21 @@ enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
 	return sql.data;
 }
 
+/*
+ * watch_arguments sets the first two arguments of the statements that queue
+ * a watched table's rows: $1 the watch's environment (NULL: the writer's
+ * enrich.environment) and $2 the table
+ */
+static void
+watch_arguments(const EnrichWatch *w, Datum *values, char *nulls)
+{
+	if (w->environment != NULL)
+		values[0] = CStringGetTextDatum(w->environment);
+	else
+		nulls[0] = 'n';
+	values[1] = ObjectIdGetDatum(w->relid);
+}
+
 /* the kept plan of the statement that queues the rows of a watched table */
 typedef struct EnqueuePlan
 {
@@ -1061,11 +1076,7 @@ enqueue_run(const EnrichWatch *w, const char *sql, SPIPlanPtr *plan, int cursor_
 	char		nulls[2] = {' ', ' '};
 	volatile int rc = 0;
 
-	if (w->environment != NULL)
-		values[0] = CStringGetTextDatum(w->environment);
-	else
-		nulls[0] = 'n';
-	values[1] = ObjectIdGetDatum(w->relid);
+	watch_arguments(w, values, nulls);
 	enqueue_active = true;
 	PG_TRY();
 	{
@@ -1107,11 +1118,7 @@ intake_insert(const EnrichWatch *w, ArrayBuildState **arrays)
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 
-	if (w->environment != NULL)
-		values[0] = CStringGetTextDatum(w->environment);
-	else
-		nulls[0] = 'n';
-	values[1] = ObjectIdGetDatum(w->relid);
+	watch_arguments(w, values, nulls);
 	for (int i = 0; i < 4; i++)
 		values[2 + i] = makeArrayResult(arrays[i], CurrentMemoryContext);
 	rc = run_kept_plan(&plan,
