@@ -261,6 +261,26 @@ SELECT enrich_unwatch(:people_oid::regclass);
 RESET ROLE;
 SELECT source_name FROM enrich.watches ORDER BY source_name;
 
+-- key values are written the same whatever the writer's settings: the
+-- worker reads them back under its own
+CREATE TABLE visits (day date, n int, url text, result jsonb, PRIMARY KEY (day, n));
+ALTER TABLE visits OWNER TO enrich_watch_owner;
+SET ROLE enrich_watch_owner;
+SELECT enrich_watch('visits', 'result', 'url', environment => 'test') AS backfilled;
+SET datestyle = 'SQL, DMY';
+INSERT INTO visits VALUES ('28/11/2026', 1, 'linkedin.com/in/visitor', NULL);
+UPDATE visits SET url = 'linkedin.com/in/visitor-2' WHERE n = 1;
+SELECT day FROM visits;
+RESET datestyle;
+RESET ROLE;
+SELECT source_key FROM enrich.intake WHERE source_relid = 'visits'::regclass;
+SELECT enrich.flush_intake() AS flushed;
+SELECT source_key, identifier, state FROM queue WHERE source = 'visits'::regclass ORDER BY id;
+SET ROLE enrich_watch_owner;
+SELECT enrich_unwatch('visits');
+DROP TABLE visits;
+RESET ROLE;
+
 -- the extension cannot be dropped while a table is watched
 DROP VIEW queue;
 DROP EXTENSION enrich;

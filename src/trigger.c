@@ -659,9 +659,34 @@ enrich_request_problem(PG_FUNCTION_ARGS)
  */
 
 /*
+ * fixed_output_settings sets, until the caller's GUC nest level ends, the
+ * settings that change how values are written as text (key values of a
+ * watched table become text here and are read back by the worker, under
+ * its own settings): search_path = pg_catalog, pg_temp, ISO dates,
+ * postgres intervals, and floats written exactly
+ */
+static void
+fixed_output_settings(void)
+{
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("datestyle", "ISO, YMD",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("intervalstyle", "postgres",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "3",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
  * run_privileged runs one statement with SPI (connected by the caller) as
  * the bootstrap superuser, with search_path = pg_catalog, pg_temp so that
- * no object of the caller's search path takes part
+ * no object of the caller's search path takes part (and values are written
+ * as text under fixed_output_settings)
  */
 static int
 run_privileged(const char *sql, int nargs, Oid *argtypes, Datum *values,
@@ -670,9 +695,7 @@ run_privileged(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	int			nestlevel = NewGUCNestLevel();
 	int			rc;
 
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	fixed_output_settings();
 	rc = enrich_run_privileged(sql, nargs, argtypes, values, nulls, read_only);
 	AtEOXact_GUC(true, nestlevel);
 	return rc;
@@ -697,9 +720,7 @@ run_kept_plan(SPIPlanPtr *plan, const char *sql, int cursor_options,
 	int			save_sec_context;
 	volatile int rc = 0;
 
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	fixed_output_settings();
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
@@ -1157,6 +1178,7 @@ intake_from_inserted(TriggerData *trigdata, const EnrichWatch *w)
 	StringInfoData key;
 	int			in_chunk = 0;
 	int			reader;
+	int			nestlevel;
 
 	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
 	{
@@ -1175,6 +1197,10 @@ intake_from_inserted(TriggerData *trigdata, const EnrichWatch *w)
 		getTypeOutputInfo(w->key_types[i], &output, &varlena);
 		fmgr_info(output, &keys[i].output);
 	}
+
+	/* key values written as text as the worker will read them */
+	nestlevel = NewGUCNestLevel();
+	fixed_output_settings();
 
 	/* a read pointer of our own, so that other triggers' reads are untouched */
 	reader = tuplestore_alloc_read_pointer(store, EXEC_FLAG_REWIND);
@@ -1236,6 +1262,7 @@ intake_from_inserted(TriggerData *trigdata, const EnrichWatch *w)
 	if (in_chunk > 0)
 		intake_insert(w, arrays);
 	tuplestore_select_read_pointer(store, 0);
+	AtEOXact_GUC(true, nestlevel);
 	ExecDropSingleTupleTableSlot(slot);
 	MemoryContextDelete(chunk_context);
 }
