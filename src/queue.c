@@ -260,6 +260,23 @@ settle_followers(Datum lead_array)
 					 1, types, values, NULL, false);
 }
 
+/*
+ * settle_returned_leads settles the followers of the n leads whose ids the
+ * last statement returned first; it returns settle_followers' count
+ */
+static uint64
+settle_returned_leads(uint64 n)
+{
+	int64	   *ids;
+
+	if (n == 0)
+		return 0;
+	ids = palloc(sizeof(int64) * n);
+	for (uint64 i = 0; i < n; i++)
+		ids[i] = column_int64(i, 1);
+	return settle_followers(int8_array(ids, (int) n));
+}
+
 /* enrich_queue_extension_present says whether this database has enrich */
 bool
 enrich_queue_extension_present(void)
@@ -311,10 +328,11 @@ enrich_queue_orphans(int environment, char **claimed_date, double *claimed_age_m
 
 	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
 	queue_run(Q_ORPHANS,
-			  "SELECT pg_catalog.to_char(min(r.updated_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
-			  "    extract(epoch FROM pg_catalog.clock_timestamp() - min(r.updated_at)) * 1000 "
-			  "FROM enrich.requests r WHERE r.state = 'submitting' AND r.environment = $1 "
-			  "  AND " SUBMISSION_IN_DOUBT,
+			  "SELECT pg_catalog.to_char(min(r.claimed) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
+			  "    extract(epoch FROM pg_catalog.clock_timestamp() - min(r.claimed)) * 1000 "
+			  "FROM (SELECT s.submission, min(s.updated_at) AS claimed FROM enrich.requests s "
+			  "      WHERE s.state = 'submitting' AND s.environment = $1 GROUP BY s.submission) AS r "
+			  "WHERE " SUBMISSION_IN_DOUBT,
 			  1, types, values, NULL, true);
 	*claimed_date = column_text(0, 1);
 	if (*claimed_date == NULL)
@@ -475,14 +493,7 @@ enrich_queue_requeue_orphans(int environment, int grace_ms)
 				  "  AND " SUBMISSION_IN_DOUBT " "
 				  "RETURNING r.id",
 				  2, types, values, NULL, false);
-	if (n > 0)
-	{
-		int64	   *ids = palloc(sizeof(int64) * n);
-
-		for (uint64 i = 0; i < n; i++)
-			ids[i] = column_int64(i, 1);
-		settle_followers(int8_array(ids, (int) n));
-	}
+	settle_returned_leads(n);
 	return (int) n;
 }
 
@@ -1350,7 +1361,6 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 		Oid			types[10] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 		TEXTARRAYOID, TEXTOID, INT4OID, INT4OID, INT4OID, INT8ARRAYOID};
 		Datum		values[10];
-		Datum		lead_array;
 		uint64		nleads;
 
 		values[0] = int8_array(ids, m);
@@ -1393,17 +1403,7 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 						   10, types, values, NULL, false);
 		settled = nleads;
 		collect_done(&groups, nleads);
-		if (nleads > 0)
-		{
-			int64	   *lead_list = palloc(sizeof(int64) * nleads);
-			uint64		nfollowers;
-
-			for (uint64 i = 0; i < nleads; i++)
-				lead_list[i] = column_int64(i, 1);
-			lead_array = int8_array(lead_list, (int) nleads);
-			nfollowers = settle_followers(lead_array);
-			collect_done(&groups, nfollowers);
-		}
+		collect_done(&groups, settle_returned_leads(nleads));
 	}
 
 	foreach(lc, groups)
@@ -1467,14 +1467,7 @@ enrich_queue_close_batch(const char *batch_id, const char *status,
 				  "  AND r.state = 'submitting' AND r.duplicate_of IS NULL "
 				  "RETURNING r.id",
 				  5, types, values, NULL, false);
-	if (n > 0)
-	{
-		int64	   *lead_list = palloc(sizeof(int64) * n);
-
-		for (uint64 i = 0; i < n; i++)
-			lead_list[i] = column_int64(i, 1);
-		settle_followers(int8_array(lead_list, (int) n));
-	}
+	settle_returned_leads(n);
 	queue_run(Q_CLOSE_BATCH,
 			  "UPDATE enrich.batches SET closed = true, status = $2, "
 			  "    completed_at = coalesce(completed_at, pg_catalog.now()), next_poll_at = NULL "
