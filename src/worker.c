@@ -61,6 +61,7 @@ typedef struct EnvState
 	int			backoff_ms;		/* current back-off, doubled per failure */
 	int			chunk_limit;	/* requests per bulk enrich; halved on 400/413 */
 	double		completion_ms;	/* when to poll a new batch first (EWMA) */
+	bool		completion_known;	/* completion_ms was learned, not assumed */
 	char	   *api_key;		/* cached in TopMemoryContext */
 	TokenBucket tier3;
 	TokenBucket tier4;
@@ -341,6 +342,14 @@ clamp_poll(double ms)
 }
 
 /*
+ * Until the worker has seen a batch complete, it cannot know when one will:
+ * a new batch is polled at once (a small one may be done already), then
+ * after 1 s, 3 s, 7 s and so on.  Starting at enrich.poll_interval_min
+ * would spend two or three more calls on every batch that takes seconds.
+ */
+#define COLD_POLL_INTERVAL_MS 1000
+
+/*
  * first_poll_ms is when to poll a new batch first, given how long batches
  * take: a little after it should be done
  */
@@ -412,7 +421,10 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, long *sleep_ms)
 			double		typical = enrich_queue_typical_completion_ms(e);
 
 			if (typical >= 0)
+			{
 				envs[e].completion_ms = first_poll_ms(typical);
+				envs[e].completion_known = true;
+			}
 		}
 		recovered = true;
 	}
@@ -691,15 +703,20 @@ record_status(WorkerCall *call, EnrichHttpCall *http)
 		took = completion_ms(&status);
 
 		/* learn when to poll the next batch first: a little after it should be done */
-		if (took >= 0)
+		if (took >= 0 && env->completion_known)
 			env->completion_ms = env->completion_ms * 0.7 + first_poll_ms(took) * 0.3;
+		else if (took >= 0)
+		{
+			env->completion_ms = first_poll_ms(took);
+			env->completion_known = true;
+		}
 		next = 0;
 	}
 	else if (strcmp(status.status, "processing") == 0 &&
 			 status.processed_count - b->items_received >= enrich_page_size)
 		next = 0;
 	else
-		next = b->poll_interval_ms == 0 ? enrich_poll_interval_min_ms :
+		next = b->poll_interval_ms == 0 ? clamp_poll(COLD_POLL_INTERVAL_MS) :
 			clamp_poll(b->poll_interval_ms * 2.0);
 	enrich_queue_batch_polled(b->batch_id, status.status, status.processed_count, next,
 							  took >= 0 ? (int) Min(took, (double) INT_MAX) : -1);
