@@ -21,8 +21,10 @@
 #include <json-c/json.h>
 
 #include "lib/stringinfo.h"
+#include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 
 #include "api.h"
 #include "enrich.h"
@@ -35,6 +37,12 @@
  * is refused instead of giving that request a stranger's person.
  */
 #define ENRICH_REQUEST_ID_KEY "enrichRequestId"
+
+/*
+ * numeric's input function, declared here: utils/fmgrprotos.h also names a
+ * function json_object, which is json-c's type
+ */
+extern Datum numeric_in(PG_FUNCTION_ARGS);
 #define ENRICH_REQUEST_CHECK_BITS 16
 
 /* a json-c tree tied to the memory context that was current at its parse */
@@ -240,57 +248,111 @@ json_number_storable(const char *s)
 }
 
 /*
- * json_storable says whether jsonb can store a value as json-c writes it
- * back: its numbers must be storable, and no string may hold \u0000
+ * json_number_jsonb turns a json-c number, as json-c writes it back, into a
+ * jsonb numeric; false when numeric cannot store it
  */
 static bool
-json_storable(json_object *v)
+json_number_jsonb(json_object *v, JsonbValue *out)
 {
+	const char *text = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+
+	if (!json_number_storable(text))
+		return false;
+	out->type = jbvNumeric;
+	out->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+														   CStringGetDatum(text),
+														   ObjectIdGetDatum(InvalidOid),
+														   Int32GetDatum(-1)));
+	return true;
+}
+
+/*
+ * json_push_jsonb adds a json-c value to a jsonb being built, as token
+ * (WJB_VALUE in an object, WJB_ELEM in an array), without writing it out as
+ * text and parsing it again; an object or array passed as WJB_DONE is the
+ * whole document, left in *done.  It returns false when jsonb cannot store
+ * the value: a number numeric refuses, or a string holding \u0000.
+ */
+static bool
+json_push_jsonb(JsonbParseState **state, json_object *v, JsonbIteratorToken token,
+				JsonbValue **done)
+{
+	JsonbValue	scalar;
+
 	switch (json_object_get_type(v))
 	{
 		case json_type_object:
+			pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
 			for (struct json_object_iterator it = json_object_iter_begin(v),
 				 it_end = json_object_iter_end(v);
 				 !json_object_iter_equal(&it, &it_end);
 				 json_object_iter_next(&it))
 			{
-				if (!json_storable(json_object_iter_peek_value(&it)))
+				JsonbValue	key;
+
+				key.type = jbvString;
+				key.val.string.val = (char *) json_object_iter_peek_name(&it);
+				key.val.string.len = (int) strlen(key.val.string.val);
+				pushJsonbValue(state, WJB_KEY, &key);
+				if (!json_push_jsonb(state, json_object_iter_peek_value(&it), WJB_VALUE, done))
 					return false;
 			}
+			*done = pushJsonbValue(state, WJB_END_OBJECT, NULL);
 			return true;
 		case json_type_array:
+			pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
 			for (size_t i = 0; i < json_object_array_length(v); i++)
 			{
-				if (!json_storable(json_object_array_get_idx(v, i)))
+				if (!json_push_jsonb(state, json_object_array_get_idx(v, i), WJB_ELEM, done))
 					return false;
 			}
+			*done = pushJsonbValue(state, WJB_END_ARRAY, NULL);
 			return true;
-		case json_type_string:
-			return strlen(json_object_get_string(v)) == (size_t) json_object_get_string_len(v);
+		case json_type_null:
+			scalar.type = jbvNull;
+			break;
+		case json_type_boolean:
+			scalar.type = jbvBool;
+			scalar.val.boolean = json_object_get_boolean(v) != 0;
+			break;
+		case json_type_int:
 		case json_type_double:
-			return json_number_storable(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
-		default:
-			return true;
+			if (!json_number_jsonb(v, &scalar))
+				return false;
+			break;
+		case json_type_string:
+			scalar.type = jbvString;
+			scalar.val.string.val = (char *) json_object_get_string(v);
+			scalar.val.string.len = json_object_get_string_len(v);
+			if (strlen(scalar.val.string.val) != (size_t) scalar.val.string.len)
+				return false;	/* \u0000: text cannot hold it */
+			break;
 	}
+	Assert(token == WJB_VALUE || token == WJB_ELEM);
+	pushJsonbValue(state, token, &scalar);
+	return true;
 }
 
 /*
- * json_get_object_text keeps an object member as JSON text: NULL when absent
+ * json_get_object_jsonb keeps an object member as jsonb: NULL when absent
  * or null, false when it is present but not an object, or holds a value
- * that jsonb cannot store (such a value would fail the caller's cast to
- * jsonb, and with it the whole page of items).
+ * that jsonb cannot store (one such value would otherwise fail the whole
+ * page of items when it is written).
  */
 static bool
-json_get_object_text(json_object *obj, const char *key, char **out)
+json_get_object_jsonb(json_object *obj, const char *key, Jsonb **out)
 {
 	json_object *v;
+	JsonbParseState *state = NULL;
+	JsonbValue *done = NULL;
 
 	*out = NULL;
 	if (!json_object_object_get_ex(obj, key, &v) || v == NULL)
 		return true;
-	if (!json_object_is_type(v, json_type_object) || !json_storable(v))
+	if (!json_object_is_type(v, json_type_object) ||
+		!json_push_jsonb(&state, v, WJB_DONE, &done))
 		return false;
-	*out = pstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+	*out = JsonbValueToJsonb(done);
 	return true;
 }
 
@@ -783,7 +845,7 @@ parse_item_object(json_object *obj, EnrichItem *item)
 		return pstrdup("isSuccess is missing or not a boolean");
 	if (!json_get_bool(obj, "isRetryable", &item->is_retryable))
 		return pstrdup("isRetryable is missing or not a boolean");
-	if (!json_get_object_text(obj, "metadata", &item->metadata))
+	if (!json_get_object_jsonb(obj, "metadata", &item->metadata))
 		return pstrdup("metadata is not an object or null, or holds a value jsonb cannot store");
 	item->request_id = -1;
 	if (item->metadata != NULL &&
@@ -800,9 +862,9 @@ parse_item_object(json_object *obj, EnrichItem *item)
 			item->request_check = (int32) (value & ((1 << ENRICH_REQUEST_CHECK_BITS) - 1));
 		}
 	}
-	if (!json_get_object_text(obj, "person", &item->person))
+	if (!json_get_object_jsonb(obj, "person", &item->person))
 		return pstrdup("person is not an object or null, or holds a value jsonb cannot store");
-	if (!json_get_object_text(obj, "error", &item->error))
+	if (!json_get_object_jsonb(obj, "error", &item->error))
 		return pstrdup("error is not an object or null, or holds a value jsonb cannot store");
 	if (item->is_success && item->person == NULL)
 		return pstrdup("a successful item has no person");

@@ -10,6 +10,8 @@
 #ifndef ENRICH_API_H
 #define ENRICH_API_H
 
+#include "utils/jsonb.h"
+
 #include "http.h"
 
 /* requests of one bulk enrich, as the API caps them */
@@ -41,15 +43,15 @@ typedef struct EnrichBatchStatus
 	int32		failure_count;
 } EnrichBatchStatus;
 
-/* Item: JSON members are kept as JSON text (NULL when null or absent) */
+/* Item: JSON members are kept as jsonb (NULL when null or absent) */
 typedef struct EnrichItem
 {
 	char	   *item_id;
 	bool		is_success;
 	bool		is_retryable;
-	char	   *metadata;
-	char	   *person;
-	char	   *error;
+	Jsonb	   *metadata;
+	Jsonb	   *person;
+	Jsonb	   *error;
 	char	   *error_code;		/* error.code, or NULL */
 	char	   *error_message;	/* error.message, or NULL */
 	int64		request_id;		/* enrich's request id echoed in metadata, or -1 */

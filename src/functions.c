@@ -65,13 +65,6 @@ enrich_call_api(EnrichHttpCall *call, const char *method, char *url,
 	enrich_http_perform(call, 1);
 }
 
-/* json_datum turns JSON text from the API into a jsonb datum */
-static Datum
-json_datum(const char *json)
-{
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
-}
-
 /* timestamptz_datum turns an RFC 3339 timestamp into a timestamptz datum */
 static Datum
 timestamptz_datum(const char *ts)
@@ -114,15 +107,15 @@ enrich_item_values(const EnrichItem *item, Datum *values, bool *nulls)
 	values[1] = BoolGetDatum(item->is_success);
 	values[2] = BoolGetDatum(item->is_retryable);
 	if (item->metadata)
-		values[3] = json_datum(item->metadata);
+		values[3] = JsonbPGetDatum(item->metadata);
 	else
 		nulls[3] = true;
 	if (item->person)
-		values[4] = json_datum(item->person);
+		values[4] = JsonbPGetDatum(item->person);
 	else
 		nulls[4] = true;
 	if (item->error)
-		values[5] = json_datum(item->error);
+		values[5] = JsonbPGetDatum(item->error);
 	else
 		nulls[5] = true;
 }

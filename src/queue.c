@@ -191,6 +191,23 @@ text_array(char **values, int n)
 	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+/* jsonb_array makes a jsonb[] datum; NULL values become NULL elements */
+static Datum
+jsonb_array(Jsonb **values, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+	{
+		nulls[i] = (values[i] == NULL);
+		d[i] = nulls[i] ? (Datum) 0 : JsonbPGetDatum(values[i]);
+	}
+	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT));
+}
+
 static char *error_json(const char *code, const char *message);
 
 /* lead_ids returns the request ids of claimed leads */
@@ -1332,8 +1349,8 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 	int			n = page->nitems;
 	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
 	char	  **outcomes = palloc(sizeof(char *) * Max(n, 1));
-	char	  **persons = palloc(sizeof(char *) * Max(n, 1));
-	char	  **errors = palloc(sizeof(char *) * Max(n, 1));
+	Jsonb	  **persons = palloc(sizeof(Jsonb *) * Max(n, 1));
+	Jsonb	  **errors = palloc(sizeof(Jsonb *) * Max(n, 1));
 	char	  **item_ids = palloc(sizeof(char *) * Max(n, 1));
 	int64	   *checks = palloc(sizeof(int64) * Max(n, 1));
 	int			m = 0;
@@ -1358,15 +1375,15 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 
 	if (m > 0)
 	{
-		Oid			types[10] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		Oid			types[10] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
 		TEXTARRAYOID, TEXTOID, INT4OID, INT4OID, INT4OID, INT8ARRAYOID};
 		Datum		values[10];
 		uint64		nleads;
 
 		values[0] = int8_array(ids, m);
 		values[1] = text_array(outcomes, m);
-		values[2] = text_array(persons, m);
-		values[3] = text_array(errors, m);
+		values[2] = jsonb_array(persons, m);
+		values[3] = jsonb_array(errors, m);
 		values[4] = text_array(item_ids, m);
 		values[5] = CStringGetTextDatum(batch_id);
 		values[6] = Int32GetDatum(enrich_max_attempts);
@@ -1382,7 +1399,7 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 						   "  state = CASE WHEN u.outcome = 'done' THEN 'done' "
 						   "               WHEN u.outcome = 'retry' AND r.attempts < $7 THEN 'queued' "
 						   "               ELSE 'failed' END, "
-						   "  person = u.person::jsonb, error = u.error::jsonb, item_id = u.item_id, "
+						   "  person = u.person, error = u.error, item_id = u.item_id, "
 						   "  next_attempt_at = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 "
 						   "      THEN " RETRY_AT("$8", "$9") " ELSE r.next_attempt_at END, "
 						   "  batch_id = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL ELSE $6 END, "
