@@ -522,7 +522,9 @@ enrich_queue_requeue_orphans(int environment, int grace_ms)
  * as the trigger of enrich.requests would refuse it.  Each request keeps
  * the time its contact was queued.  The rows made are SPI's result, in the
  * order of the intake: id, state, linkedin_url, person_id, pdl_id,
- * metadata, the check value of the identifier, identifier.
+ * metadata, the check value of the identifier, identifier.  (The intake
+ * rows are sorted and each one's contacts unnested in place: sorting every
+ * contact took a sixth of the statement.)
  */
 static uint64
 expand_intake(Datum intake_ids, int64 submission)
@@ -555,11 +557,12 @@ expand_intake(Datum intake_ids, int64 submission)
 					  "    c.created_at "
 					  "FROM (SELECT i.id AS intake_id, i.environment, i.source_relid, i.created_at, u.*, "
 					  "          enrich.request_problem(u.linkedin_url, u.person_id, u.pdl_id, NULL) AS problem "
-					  "      FROM i CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(i.linkedin_url), "
+					  "      FROM (SELECT * FROM i ORDER BY i.id OFFSET 0) AS i "
+					  "      CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(i.linkedin_url), "
 					  "          pg_catalog.unnest(i.person_id), pg_catalog.unnest(i.pdl_id), "
-					  "          pg_catalog.unnest(i.source_key)) WITH ORDINALITY "
-					  "          AS u(linkedin_url, person_id, pdl_id, source_key, n) "
-					  "      ORDER BY i.id, u.n OFFSET 0) c "
+					  "          pg_catalog.unnest(i.source_key)) "
+					  "          AS u(linkedin_url, person_id, pdl_id, source_key) "
+					  "      OFFSET 0) c "
 					  "RETURNING id, state, linkedin_url, person_id, pdl_id, metadata::text, "
 					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535, identifier",
 					  3, types, values, nulls, false);
