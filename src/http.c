@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "portability/instr_time.h"
+#include "utils/memutils.h"
 #include "utils/wait_event.h"
 
 #include "enrich.h"
@@ -42,6 +43,7 @@ typedef struct EnrichTransfer
 	bool		done;
 	CURLcode	result;
 	char		errbuf[CURL_ERROR_SIZE];
+	instr_time	started;
 } EnrichTransfer;
 
 static CURLM *enrich_http_multi = NULL;
@@ -278,113 +280,232 @@ enrich_http_classify(EnrichTransfer *t)
 }
 
 /*
- * enrich_http_perform performs the calls at once and returns when every one
- * has an answer or a failure.  It waits in short slices so that Ctrl-C,
+ * Transfers started and not yet finished: enrich_http_start adds one,
+ * enrich_http_finish waits for them all.  The array and the transfers live
+ * in TopMemoryContext until finished or abandoned.
+ */
+static EnrichTransfer **enrich_http_started = NULL;
+static int	enrich_http_nstarted = 0;
+static int	enrich_http_started_cap = 0;
+
+/*
+ * enrich_http_release gives a transfer's handle back to the pool and frees
+ * what libcurl allocated for it
+ */
+static void
+enrich_http_release(EnrichTransfer *t)
+{
+	if (t->easy != NULL)
+	{
+		curl_multi_remove_handle(enrich_http_multi, t->easy);
+		/* forget pointers into this call's memory before pooling */
+		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
+		curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, NULL);
+		enrich_http_return_handle(t->easy);
+		t->easy = NULL;
+	}
+	if (t->headers != NULL)
+		curl_slist_free_all(t->headers);
+	t->headers = NULL;
+	free(t->buf);
+	t->buf = NULL;
+}
+
+/*
+ * enrich_http_collect drives the started transfers without waiting and
+ * notes the ones that ended; it returns how many are still running
+ */
+static int
+enrich_http_collect(void)
+{
+	int			running = 0;
+	int			remaining = 0;
+	CURLMsg    *msg;
+	int			queued;
+
+	if (curl_multi_perform(enrich_http_multi, &running) != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("libcurl failed to drive the HTTP transfers")));
+	while ((msg = curl_multi_info_read(enrich_http_multi, &queued)) != NULL)
+	{
+		EnrichTransfer *t = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		if (t == NULL || t->done)
+			continue;
+		t->done = true;
+		t->result = msg->data.result;
+	}
+	for (int i = 0; i < enrich_http_nstarted; i++)
+		if (!enrich_http_started[i]->done)
+			remaining++;
+	return remaining;
+}
+
+/*
+ * enrich_http_start begins a call and returns without waiting for it: the
+ * request goes out while the caller does other work (the worker claims its
+ * next requests), and enrich_http_finish fills in the answer.  The call
+ * must stay in place until then.
+ */
+void
+enrich_http_start(EnrichHttpCall *call)
+{
+	MemoryContext old;
+	EnrichTransfer *t;
+
+	enrich_http_setup();
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	if (enrich_http_nstarted == enrich_http_started_cap)
+	{
+		enrich_http_started_cap = Max(8, enrich_http_started_cap * 2);
+		enrich_http_started = enrich_http_started == NULL ?
+			palloc(sizeof(EnrichTransfer *) * enrich_http_started_cap) :
+			repalloc(enrich_http_started, sizeof(EnrichTransfer *) * enrich_http_started_cap);
+	}
+	t = palloc0(sizeof(EnrichTransfer));
+	MemoryContextSwitchTo(old);
+
+	t->call = call;
+	t->call->retry_after = -1;
+	t->limit = (size_t) enrich_max_response_size_kb * 1024;
+	INSTR_TIME_SET_CURRENT(t->started);
+	PG_TRY();
+	{
+		t->easy = enrich_http_take_handle();
+		enrich_http_prepare(t);
+		if (curl_multi_add_handle(enrich_http_multi, t->easy) != CURLM_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not start an HTTP transfer")));
+	}
+	PG_CATCH();
+	{
+		/* not started: nothing was sent */
+		enrich_http_release(t);
+		pfree(t);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	enrich_http_started[enrich_http_nstarted++] = t;
+	enrich_http_drive();
+}
+
+/*
+ * enrich_http_drive moves the started transfers on without waiting: a new
+ * connection gets connected, and as much of each request sent as the
+ * sockets take
+ */
+void
+enrich_http_drive(void)
+{
+	if (enrich_http_nstarted == 0)
+		return;
+	enrich_http_collect();
+	/* a connection made by the first pass can take its request at once */
+	curl_multi_poll(enrich_http_multi, NULL, 0, 0, NULL);
+	enrich_http_collect();
+}
+
+/*
+ * enrich_http_abandon forgets every started transfer, giving its handle
+ * back: after enrich_http_finish filled in their answers, or without an
+ * answer when a caller fails before it could finish them (their calls are
+ * then left as they were)
+ */
+void
+enrich_http_abandon(void)
+{
+	for (int i = 0; i < enrich_http_nstarted; i++)
+	{
+		enrich_http_release(enrich_http_started[i]);
+		pfree(enrich_http_started[i]);
+	}
+	enrich_http_nstarted = 0;
+}
+
+/*
+ * enrich_http_await waits until every started call has an answer or a
+ * failure and fills them in.  It waits in short slices so that Ctrl-C,
  * statement_timeout and SIGTERM stop it within a few tens of milliseconds,
  * and reports the wait event "Extension" while it waits.
+ */
+static void
+enrich_http_await(void)
+{
+	while (enrich_http_collect() > 0)
+	{
+		CHECK_FOR_INTERRUPTS();
+		pgstat_report_wait_start(PG_WAIT_EXTENSION);
+		curl_multi_poll(enrich_http_multi, NULL, 0, ENRICH_HTTP_POLL_MS, NULL);
+		pgstat_report_wait_end();
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	for (int i = 0; i < enrich_http_nstarted; i++)
+	{
+		EnrichTransfer *t = enrich_http_started[i];
+		EnrichHttpCall *call = t->call;
+		instr_time	now;
+
+		enrich_http_classify(t);
+		call->response = palloc(t->len + 1);
+		if (t->len > 0)
+			memcpy(call->response, t->buf, t->len);
+		call->response[t->len] = '\0';
+		call->response_len = t->len;
+		INSTR_TIME_SET_CURRENT(now);
+		INSTR_TIME_SUBTRACT(now, t->started);
+		call->elapsed_ms = INSTR_TIME_GET_MILLISEC(now);
+		elog(DEBUG2, "enrich: %s %s: status %ld, %zu bytes, %.1f ms%s%s",
+			 call->method, call->url, call->status, t->len, call->elapsed_ms,
+			 call->failure ? ": " : "", call->error);
+	}
+}
+
+/*
+ * enrich_http_finish returns when every started call has an answer or a
+ * failure, filled into its EnrichHttpCall; an error (a cancel, say) stops
+ * them all
+ */
+void
+enrich_http_finish(void)
+{
+	PG_TRY();
+	{
+		enrich_http_await();
+	}
+	PG_CATCH();
+	{
+		enrich_http_abandon();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	enrich_http_abandon();		/* done with: the handles go back to the pool */
+}
+
+/*
+ * enrich_http_perform performs the calls at once and returns when every one
+ * has an answer or a failure (see enrich_http_finish)
  */
 void
 enrich_http_perform(EnrichHttpCall *calls, int ncalls)
 {
-	EnrichTransfer *transfers;
-	volatile int remaining = ncalls;
-	instr_time	start;
-
-	enrich_http_setup();
-	transfers = palloc0(sizeof(EnrichTransfer) * ncalls);
-	INSTR_TIME_SET_CURRENT(start);
-
 	PG_TRY();
 	{
 		for (int i = 0; i < ncalls; i++)
-		{
-			EnrichTransfer *t = &transfers[i];
-
-			t->call = &calls[i];
-			t->call->retry_after = -1;
-			t->limit = (size_t) enrich_max_response_size_kb * 1024;
-			t->easy = enrich_http_take_handle();
-			enrich_http_prepare(t);
-			if (curl_multi_add_handle(enrich_http_multi, t->easy) != CURLM_OK)
-				ereport(ERROR,
-						(errcode(ERRCODE_INTERNAL_ERROR),
-						 errmsg("could not start an HTTP transfer")));
-		}
-
-		while (remaining > 0)
-		{
-			int			running = 0;
-			CURLMsg    *msg;
-			int			queued;
-
-			if (curl_multi_perform(enrich_http_multi, &running) != CURLM_OK)
-				ereport(ERROR,
-						(errcode(ERRCODE_INTERNAL_ERROR),
-						 errmsg("libcurl failed to drive the HTTP transfers")));
-			while ((msg = curl_multi_info_read(enrich_http_multi, &queued)) != NULL)
-			{
-				EnrichTransfer *t = NULL;
-
-				if (msg->msg != CURLMSG_DONE)
-					continue;
-				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
-				if (t == NULL || t->done)
-					continue;
-				t->done = true;
-				t->result = msg->data.result;
-				remaining--;
-			}
-			CHECK_FOR_INTERRUPTS();
-			if (remaining == 0)
-				break;
-
-			pgstat_report_wait_start(PG_WAIT_EXTENSION);
-			curl_multi_poll(enrich_http_multi, NULL, 0, ENRICH_HTTP_POLL_MS, NULL);
-			pgstat_report_wait_end();
-			CHECK_FOR_INTERRUPTS();
-		}
-
-		for (int i = 0; i < ncalls; i++)
-		{
-			EnrichTransfer *t = &transfers[i];
-			EnrichHttpCall *call = t->call;
-			instr_time	now;
-
-			enrich_http_classify(t);
-			call->response = palloc(t->len + 1);
-			if (t->len > 0)
-				memcpy(call->response, t->buf, t->len);
-			call->response[t->len] = '\0';
-			call->response_len = t->len;
-			INSTR_TIME_SET_CURRENT(now);
-			INSTR_TIME_SUBTRACT(now, start);
-			call->elapsed_ms = INSTR_TIME_GET_MILLISEC(now);
-			elog(DEBUG2, "enrich: %s %s: status %ld, %zu bytes, %.1f ms%s%s",
-				 call->method, call->url, call->status, t->len, call->elapsed_ms,
-				 call->failure ? ": " : "", call->error);
-		}
+			enrich_http_start(&calls[i]);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		for (int i = 0; i < ncalls; i++)
-		{
-			EnrichTransfer *t = &transfers[i];
-
-			if (t->easy != NULL)
-			{
-				curl_multi_remove_handle(enrich_http_multi, t->easy);
-				/* forget pointers into this call's memory before pooling */
-				curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
-				curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, NULL);
-				enrich_http_return_handle(t->easy);
-			}
-			if (t->headers != NULL)
-				curl_slist_free_all(t->headers);
-			free(t->buf);
-		}
+		enrich_http_abandon();
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	pfree(transfers);
+	enrich_http_finish();
 }
 
 /* enrich_http_failure_name names a failure for messages */

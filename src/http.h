@@ -2,7 +2,8 @@
  *
  * http.h
  *	  The HTTP client of enrich (http.c): one or more calls performed at
- *	  once over kept-alive connections, interruptible, with capped bodies.
+ *	  once over kept-alive connections, interruptible, with capped bodies;
+ *	  a caller may start calls, do other work, then finish them.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,6 +46,10 @@ typedef struct EnrichHttpCall
 } EnrichHttpCall;
 
 extern void enrich_http_perform(EnrichHttpCall *calls, int ncalls);
+extern void enrich_http_start(EnrichHttpCall *call);
+extern void enrich_http_drive(void);
+extern void enrich_http_finish(void);
+extern void enrich_http_abandon(void);
 extern const char *enrich_http_failure_name(EnrichHttpFailure failure);
 
 #endif							/* ENRICH_HTTP_H */

@@ -390,12 +390,16 @@ plan_batch(EnrichOpenBatch *b, WorkerCall *call, EnrichHttpCall *http)
 }
 
 /*
- * worker_plan claims requests and picks due batches in one transaction,
- * filling calls; it returns how many calls to make, and when none, sets
- * *sleep_ms to when the next thing is due (-1: nothing pending)
+ * worker_plan claims requests and picks due batches, filling calls and
+ * starting each one (enrich_http_start); *started counts the calls
+ * started, even when an error cuts the plan short, so that the caller
+ * still finishes and records them.  Each chunk of requests is claimed in
+ * its own transaction and its bulk enrich starts as soon as that commits:
+ * the API reads one while the next is claimed.  When it makes no call it
+ * sets *sleep_ms to when the next thing is due (-1: nothing pending).
  */
-static int
-worker_plan(WorkerCall *calls, EnrichHttpCall *https, long *sleep_ms)
+static void
+worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, long *sleep_ms)
 {
 	int			ncalls = 0;
 	long		wait_ms = LONG_MAX;
@@ -410,7 +414,7 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, long *sleep_ms)
 	{
 		worker_commit();
 		*sleep_ms = -1;			/* CREATE EXTENSION wakes the worker */
-		return 0;
+		return;
 	}
 	if (!recovered)
 	{
@@ -429,6 +433,7 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, long *sleep_ms)
 		recovered = true;
 	}
 	worker_load_keys(keys_generation);
+	worker_commit();
 
 	/* submit: one bulk enrich per chunk of due requests */
 	for (int e = 0; e < ENRICH_ENV_COUNT; e++)
@@ -440,7 +445,9 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, long *sleep_ms)
 			WorkerCall *call = &calls[ncalls];
 			int			limit = Min(enrich_batch_size, envs[e].chunk_limit);
 
+			worker_begin("enrich: claiming requests");
 			call->nleads = enrich_queue_claim(e, limit, &call->leads);
+			worker_commit();
 			if (call->nleads == 0)
 			{
 				bucket_give_back(&envs[e].tier3, true);
@@ -452,10 +459,13 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, long *sleep_ms)
 						 enrich_api_url_bulk_enrich(enrich_environment_name(e)), e,
 						 enrich_api_build_worker_body(call->leads, call->nleads));
 			ncalls++;
+			enrich_http_start(&https[ncalls - 1]);
+			*started = ncalls;
 		}
 	}
 
 	/* poll or page the batches that are due */
+	worker_begin("enrich: planning");
 	nbatches = enrich_queue_due_batches(enrich_max_in_flight * 2, &batches);
 	for (int i = 0; i < nbatches && ncalls < enrich_max_in_flight; i++)
 	{
@@ -488,7 +498,11 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, long *sleep_ms)
 		*sleep_ms = due;
 	}
 	worker_commit();
-	return ncalls;
+	for (int i = *started; i < ncalls; i++)
+	{
+		enrich_http_start(&https[i]);
+		*started = i + 1;
+	}
 }
 
 /*
@@ -1037,6 +1051,7 @@ worker_round(void)
 	EnrichHttpCall *https = palloc0(sizeof(EnrichHttpCall) * enrich_max_in_flight);
 	volatile long sleep_ms = 0;
 	volatile int ncalls = 0;
+	volatile bool called = true;
 
 	worker_reconcile();
 
@@ -1044,7 +1059,7 @@ worker_round(void)
 	{
 		long		planned_sleep = 0;
 
-		ncalls = worker_plan(calls, https, &planned_sleep);
+		worker_plan(calls, https, &ncalls, &planned_sleep);
 		sleep_ms = planned_sleep;
 		/* requests to reconcile: look again in a second */
 		if (ncalls == 0 && reconcile_pending && (sleep_ms < 0 || sleep_ms > 1000))
@@ -1052,19 +1067,25 @@ worker_round(void)
 	}
 	PG_CATCH();
 	{
+		/* the calls started before the error are still answered and recorded */
 		worker_error(-1, "planning");
-		ncalls = 0;
+		/* a chunk claimed when the error came may have been sent unrecorded */
+		reconcile_pending = true;
 		sleep_ms = 1000;		/* do not spin on a persistent error */
 	}
 	PG_END_TRY();
 
 	if (ncalls == 0)
+	{
+		/* a call whose start failed half-way: dropped, never left pending */
+		enrich_http_abandon();
 		return sleep_ms;
+	}
 
 	pgstat_report_activity(STATE_RUNNING, "enrich: calling the AggKnowledge API");
 	PG_TRY();
 	{
-		enrich_http_perform(https, ncalls);
+		enrich_http_finish();
 	}
 	PG_CATCH();
 	{
@@ -1075,11 +1096,13 @@ worker_round(void)
 		edata = CopyErrorData();
 		FlushErrorState();
 		ereport(LOG, (errmsg("enrich worker: calling the API failed: %s", edata->message)));
-		ncalls = 0;
+		called = false;
+		/* a bulk enrich may have arrived: its requests wait for reconciliation */
+		reconcile_pending = true;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	if (ncalls == 0)
+	if (!called)
 		return 1000;
 
 	for (int i = 0; i < ncalls; i++)
