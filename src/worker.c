@@ -6,10 +6,12 @@
  *	  queue into bulk-enrich batches, polls the batches, pages through their
  *	  items and writes the persons back.
  *
- * One round of the loop plans in a short transaction (claim requests,
- * pick due batches), commits, makes the API calls at once (libcurl multi,
- * at most enrich.max_in_flight) with no transaction open, then records each
- * answer in its own transaction.  An answer that cannot be recorded is
+ * One round of the loop claims requests, a chunk per short transaction,
+ * and picks the due batches; each call starts as soon as what it carries
+ * is committed (libcurl multi, at most enrich.max_in_flight at once), so
+ * the API reads one bulk enrich while the next chunk is claimed.  With no
+ * transaction open the worker then waits for every answer, and records
+ * each one in its own transaction.  An answer that cannot be recorded is
  * logged and never stops the other ones.  When a round finds nothing to do
  * the worker asks when the next thing is due and sleeps on its latch until
  * then, or until a commit that queued work wakes it; with nothing pending

@@ -83,7 +83,9 @@ $$;
 
 -- bench.apply_pages(contacts) is the write-back bound.  For each pre-built
 -- page, in order, it runs the worker's own statement of a page of items
--- (src/queue.c, enrich_queue_apply_page: every item a success), then writes
+-- (src/queue.c, enrich_queue_apply_page: every item a success; the persons
+-- are parsed once, from the API's text, where the worker builds its jsonb
+-- from the page json-c parsed), then writes
 -- the persons into the watched contacts table by primary key, as the
 -- worker's write-back does, and commits.  The rows must be 'submitting' in
 -- the submissions of the pages' batches, with source_key ["<id>"], as
