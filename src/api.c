@@ -21,10 +21,8 @@
 #include <json-c/json.h>
 
 #include "lib/stringinfo.h"
-#include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
-#include "utils/numeric.h"
 
 #include "api.h"
 #include "enrich.h"
@@ -37,12 +35,6 @@
  * is refused instead of giving that request a stranger's person.
  */
 #define ENRICH_REQUEST_ID_KEY "enrichRequestId"
-
-/*
- * numeric's input function, declared here: utils/fmgrprotos.h also names a
- * function json_object, which is json-c's type
- */
-extern Datum numeric_in(PG_FUNCTION_ARGS);
 #define ENRICH_REQUEST_CHECK_BITS 16
 
 /* a json-c tree tied to the memory context that was current at its parse */
@@ -124,7 +116,11 @@ enrich_json_parse(const char *text, size_t len, EnrichJsonGuard **guard_out)
 	return NULL;
 }
 
-/* enrich_json_done frees a guarded tree now (its callback then does nothing) */
+/*
+ * enrich_json_done frees a guarded tree now (its callback then does
+ * nothing).  A tree that parts of a result point into is left to its
+ * memory context instead.
+ */
 static void
 enrich_json_done(EnrichJsonGuard *guard)
 {
@@ -248,111 +244,58 @@ json_number_storable(const char *s)
 }
 
 /*
- * json_number_jsonb turns a json-c number, as json-c writes it back, into a
- * jsonb numeric; false when numeric cannot store it
+ * json_storable says whether jsonb can store a value as json-c writes it
+ * back: its numbers must be storable, and no string may hold \u0000
  */
 static bool
-json_number_jsonb(json_object *v, JsonbValue *out)
+json_storable(json_object *v)
 {
-	const char *text = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
-
-	if (!json_number_storable(text))
-		return false;
-	out->type = jbvNumeric;
-	out->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-														   CStringGetDatum(text),
-														   ObjectIdGetDatum(InvalidOid),
-														   Int32GetDatum(-1)));
-	return true;
-}
-
-/*
- * json_push_jsonb adds a json-c value to a jsonb being built, as token
- * (WJB_VALUE in an object, WJB_ELEM in an array), without writing it out as
- * text and parsing it again; an object or array passed as WJB_DONE is the
- * whole document, left in *done.  It returns false when jsonb cannot store
- * the value: a number numeric refuses, or a string holding \u0000.
- */
-static bool
-json_push_jsonb(JsonbParseState **state, json_object *v, JsonbIteratorToken token,
-				JsonbValue **done)
-{
-	JsonbValue	scalar;
-
 	switch (json_object_get_type(v))
 	{
 		case json_type_object:
-			pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
 			for (struct json_object_iterator it = json_object_iter_begin(v),
 				 it_end = json_object_iter_end(v);
 				 !json_object_iter_equal(&it, &it_end);
 				 json_object_iter_next(&it))
 			{
-				JsonbValue	key;
-
-				key.type = jbvString;
-				key.val.string.val = (char *) json_object_iter_peek_name(&it);
-				key.val.string.len = (int) strlen(key.val.string.val);
-				pushJsonbValue(state, WJB_KEY, &key);
-				if (!json_push_jsonb(state, json_object_iter_peek_value(&it), WJB_VALUE, done))
+				if (!json_storable(json_object_iter_peek_value(&it)))
 					return false;
 			}
-			*done = pushJsonbValue(state, WJB_END_OBJECT, NULL);
 			return true;
 		case json_type_array:
-			pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
 			for (size_t i = 0; i < json_object_array_length(v); i++)
 			{
-				if (!json_push_jsonb(state, json_object_array_get_idx(v, i), WJB_ELEM, done))
+				if (!json_storable(json_object_array_get_idx(v, i)))
 					return false;
 			}
-			*done = pushJsonbValue(state, WJB_END_ARRAY, NULL);
 			return true;
-		case json_type_null:
-			scalar.type = jbvNull;
-			break;
-		case json_type_boolean:
-			scalar.type = jbvBool;
-			scalar.val.boolean = json_object_get_boolean(v) != 0;
-			break;
-		case json_type_int:
-		case json_type_double:
-			if (!json_number_jsonb(v, &scalar))
-				return false;
-			break;
 		case json_type_string:
-			scalar.type = jbvString;
-			scalar.val.string.val = (char *) json_object_get_string(v);
-			scalar.val.string.len = json_object_get_string_len(v);
-			if (strlen(scalar.val.string.val) != (size_t) scalar.val.string.len)
-				return false;	/* \u0000: text cannot hold it */
-			break;
+			return strlen(json_object_get_string(v)) == (size_t) json_object_get_string_len(v);
+		case json_type_double:
+			return json_number_storable(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+		default:
+			return true;
 	}
-	Assert(token == WJB_VALUE || token == WJB_ELEM);
-	pushJsonbValue(state, token, &scalar);
-	return true;
 }
 
 /*
- * json_get_object_jsonb keeps an object member as jsonb: NULL when absent
- * or null, false when it is present but not an object, or holds a value
- * that jsonb cannot store (one such value would otherwise fail the whole
- * page of items when it is written).
+ * json_get_object_member finds an object member that jsonb can store: NULL
+ * when absent or null, false when it is present but not an object, or
+ * holds a value that jsonb cannot store (one such value would otherwise
+ * fail the whole page of items when it is written).  The member belongs to
+ * the parsed tree, and lives as long as it.
  */
 static bool
-json_get_object_jsonb(json_object *obj, const char *key, Jsonb **out)
+json_get_object_member(json_object *obj, const char *key, json_object **out)
 {
 	json_object *v;
-	JsonbParseState *state = NULL;
-	JsonbValue *done = NULL;
 
 	*out = NULL;
 	if (!json_object_object_get_ex(obj, key, &v) || v == NULL)
 		return true;
-	if (!json_object_is_type(v, json_type_object) ||
-		!json_push_jsonb(&state, v, WJB_DONE, &done))
+	if (!json_object_is_type(v, json_type_object) || !json_storable(v))
 		return false;
-	*out = JsonbValueToJsonb(done);
+	*out = v;
 	return true;
 }
 
@@ -845,7 +788,7 @@ parse_item_object(json_object *obj, EnrichItem *item)
 		return pstrdup("isSuccess is missing or not a boolean");
 	if (!json_get_bool(obj, "isRetryable", &item->is_retryable))
 		return pstrdup("isRetryable is missing or not a boolean");
-	if (!json_get_object_jsonb(obj, "metadata", &item->metadata))
+	if (!json_get_object_member(obj, "metadata", &item->metadata))
 		return pstrdup("metadata is not an object or null, or holds a value jsonb cannot store");
 	item->request_id = -1;
 	if (item->metadata != NULL &&
@@ -862,9 +805,9 @@ parse_item_object(json_object *obj, EnrichItem *item)
 			item->request_check = (int32) (value & ((1 << ENRICH_REQUEST_CHECK_BITS) - 1));
 		}
 	}
-	if (!json_get_object_jsonb(obj, "person", &item->person))
+	if (!json_get_object_member(obj, "person", &item->person))
 		return pstrdup("person is not an object or null, or holds a value jsonb cannot store");
-	if (!json_get_object_jsonb(obj, "error", &item->error))
+	if (!json_get_object_member(obj, "error", &item->error))
 		return pstrdup("error is not an object or null, or holds a value jsonb cannot store");
 	if (item->is_success && item->person == NULL)
 		return pstrdup("a successful item has no person");
@@ -959,7 +902,7 @@ enrich_api_parse_item(const char *body, EnrichItem *item)
 	err = enrich_json_parse(body, strlen(body), &guard);
 	if (err == NULL)
 		err = parse_item_object(guard->root, item);
-	enrich_json_done(guard);
+	/* the item's members are parts of the tree: it lives on with them */
 	return err;
 }
 
@@ -996,7 +939,7 @@ enrich_api_parse_items_page(const char *body, EnrichItemsPage *page)
 				page->nitems++;
 		}
 	}
-	enrich_json_done(guard);
+	/* the items' members (of those read) are parts of the tree: it lives on */
 	return err;
 }
 

@@ -43,15 +43,20 @@ typedef struct EnrichBatchStatus
 	int32		failure_count;
 } EnrichBatchStatus;
 
-/* Item: JSON members are kept as jsonb (NULL when null or absent) */
+/*
+ * Item: its JSON members are parts of the parsed page (NULL when null or
+ * absent), alive as long as the page; enrich_jsonb_from_json makes jsonb of
+ * them
+ */
+struct json_object;
 typedef struct EnrichItem
 {
 	char	   *item_id;
 	bool		is_success;
 	bool		is_retryable;
-	Jsonb	   *metadata;
-	Jsonb	   *person;
-	Jsonb	   *error;
+	struct json_object *metadata;
+	struct json_object *person;
+	struct json_object *error;
 	char	   *error_code;		/* error.code, or NULL */
 	char	   *error_message;	/* error.message, or NULL */
 	int64		request_id;		/* enrich's request id echoed in metadata, or -1 */
@@ -137,5 +142,8 @@ extern EnrichCallOutcome enrich_api_outcome(EnrichHttpCall *call, long expected_
 extern void enrich_api_check(EnrichHttpCall *call, const char *environment,
 							 long expected_status);
 extern void enrich_api_malformed(EnrichHttpCall *call, const char *problem) pg_attribute_noreturn();
+
+/* jsonc_jsonb.c */
+extern Jsonb *enrich_jsonb_from_json(struct json_object *object);
 
 #endif							/* ENRICH_API_H */

@@ -107,15 +107,15 @@ enrich_item_values(const EnrichItem *item, Datum *values, bool *nulls)
 	values[1] = BoolGetDatum(item->is_success);
 	values[2] = BoolGetDatum(item->is_retryable);
 	if (item->metadata)
-		values[3] = JsonbPGetDatum(item->metadata);
+		values[3] = JsonbPGetDatum(enrich_jsonb_from_json(item->metadata));
 	else
 		nulls[3] = true;
 	if (item->person)
-		values[4] = JsonbPGetDatum(item->person);
+		values[4] = JsonbPGetDatum(enrich_jsonb_from_json(item->person));
 	else
 		nulls[4] = true;
 	if (item->error)
-		values[5] = JsonbPGetDatum(item->error);
+		values[5] = JsonbPGetDatum(enrich_jsonb_from_json(item->error));
 	else
 		nulls[5] = true;
 }

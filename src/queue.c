@@ -174,38 +174,37 @@ int8_array(const int64 *values, int n)
 	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/*
+ * varlena_array makes a one-dimensional array datum of a varlena type
+ * (text, jsonb) from pointers to its values; NULL pointers become NULL
+ * elements
+ */
+static Datum
+varlena_array(void **values, int n, Oid element_type)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+	{
+		nulls[i] = (values[i] == NULL);
+		d[i] = PointerGetDatum(values[i]);
+	}
+	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, element_type, -1, false,
+											  TYPALIGN_INT));
+}
+
 /* text_array makes a text[] datum; NULL strings become NULL elements */
 static Datum
 text_array(char **values, int n)
 {
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
+	void	  **texts = palloc(sizeof(void *) * Max(n, 1));
 
 	for (int i = 0; i < n; i++)
-	{
-		nulls[i] = (values[i] == NULL);
-		d[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(values[i]);
-	}
-	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-}
-
-/* jsonb_array makes a jsonb[] datum; NULL values become NULL elements */
-static Datum
-jsonb_array(Jsonb **values, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-
-	for (int i = 0; i < n; i++)
-	{
-		nulls[i] = (values[i] == NULL);
-		d[i] = nulls[i] ? (Datum) 0 : JsonbPGetDatum(values[i]);
-	}
-	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT));
+		texts[i] = values[i] != NULL ? cstring_to_text(values[i]) : NULL;
+	return varlena_array(texts, n, TEXTOID);
 }
 
 static char *error_json(const char *code, const char *message);
@@ -1369,8 +1368,8 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 			continue;			/* not one of ours: nothing to match */
 		ids[m] = item->request_id;
 		outcomes[m] = item->is_success ? "done" : (item->is_retryable ? "retry" : "failed");
-		persons[m] = item->is_success ? item->person : NULL;
-		errors[m] = item->error;
+		persons[m] = item->is_success ? enrich_jsonb_from_json(item->person) : NULL;
+		errors[m] = enrich_jsonb_from_json(item->error);
 		item_ids[m] = item->item_id;
 		checks[m] = item->request_check;
 		m++;
@@ -1385,8 +1384,8 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 
 		values[0] = int8_array(ids, m);
 		values[1] = text_array(outcomes, m);
-		values[2] = jsonb_array(persons, m);
-		values[3] = jsonb_array(errors, m);
+		values[2] = varlena_array((void **) persons, m, JSONBOID);
+		values[3] = varlena_array((void **) errors, m, JSONBOID);
 		values[4] = text_array(item_ids, m);
 		values[5] = CStringGetTextDatum(batch_id);
 		values[6] = Int32GetDatum(enrich_max_attempts);
