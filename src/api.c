@@ -939,8 +939,25 @@ enrich_api_parse_items_page(const char *body, EnrichItemsPage *page)
 				page->nitems++;
 		}
 	}
-	/* the items' members (of those read) are parts of the tree: it lives on */
+	/*
+	 * the items' members (of those read) are parts of the tree: it lives on
+	 * until enrich_api_free_items_page, or its memory context is reset
+	 */
+	page->tree = guard;
 	return err;
+}
+
+/*
+ * enrich_api_free_items_page frees a parsed page now, once its items are no
+ * longer used (the worker holds a round's pages otherwise)
+ */
+void
+enrich_api_free_items_page(EnrichItemsPage *page)
+{
+	enrich_json_done((EnrichJsonGuard *) page->tree);
+	page->items = NULL;
+	page->nitems = 0;
+	page->tree = NULL;
 }
 
 /*

@@ -91,6 +91,7 @@ typedef struct EnrichItemsPage
 	EnrichItem *items;
 	int			nitems;
 	char	   *cursor;			/* NULL at the end of a finished batch */
+	void	   *tree;			/* the parsed page the items point into */
 } EnrichItemsPage;
 
 typedef struct EnrichBatchList
@@ -132,6 +133,7 @@ extern char *enrich_api_parse_status(const char *body, EnrichBatchStatus *status
 extern char *enrich_api_parse_batch_list(const char *body, EnrichBatchList *list);
 extern char *enrich_api_parse_item(const char *body, EnrichItem *item);
 extern char *enrich_api_parse_items_page(const char *body, EnrichItemsPage *page);
+extern void enrich_api_free_items_page(EnrichItemsPage *page);
 extern void enrich_api_parse_error(const char *body, char **code, char **message);
 
 /* the worker: how a call ended, and the words for it */

@@ -749,6 +749,7 @@ record_items(WorkerCall *call, EnrichHttpCall *http)
 	bool		closes;
 	int			next;
 	int			unmatched;
+	int			nitems;
 
 	if (outcome == ENRICH_OUTCOME_OK)
 	{
@@ -795,20 +796,22 @@ record_items(WorkerCall *call, EnrichHttpCall *http)
 		next = 0;				/* a full page: there may be more at once */
 	else
 		next = enrich_poll_interval_min_ms;
-	unmatched = page.nitems - enrich_queue_apply_page(b->batch_id, &page, closes, next);
+	nitems = page.nitems;
+	unmatched = nitems - enrich_queue_apply_page(b->batch_id, &page, closes, next);
+	enrich_api_free_items_page(&page);
 	if (unmatched > 0)
 	{
 		char	   *problem = psprintf("%d of %d items of a page matched no request waiting in this batch (repeated items, a rewound cursor, or another batch's)",
-									   unmatched, page.nitems);
+									   unmatched, nitems);
 
 		ereport(LOG, (errmsg("enrich worker: batch %s: %s", b->batch_id, problem)));
 		enrich_queue_batch_note(b->batch_id, problem);
 	}
-	if (!closes && page.nitems < enrich_page_size)
+	if (!closes && nitems < enrich_page_size)
 	{
 		/* caught up with a batch still processing: poll its status next */
 		enrich_queue_batch_polled(b->batch_id, "processing",
-								  b->items_received + page.nitems, next, -1);
+								  b->items_received + nitems, next, -1);
 	}
 }
 
