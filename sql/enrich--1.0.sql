@@ -190,7 +190,9 @@ COMMENT ON COLUMN enrich.requests.source_key IS 'primary key of the source row, 
 
 CREATE INDEX requests_due ON enrich.requests (environment, next_attempt_at, id)
     WHERE state = 'queued';
-CREATE INDEX requests_in_flight_identifier ON enrich.requests (environment, identifier)
+-- At most one request per identifier is sent and waiting: the others wait
+-- as its duplicates, so that an identifier is never paid twice at once.
+CREATE UNIQUE INDEX requests_in_flight_identifier ON enrich.requests (environment, identifier)
     WHERE state IN ('submitting', 'submitted') AND duplicate_of IS NULL;
 CREATE INDEX requests_duplicates ON enrich.requests (duplicate_of)
     WHERE duplicate_of IS NOT NULL;

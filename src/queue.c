@@ -575,6 +575,52 @@ expand_intake(Datum intake_ids, int64 submission)
 }
 
 /*
+ * expand_intake_claimed turns intake rows into requests 'submitting' of a
+ * submission, in a subtransaction: the unique index of identifiers in
+ * flight refuses a contact whose identifier is already sent and waiting, or
+ * appears twice among them.  Then nothing was made, and it returns false:
+ * the caller makes queued requests of the rows instead, and claims those
+ * the way that finds their duplicates.  When no contact is refused, which
+ * is the rule, the claim needs no search for duplicates at all; *made is
+ * then how many requests were made (SPI's result, as expand_intake leaves
+ * it).
+ */
+static bool
+expand_intake_claimed(Datum intake_ids, int64 submission, uint64 *made)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool claimed = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		*made = expand_intake(intake_ids, submission);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		claimed = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(edata);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+	return claimed;
+}
+
+/*
  * reserve_submission returns a new name for a submission: an id of
  * enrich.requests that no request will have, so that every bulk enrich
  * (even one sending again the requests of a failed batch) has its own
@@ -594,9 +640,11 @@ reserve_submission(void)
  * enrich of limit requests become requests 'submitting' at once, with a
  * request id reserved to name their submission.  It returns how many
  * requests it made (SPI's result, as expand_intake leaves it), setting
- * *submission; -1 when nothing waits.  A row of more contacts than limit
- * (after a 413 made the chunks smaller) becomes queued requests instead,
- * and *submission is left 0: the caller claims those.
+ * *submission; -1 when nothing waits.  Rows become queued requests instead,
+ * and *submission is left 0 for the caller to claim those, when one holds
+ * more contacts than limit (after a 413 made the chunks smaller), or when
+ * one of their identifiers is in flight already or appears twice among
+ * them (expand_intake_claimed).
  */
 static int64
 claim_intake(Datum environment, int limit, int64 *submission)
@@ -604,6 +652,7 @@ claim_intake(Datum environment, int limit, int64 *submission)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {environment};
 	uint64		n;
+	uint64		made;
 	int64	   *ids;
 	int			nids = 0;
 	int			total = 0;
@@ -628,7 +677,10 @@ claim_intake(Datum environment, int limit, int64 *submission)
 	if (total > limit)
 		return (int64) expand_intake(int8_array(ids, 1), 0);
 	*submission = reserve_submission();
-	return (int64) expand_intake(int8_array(ids, nids), *submission);
+	if (expand_intake_claimed(int8_array(ids, nids), *submission, &made))
+		return (int64) made;
+	*submission = 0;				/* a duplicate: queued, then claimed */
+	return (int64) expand_intake(int8_array(ids, nids), 0);
 }
 
 /*
@@ -688,6 +740,35 @@ compare_identifiers(const void *a, const void *b)
 }
 
 /*
+ * made_leads returns the requests 'submitting' among the n rows that
+ * expand_intake made (SPI's result), to be sent; the others were refused
+ * and failed with the reason
+ */
+static int
+made_leads(uint64 n, EnrichOutgoing **leads_out)
+{
+	EnrichOutgoing *leads = palloc0(sizeof(EnrichOutgoing) * Max(n, 1));
+	int			nleads = 0;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *state = column_text(i, 2);
+
+		if (state == NULL || strcmp(state, "submitting") != 0)
+			continue;
+		leads[nleads].request_id = column_int64(i, 1);
+		leads[nleads].linkedin_url = column_text(i, 3);
+		leads[nleads].person_id = column_text(i, 4);
+		leads[nleads].pdl_id = column_text(i, 5);
+		leads[nleads].metadata = column_text(i, 6);
+		leads[nleads].check = (int32) column_int64(i, 7);
+		nleads++;
+	}
+	*leads_out = leads;
+	return nleads;
+}
+
+/*
  * enrich_queue_claim claims up to limit requests of an environment and
  * returns the ones to send: due queued requests (FOR UPDATE SKIP LOCKED),
  * else the contacts watched tables queued in enrich.intake (claim_intake).
@@ -711,7 +792,6 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 	int64	   *follower_ids;
 	int64	   *follower_leads;
 	int			nfollowers = 0;
-	EnrichOutgoing *claimed = NULL; /* from the intake: already 'submitting' */
 	ClaimedIdentifier *sorted;
 	int			nsorted = 0;
 	EnrichOutgoing *leads;
@@ -744,35 +824,15 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		/* nothing due: the intake */
 		made = claim_intake(due_values[0], limit, &submission);
 		if (made < 0)
-			break;				/* nothing waits there either */
+			return 0;			/* nothing waits there either */
 		if (submission == 0)
 			continue;			/* it made queued requests: claim those */
-		ids = palloc(sizeof(int64) * Max(made, 1));
-		identifiers = palloc(sizeof(char *) * Max(made, 1));
-		claimed = palloc0(sizeof(EnrichOutgoing) * Max(made, 1));
-		for (uint64 i = 0; i < (uint64) made; i++)
-		{
-			char	   *state = column_text(i, 2);
-
-			if (state == NULL || strcmp(state, "submitting") != 0)
-				continue;		/* refused: failed with the reason */
-			ids[nclaimed] = column_int64(i, 1);
-			claimed[nclaimed].request_id = ids[nclaimed];
-			claimed[nclaimed].linkedin_url = column_text(i, 3);
-			claimed[nclaimed].person_id = column_text(i, 4);
-			claimed[nclaimed].pdl_id = column_text(i, 5);
-			claimed[nclaimed].metadata = column_text(i, 6);
-			claimed[nclaimed].check = (int32) column_int64(i, 7);
-			identifiers[nclaimed] = column_text(i, 8);
-			nclaimed++;
-		}
-		if (nclaimed > 0)
-			break;
-		submission = 0;			/* every contact of it was refused: go on */
-		claimed = NULL;
+		/* the unique index saw to it that none duplicates another */
+		nleads = made_leads((uint64) made, leads_out);
+		if (nleads > 0)
+			return nleads;
+		/* every contact of it was refused (failed with the reason): go on */
 	}
-	if (nclaimed == 0)
-		return 0;
 	lead_of = palloc0(sizeof(int64) * nclaimed);
 
 	/* the claimed rows by identifier, then position: duplicates side by side */
@@ -787,31 +847,25 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 	qsort(sorted, nsorted, sizeof(ClaimedIdentifier), compare_identifiers);
 
 	/*
-	 * requests already in flight for the same identifiers (not of this
-	 * submission): one index probe per identifier, a plan that stays right
-	 * before the table was ever analyzed (one scan with = ANY was measured
-	 * to pick a plan 200 times slower)
+	 * requests already in flight for the same identifiers (one at most, by
+	 * the unique index): one index probe per identifier, a plan that stays
+	 * right before the table was ever analyzed (one scan with = ANY was
+	 * measured to pick a plan 200 times slower)
 	 */
 	{
-		Oid			types[3] = {TEXTOID, TEXTARRAYOID, INT8OID};
-		Datum		values[3];
-		char		nulls[3] = {' ', ' ', ' '};
+		Oid			types[2] = {TEXTOID, TEXTARRAYOID};
+		Datum		values[2];
 		uint64		ninflight;
 
 		values[0] = due_values[0];
 		values[1] = text_array(identifiers, (int) nclaimed);
-		values[2] = Int64GetDatum(submission);
-		if (submission == 0)
-			nulls[2] = 'n';
 		ninflight = queue_run(Q_IN_FLIGHT_LEADS,
 							  "SELECT u.identifier, l.id "
 							  "FROM (SELECT DISTINCT x FROM pg_catalog.unnest($2) AS x) AS u(identifier) "
 							  "CROSS JOIN LATERAL (SELECT r.id FROM enrich.requests r "
 							  "    WHERE r.environment = $1 AND r.identifier = u.identifier "
-							  "      AND r.state IN ('submitting', 'submitted') AND r.duplicate_of IS NULL "
-							  "      AND ($3 IS NULL OR r.submission IS DISTINCT FROM $3) "
-							  "    ORDER BY r.id LIMIT 1) AS l",
-							  3, types, values, nulls, true);
+							  "      AND r.state IN ('submitting', 'submitted') AND r.duplicate_of IS NULL) AS l",
+							  2, types, values, NULL, true);
 		for (uint64 j = 0; j < ninflight; j++)
 		{
 			ClaimedIdentifier key = {column_text(j, 1), 0};
@@ -849,11 +903,7 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 	for (uint64 i = 0; i < nclaimed; i++)
 	{
 		if (lead_of[i] == 0)
-		{
-			if (claimed != NULL)
-				leads[nleads] = claimed[i];
 			lead_list[nleads++] = ids[i];
-		}
 		else
 		{
 			follower_ids[nfollowers] = ids[i];
@@ -861,7 +911,7 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		}
 	}
 
-	if (nleads > 0 && claimed == NULL)
+	if (nleads > 0)
 	{
 		Oid			types[2] = {INT8ARRAYOID, INT8OID};
 		Datum		values[2];
@@ -894,11 +944,9 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 
 		values[0] = int8_array(follower_ids, nfollowers);
 		values[1] = int8_array(follower_leads, nfollowers);
-		/* a follower made 'submitting' from the intake gives its attempt back */
 		queue_run(Q_CLAIM_FOLLOWERS,
 				  "UPDATE enrich.requests r SET state = 'submitted', duplicate_of = f.lead, "
 				  "    batch_id = (SELECT l.batch_id FROM enrich.requests l WHERE l.id = f.lead), "
-				  "    attempts = CASE WHEN r.state = 'submitting' THEN r.attempts - 1 ELSE r.attempts END, "
 				  "    submission = NULL, updated_at = pg_catalog.now() "
 				  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, lead) WHERE r.id = f.id",
 				  2, types, values, NULL, false);

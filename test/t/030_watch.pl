@@ -92,6 +92,34 @@ wait_for(q{SELECT count(*) = 40 FROM leads WHERE enriched ? 'personId'}, 'backfi
 is($node->safe_psql('postgres', q{SELECT count(*) FROM leads WHERE enriched = '{}'}), 10,
 	'rows that had a result are untouched');
 
+# duplicates: an identifier repeated in one statement, or already sent and
+# waiting for its item, is sent once, and every row gets the person
+$mock->reset;
+$node->safe_psql('postgres', q{
+	SET ROLE crm;
+	INSERT INTO contacts VALUES (101, 'linkedin.com/in/dup-a', NULL),
+		(102, 'https://www.linkedin.com/in/Dup-A/', NULL), (103, 'linkedin.com/in/dup-b', NULL);
+});
+wait_for(q{SELECT count(*) = 2 FROM enrich.requests WHERE source_key IN ('["101"]', '["103"]')
+	AND state = 'submitting'}, 'a statement with a repeated identifier is sent');
+$node->safe_psql('postgres', q{
+	SET ROLE crm;
+	INSERT INTO contacts VALUES (104, 'http://uk.linkedin.com/in/dup-b', NULL), (105, 'linkedin.com/in/dup-c', NULL);
+});
+wait_for(q{SELECT count(*) = 5 FROM contacts WHERE id BETWEEN 101 AND 105 AND person IS NOT NULL},
+	'every row of both statements got its person');
+my $subs = $mock->stats->{submissions};
+is_deeply([ map { $subs->{"linkedin.com/in/dup-$_"} // 0 } qw(a b c) ], [ 1, 1, 1 ],
+	'each identifier was sent once: repeated in a statement, or while in flight');
+is($node->safe_psql('postgres', q{
+	SELECT count(DISTINCT person) FROM contacts WHERE id IN (101, 102)}), 1,
+	'the repeated rows have the same person');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg((r.source_key ->> 0) || '>' || (l.source_key ->> 0), ' ' ORDER BY r.id)
+	FROM enrich.requests r JOIN enrich.requests l ON l.id = r.duplicate_of
+	WHERE r.source_key ->> 0 IN ('102', '104')}), '102>101 104>103',
+	'the repeats waited as duplicates of the request sent');
+
 # unwatch: no more requests
 $node->safe_psql('postgres', q{SET ROLE crm; SELECT enrich_unwatch('leads')});
 $before = $node->safe_psql('postgres', 'SELECT count(*) FROM enrich.requests');
