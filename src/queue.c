@@ -864,7 +864,9 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 							  "FROM (SELECT DISTINCT x FROM pg_catalog.unnest($2) AS x) AS u(identifier) "
 							  "CROSS JOIN LATERAL (SELECT r.id FROM enrich.requests r "
 							  "    WHERE r.environment = $1 AND r.identifier = u.identifier "
-							  "      AND r.state IN ('submitting', 'submitted') AND r.duplicate_of IS NULL) AS l",
+							  "      AND r.state IN ('submitting', 'submitted') AND r.duplicate_of IS NULL "
+							  /* LIMIT keeps it a probe per identifier: a join would be planned */
+							  "    LIMIT 1) AS l",
 							  2, types, values, NULL, true);
 		for (uint64 j = 0; j < ninflight; j++)
 		{
