@@ -11,17 +11,21 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
+#include "storage/bufmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/resowner.h"
 
 #include "enrich.h"
@@ -125,6 +129,75 @@ typedef enum QueueStatement
 } QueueStatement;
 
 static SPIPlanPtr queue_plans[Q_COUNT];
+
+/*
+ * A kept plan suits the size and the statistics its tables had when it was
+ * made.  Until a table is first analyzed the planner guesses, and a plan
+ * made then (sequential scans, a hash join) would stay in use at millions
+ * of rows: in a new database with repeated identifiers, settling duplicates
+ * took 27 ms a page instead of 0.15 ms until autovacuum analyzed
+ * enrich.requests, a minute later.  So kept plans are made again whenever
+ * their table has doubled since (past REPLAN_MIN_BLOCKS), and the worker
+ * analyzes enrich.requests itself the first time, when autovacuum never has.
+ */
+#define REPLAN_MIN_BLOCKS 64
+
+/* enrich.requests' size in blocks when the kept queue plans were dropped last */
+static BlockNumber queue_plans_blocks = 0;
+
+/*
+ * relation_outgrew says whether a table has doubled since *blocks (past
+ * REPLAN_MIN_BLOCKS), and then sets *blocks to its size now; *analyzed says
+ * whether it was ever analyzed
+ */
+static bool
+relation_outgrew(Oid relid, BlockNumber *blocks, bool *analyzed)
+{
+	Relation	rel = try_relation_open(relid, AccessShareLock);
+	BlockNumber now;
+
+	if (rel == NULL)
+		return false;
+	now = RelationGetNumberOfBlocks(rel);
+	if (analyzed != NULL)
+		*analyzed = rel->rd_rel->reltuples >= 0;
+	relation_close(rel, AccessShareLock);
+	if (now <= Max(*blocks * 2, REPLAN_MIN_BLOCKS))
+		return false;
+	*blocks = now;
+	return true;
+}
+
+/*
+ * enrich_queue_refresh_plans drops the kept queue plans when
+ * enrich.requests has doubled since they were made, each to be made again
+ * at its next use; a table never analyzed is analyzed first
+ */
+void
+enrich_queue_refresh_plans(void)
+{
+	Oid			schema = get_namespace_oid("enrich", true);
+	Oid			requests = OidIsValid(schema) ? get_relname_relid("requests", schema) : InvalidOid;
+	bool		analyzed = true;
+
+	if (!OidIsValid(requests) || !relation_outgrew(requests, &queue_plans_blocks, &analyzed))
+		return;
+	if (!analyzed)
+	{
+		MemoryContext caller = CurrentMemoryContext;
+		int			rc = SPI_execute("ANALYZE (SKIP_LOCKED) enrich.requests", false, 0);
+
+		MemoryContextSwitchTo(caller);
+		if (rc < 0)
+			elog(ERROR, "enrich: analyzing enrich.requests failed: %s", SPI_result_code_string(rc));
+	}
+	for (int i = 0; i < Q_COUNT; i++)
+	{
+		if (queue_plans[i] != NULL)
+			SPI_freeplan(queue_plans[i]);
+		queue_plans[i] = NULL;
+	}
+}
 
 /* queue_plan prepares a statement on first use and keeps it */
 static SPIPlanPtr
@@ -1237,6 +1310,7 @@ typedef struct WriteBackPlan
 	Oid			relid;
 	char	   *sql;			/* the statement it was prepared from */
 	SPIPlanPtr	plan;
+	BlockNumber blocks;			/* the table's size when it was made again last */
 	struct WriteBackPlan *next;
 } WriteBackPlan;
 
@@ -1246,7 +1320,7 @@ static WriteBackPlan *write_back_plans = NULL;
  * write_back_plan returns the kept plan of a table's write-back statement,
  * prepared on first use (as the table's owner, like every execution of it);
  * a statement whose text changed (another result column, a renamed table or
- * key type) replaces the plan
+ * key type), or a table that doubled since, replaces the plan
  */
 static SPIPlanPtr
 write_back_plan(Oid relid, const char *sql)
@@ -1265,7 +1339,8 @@ write_back_plan(Oid relid, const char *sql)
 		entry->next = write_back_plans;
 		write_back_plans = entry;
 	}
-	if (entry->plan != NULL && strcmp(entry->sql, sql) == 0)
+	if (entry->plan != NULL && strcmp(entry->sql, sql) == 0 &&
+		!relation_outgrew(relid, &entry->blocks, NULL))
 		return entry->plan;
 	if (entry->plan != NULL)
 		SPI_freeplan(entry->plan);

@@ -28,6 +28,7 @@ typedef struct EnrichOpenBatch
 
 extern bool enrich_queue_extension_present(void);
 extern void enrich_queue_recover(void);
+extern void enrich_queue_refresh_plans(void);
 extern int	enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads);
 extern void enrich_queue_submitted(const char *batch_id, int environment,
 								   const EnrichOutgoing *leads, int n, int first_poll_ms);

@@ -435,6 +435,7 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 		recovered = true;
 	}
 	worker_load_keys(keys_generation);
+	enrich_queue_refresh_plans();
 	worker_commit();
 
 	/* submit: one bulk enrich per chunk of due requests */
