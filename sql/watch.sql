@@ -173,6 +173,9 @@ ALTER TABLE people OWNER TO enrich_watch_owner;
 SET ROLE enrich_watch_owner;
 SELECT enrich_watch('people', 'enriched', 'url', backfill => true) AS backfilled;
 RESET ROLE;
+-- a backfill queues in the intake, as INSERT does; refused rows fail at once
+SELECT count(*) AS intake_rows, sum(cardinality(source_key)) AS contacts FROM enrich.intake;
+SELECT enrich.flush_intake() AS flushed;
 SELECT source, source_key, environment, identifier, state, code, problem, completed
 FROM queue WHERE id > :mark ORDER BY id;
 SELECT max(id) AS mark FROM enrich.requests \gset
@@ -193,6 +196,7 @@ SET ROLE enrich_watch_owner;
 UPDATE people SET url = 'linkedin.com/in/p4' WHERE id = 4;
 SELECT enrich.enqueue_existing('people') AS after_done;
 RESET ROLE;
+SELECT enrich.flush_intake() AS flushed;
 SELECT source, source_key, environment, identifier, state, code, problem, completed
 FROM queue WHERE id > :mark ORDER BY id;
 SELECT max(id) AS mark FROM enrich.requests \gset

@@ -936,7 +936,9 @@ append_source_rows(StringInfo buf, const EnrichWatch *w, const char *from,
  * ENQUEUE_EXISTING queues the rows of the table whose result column is
  * NULL and that have no request queued or in flight, none refused for the
  * same malformed identifiers (it would only be refused again), and none
- * waiting in enrich.intake.
+ * waiting in enrich.intake; it queues them in enrich.intake, as INSERT and
+ * COPY do (the worker claims them in one statement), and returns one row:
+ * how many it queued, refused ones included.
  */
 static char *
 enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
@@ -946,16 +948,21 @@ enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
 	bool		first;
 
 	initStringInfo(&sql);
+	if (source == ENQUEUE_EXISTING)
+		appendStringInfoString(&sql, "WITH c AS (");
+	else
+		appendStringInfoString(&sql,
+							   "INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
+							   "source_relid, source_key, state, error, completed_at) "
+							   "SELECT COALESCE($1, pg_catalog.current_setting('enrich.environment')), "
+							   "c.linkedin_url, c.person_id, c.pdl_id, $2, c.source_key, "
+							   "CASE WHEN c.problem IS NULL THEN 'queued' ELSE 'failed' END, "
+							   "CASE WHEN c.problem IS NOT NULL THEN pg_catalog.jsonb_build_object("
+							   "'code', 'invalid_identifier', 'message', c.problem) END, "
+							   "CASE WHEN c.problem IS NOT NULL THEN pg_catalog.now() END "
+							   "FROM (");
 	appendStringInfoString(&sql,
-						   "INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
-						   "source_relid, source_key, state, error, completed_at) "
-						   "SELECT COALESCE($1, pg_catalog.current_setting('enrich.environment')), "
-						   "c.linkedin_url, c.person_id, c.pdl_id, $2, c.source_key, "
-						   "CASE WHEN c.problem IS NULL THEN 'queued' ELSE 'failed' END, "
-						   "CASE WHEN c.problem IS NOT NULL THEN pg_catalog.jsonb_build_object("
-						   "'code', 'invalid_identifier', 'message', c.problem) END, "
-						   "CASE WHEN c.problem IS NOT NULL THEN pg_catalog.now() END "
-						   "FROM (SELECT n.linkedin_url, n.person_id, n.pdl_id, n.source_key, "
+						   "SELECT n.linkedin_url, n.person_id, n.pdl_id, n.source_key, "
 						   "enrich.request_problem(n.linkedin_url, n.person_id, n.pdl_id, NULL) AS problem "
 						   "FROM (");
 
@@ -1018,7 +1025,37 @@ enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
 							   "AND k.source_key::pg_catalog.jsonb OPERATOR(pg_catalog.=) n.source_key)");
 
 	/* OFFSET 0 keeps request_problem from being evaluated once per use */
-	appendStringInfoString(&sql, " OFFSET 0) c");
+	if (source != ENQUEUE_EXISTING)
+	{
+		appendStringInfoString(&sql, " OFFSET 0) c");
+		return sql.data;
+	}
+
+	/*
+	 * a backfill queues its rows the way INSERT and COPY do, in
+	 * enrich.intake, 1,000 contacts a row; refused ones are failed requests
+	 */
+	appendStringInfoString(&sql,
+						   " OFFSET 0), "
+						   "refused AS (INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
+						   "source_relid, source_key, state, error, completed_at) "
+						   "SELECT COALESCE($1, pg_catalog.current_setting('enrich.environment')), "
+						   "c.linkedin_url, c.person_id, c.pdl_id, $2, c.source_key, 'failed', "
+						   "pg_catalog.jsonb_build_object('code', 'invalid_identifier', 'message', c.problem), "
+						   "pg_catalog.now() FROM c WHERE c.problem IS NOT NULL RETURNING 1), "
+						   "queued AS (INSERT INTO enrich.intake (environment, source_relid, linkedin_url, "
+						   "person_id, pdl_id, source_key) "
+						   "SELECT COALESCE($1, pg_catalog.current_setting('enrich.environment')), $2, "
+						   "pg_catalog.array_agg(q.linkedin_url ORDER BY q.n), "
+						   "pg_catalog.array_agg(q.person_id ORDER BY q.n), "
+						   "pg_catalog.array_agg(q.pdl_id ORDER BY q.n), "
+						   "pg_catalog.array_agg(q.source_key::pg_catalog.text ORDER BY q.n) "
+						   "FROM (SELECT c.*, pg_catalog.row_number() OVER () OPERATOR(pg_catalog.-) 1 AS n "
+						   "FROM c WHERE c.problem IS NULL) q "
+						   "GROUP BY q.n OPERATOR(pg_catalog./) 1000 "
+						   "RETURNING pg_catalog.cardinality(source_key) AS contacts) "
+						   "SELECT (SELECT pg_catalog.count(*) FROM refused) OPERATOR(pg_catalog.+) "
+						   "(SELECT COALESCE(pg_catalog.sum(contacts), 0) FROM queued)");
 	return sql.data;
 }
 
@@ -1111,6 +1148,14 @@ enqueue_run(const EnrichWatch *w, const char *sql, SPIPlanPtr *plan, int cursor_
 		enqueue_active = false;
 	}
 	PG_END_TRY();
+	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		/* a backfill counts what it queued */
+		bool		isnull;
+		Datum		queued = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		return isnull ? 0 : (uint64) DatumGetInt64(queued);	/* bigint */
+	}
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "enrich: queueing the rows of table %s failed: %s",
 			 relation_display_name(w->relid), SPI_result_code_string(rc));
