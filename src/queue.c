@@ -593,10 +593,9 @@ enrich_queue_requeue_orphans(int environment, int grace_ms)
  * enrich.request_problem refuses becomes a failed request with the reason,
  * as the trigger of enrich.requests would refuse it.  Each request keeps
  * the time its contact was queued.  The rows made are SPI's result, in the
- * order of the intake: id, state, linkedin_url, person_id, pdl_id,
- * metadata, the check value of the identifier, identifier.  (The intake
- * rows are sorted and each one's contacts unnested in place: sorting every
- * contact took a sixth of the statement.)
+ * order of the intake: the columns outgoing_from_row reads, then state.
+ * (The intake rows are sorted and each one's contacts unnested in place:
+ * sorting every contact took a sixth of the statement.)
  */
 static uint64
 expand_intake(Datum intake_ids, int64 submission)
@@ -635,8 +634,8 @@ expand_intake(Datum intake_ids, int64 submission)
 					  "          pg_catalog.unnest(i.source_key)) "
 					  "          AS u(linkedin_url, person_id, pdl_id, source_key) "
 					  "      OFFSET 0) c "
-					  "RETURNING id, state, linkedin_url, person_id, pdl_id, metadata::text, "
-					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535, identifier",
+					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::text, "
+					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535, state",
 					  3, types, values, nulls, false);
 	}
 	PG_FINALLY();
@@ -813,6 +812,22 @@ compare_identifiers(const void *a, const void *b)
 }
 
 /*
+ * outgoing_from_row reads a request to send from a row of the current SPI
+ * result: id, linkedin_url, person_id, pdl_id, metadata as text and the
+ * check value of its identifier, in its first six columns
+ */
+static void
+outgoing_from_row(uint64 row, EnrichOutgoing *out)
+{
+	out->request_id = column_int64(row, 1);
+	out->linkedin_url = column_text(row, 2);
+	out->person_id = column_text(row, 3);
+	out->pdl_id = column_text(row, 4);
+	out->metadata = column_text(row, 5);
+	out->check = (int32) column_int64(row, 6);
+}
+
+/*
  * made_leads returns the requests 'submitting' among the n rows that
  * expand_intake made (SPI's result), to be sent; the others were refused
  * and failed with the reason
@@ -825,17 +840,11 @@ made_leads(uint64 n, EnrichOutgoing **leads_out)
 
 	for (uint64 i = 0; i < n; i++)
 	{
-		char	   *state = column_text(i, 2);
+		char	   *state = column_text(i, 7);
 
 		if (state == NULL || strcmp(state, "submitting") != 0)
 			continue;
-		leads[nleads].request_id = column_int64(i, 1);
-		leads[nleads].linkedin_url = column_text(i, 3);
-		leads[nleads].person_id = column_text(i, 4);
-		leads[nleads].pdl_id = column_text(i, 5);
-		leads[nleads].metadata = column_text(i, 6);
-		leads[nleads].check = (int32) column_int64(i, 7);
-		nleads++;
+		outgoing_from_row(i, &leads[nleads++]);
 	}
 	*leads_out = leads;
 	return nleads;
@@ -1002,14 +1011,7 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535",
 					  2, types, values, NULL, false);
 		for (uint64 i = 0; i < n; i++)
-		{
-			leads[i].request_id = column_int64(i, 1);
-			leads[i].linkedin_url = column_text(i, 2);
-			leads[i].person_id = column_text(i, 3);
-			leads[i].pdl_id = column_text(i, 4);
-			leads[i].metadata = column_text(i, 5);
-			leads[i].check = (int32) column_int64(i, 6);
-		}
+			outgoing_from_row(i, &leads[i]);
 		nleads = (int) n;
 	}
 	if (nfollowers > 0)
