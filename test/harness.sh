@@ -8,7 +8,8 @@
 # test/ in a private work directory that this user owns.
 #
 # Environment: PG_CONFIG (default Debian's PostgreSQL 15), ENRICH_KEEP=1 keeps
-# the work directory for inspection, PROVE_VERBOSE=1 prints every TAP line.
+# the work directory for inspection, PROVE_VERBOSE=1 prints every TAP line,
+# BENCH_ARGS passes options to test/bench/bench.pl (e.g. "--cases throughput").
 # ENRICH_SANITIZE=1 (test/sanitize.sh, with an enrich.so built with ASan and
 # UBSan) starts every server, the TAP tests' too, through a pg_ctl that
 # preloads the sanitizer runtimes named by ENRICH_SANITIZE_PRELOAD (the mocks
@@ -268,7 +269,7 @@ case "$mode" in
 		(cd "$work/bench" && as_runner env TESTDIR="$work/bench" \
 			PG_REGRESS="$pgxsdir/test/regress/pg_regress" \
 			perl -I "$work/test/perl" -I "$pgxsdir/test/perl" \
-			"$work/test/bench/bench.pl" --csv "$work/bench/results.csv")
+			"$work/test/bench/bench.pl" --csv "$work/bench/results.csv" ${BENCH_ARGS:-})
 		rc=$?
 		if [ -s "$work/bench/results.csv" ]; then
 			mkdir -p "$top/test/bench/out"
