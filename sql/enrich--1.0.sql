@@ -169,6 +169,7 @@ CREATE TABLE enrich.requests (
     item_id         text,
     duplicate_of    bigint,
     submission      bigint,
+    claimed_by      integer,
     person          jsonb,
     error           jsonb,
     source_relid    oid,
@@ -183,6 +184,7 @@ COMMENT ON TABLE enrich.requests IS 'people to enrich: insert a row, the worker 
 COMMENT ON COLUMN enrich.requests.identifier IS 'normalized identifier: the API treats equal ones as the same person';
 COMMENT ON COLUMN enrich.requests.state IS 'queued, submitting (claimed for a bulk enrich: being sent, or sent and waiting for its item; its batch is the one of enrich.batches with this submission), submitted (a duplicate waiting for the answer of duplicate_of), done or failed';
 COMMENT ON COLUMN enrich.requests.submission IS 'the bulk enrich that carries this row: rows claimed together share it (an id of this table reserved for it, that no request has)';
+COMMENT ON COLUMN enrich.requests.claimed_by IS 'process id of the worker that claimed it for its submission: the one that records or reconciles it';
 COMMENT ON COLUMN enrich.requests.batch_id IS 'the batch whose item settled this row (a duplicate: the batch of the request it duplicates)';
 COMMENT ON COLUMN enrich.requests.duplicate_of IS 'the request whose API call also answers this one (sent once, paid once)';
 COMMENT ON COLUMN enrich.requests.source_relid IS 'the watched table the row came from';

@@ -20,6 +20,9 @@ typedef enum EnrichEnvironment
 
 #define ENRICH_ENV_COUNT 2
 
+/* the most background workers enrich.workers may ask for */
+#define ENRICH_MAX_WORKERS 8
+
 /* guc.c: every enrich.* setting */
 extern char *enrich_api_url;
 extern int	enrich_environment;
@@ -33,6 +36,7 @@ extern int	enrich_page_size;
 extern int	enrich_poll_interval_min_ms;
 extern int	enrich_poll_interval_max_ms;
 extern int	enrich_max_in_flight;
+extern int	enrich_workers;
 extern int	enrich_max_attempts;
 extern int	enrich_retry_delay_ms;
 extern int	enrich_retry_delay_max_ms;
@@ -51,7 +55,7 @@ extern char *enrich_api_key_if_set(const char *environment);
 extern int	enrich_run_privileged(const char *sql, int nargs, Oid *argtypes,
 								  Datum *values, const char *nulls, bool read_only);
 
-/* shared.c: shared memory between backends and the worker, and wakeups */
+/* shared.c: shared memory between backends and the workers, and wakeups */
 typedef enum EnrichWorkerEnvState
 {
 	ENRICH_ENV_RUNNING = 0,
@@ -59,12 +63,23 @@ typedef enum EnrichWorkerEnvState
 	ENRICH_ENV_BACKING_OFF		/* 429, 5xx or network: until a time */
 } EnrichWorkerEnvState;
 
-extern bool enrich_in_worker;	/* true in the worker process */
+extern bool enrich_in_worker;	/* true in a worker process */
 
 extern void enrich_shared_init(void);
 extern void enrich_wake_at_commit(void);
 extern void enrich_keys_changed_at_commit(void);
-extern void enrich_shared_worker_started(void);
+/* the API's rate tiers, as the shared token buckets index them */
+#define ENRICH_TIER_BULK 0		/* tier 3: bulk enrich */
+#define ENRICH_TIER_READ 1		/* tier 4: status, items, list */
+#define ENRICH_TIER_COUNT 2
+
+extern void enrich_shared_worker_started(int slot);
+extern int	enrich_shared_other_workers(int32 *pids);
+extern void enrich_shared_wake_workers(void);
+extern bool enrich_shared_take_token(int environment, int tier, int rate,
+									 TimestampTz now, long *wait_ms);
+extern void enrich_shared_give_back_token(int environment, int tier, int rate);
+extern void enrich_shared_block_tier(int environment, int tier, TimestampTz until);
 extern uint64 enrich_shared_keys_generation(void);
 extern void enrich_shared_set_env(int environment, EnrichWorkerEnvState state,
 								  TimestampTz until, const char *last_error);
@@ -72,7 +87,8 @@ extern void enrich_shared_set_env(int environment, EnrichWorkerEnvState state,
 /* trigger.c: the statement that copies what enrich's trigger queued */
 extern void enrich_allow_source_rows(bool allow);
 
-/* worker.c */
+/* worker.c: the workers, and this process's slot among them (-1: none) */
+extern int	enrich_worker_slot;
 extern void enrich_worker_init(void);
 
 #endif							/* ENRICH_H */

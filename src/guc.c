@@ -26,6 +26,7 @@ int			enrich_page_size = 50;
 int			enrich_poll_interval_min_ms = 200;
 int			enrich_poll_interval_max_ms = 10000;
 int			enrich_max_in_flight = 8;
+int			enrich_workers = 2;
 int			enrich_max_attempts = 5;
 int			enrich_retry_delay_ms = 1000;
 int			enrich_retry_delay_max_ms = 600000;
@@ -139,8 +140,17 @@ enrich_worker_guc_init(void)
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("enrich.workers",
+							"Background workers that send and receive the queue's requests.",
+							"Each one claims requests and pages through the batches it sent; "
+							"they share the rate limits of the tiers.",
+							&enrich_workers,
+							2, 1, ENRICH_MAX_WORKERS,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("enrich.max_in_flight",
-							"Most API calls the worker makes at once.",
+							"Most API calls each worker makes at once.",
 							NULL,
 							&enrich_max_in_flight,
 							8, 1, 64,

@@ -19,6 +19,7 @@
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -40,6 +41,27 @@
  */
 #define SUBMISSION_IN_DOUBT \
 	"NOT EXISTS (SELECT 1 FROM enrich.batches b WHERE b.submission = r.submission)"
+
+/*
+ * RECONCILED_HERE is true of a request r 'submitting' that this worker
+ * reconciles: one it claimed itself, or, in the first worker, one whose
+ * claimer no longer runs.  running is an int4[] of the process ids of the
+ * other workers that run, NULL in the other workers (then only their own).
+ * A submission that another running worker claimed is that worker's to
+ * record or reconcile: it may be on its way to the API.
+ */
+#define RECONCILED_HERE(running) \
+	"(r.claimed_by = pg_catalog.pg_backend_pid() " \
+	"OR NOT coalesce(coalesce(r.claimed_by, 0) = ANY (" running "), true))"
+
+/*
+ * BATCH_HERE is true of a batch row that this worker polls and pages, when
+ * workers is the number of workers and slot this worker's: the batches are
+ * shared out by a hash of their id, whichever worker sent them, so that
+ * each worker has about as many items to write back
+ */
+#define BATCH_HERE(workers, slot) \
+	"pg_catalog.mod(pg_catalog.hashtext(batch_id) & 2147483647, " workers ") = " slot
 
 /*
  * RETRY_AT is when a request r is tried again after a retryable failure:
@@ -182,10 +204,11 @@ enrich_queue_refresh_plans(void)
 
 	if (!OidIsValid(requests) || !relation_outgrew(requests, &queue_plans_blocks, &analyzed))
 		return;
-	if (!analyzed)
+	/* unless another worker (or autovacuum) is analyzing it right now */
+	if (!analyzed && ConditionalLockRelationOid(requests, ShareUpdateExclusiveLock))
 	{
 		MemoryContext caller = CurrentMemoryContext;
-		int			rc = SPI_execute("ANALYZE (SKIP_LOCKED) enrich.requests", false, 0);
+		int			rc = SPI_execute("ANALYZE enrich.requests", false, 0);
 
 		MemoryContextSwitchTo(caller);
 		if (rc < 0)
@@ -282,6 +305,33 @@ text_array(char **values, int n)
 
 static char *error_json(const char *code, const char *message);
 
+/*
+ * running_workers returns the int4[] that RECONCILED_HERE takes: in the
+ * first worker, the process ids of the other workers that run; in the
+ * others, NULL (*null set to 'n').  A worker is listed from before its
+ * first claim until it exits; the read-only statements that take this list
+ * see the snapshot their transaction took before it was read, so every
+ * claim they see is of a worker listed here or of one that stopped (and the
+ * requeue after enrich.reconcile_grace only touches claims older than that).
+ */
+static Datum
+running_workers(char *null)
+{
+	int32		pids[ENRICH_MAX_WORKERS];
+	Datum	   *elems = palloc(sizeof(Datum) * ENRICH_MAX_WORKERS);
+	int			n;
+
+	if (enrich_worker_slot != 0)
+	{
+		*null = 'n';
+		return (Datum) 0;
+	}
+	n = enrich_shared_other_workers(pids);
+	for (int i = 0; i < n; i++)
+		elems[i] = Int32GetDatum(pids[i]);
+	return PointerGetDatum(construct_array(elems, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+}
+
 /* lead_ids returns the request ids of claimed leads */
 static int64 *
 lead_ids(const EnrichOutgoing *leads, int n)
@@ -376,26 +426,27 @@ enrich_queue_extension_present(void)
 }
 
 /*
- * enrich_queue_recover runs when the worker starts.  Requests it was
+ * enrich_queue_recover runs when a worker starts.  Requests it was
  * submitting when it stopped stay 'submitting': the API may have accepted
  * them, so reconciliation looks for their batch before anything is sent
  * again.  Duplicates whose lead is no longer in flight go back to the
- * queue, and every open batch is polled at once.
+ * queue, and every open batch of this worker is polled at once.
  */
 void
 enrich_queue_recover(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	int			rc = SPI_execute(
-								 "WITH orphan AS ("
-								 "  UPDATE enrich.requests f SET state = 'queued', duplicate_of = NULL, batch_id = NULL, "
-								 "      updated_at = pg_catalog.now() "
-								 "  WHERE f.duplicate_of IS NOT NULL AND f.state IN ('submitting', 'submitted') "
-								 "    AND NOT EXISTS ("
-								 "      SELECT 1 FROM enrich.requests l WHERE l.id = f.duplicate_of "
-								 "        AND l.state IN ('submitting', 'submitted')) RETURNING f.id) "
-								 "UPDATE enrich.batches SET next_poll_at = pg_catalog.now() "
-								 "WHERE NOT closed AND origin = 'worker'",
+	char	   *here = psprintf(BATCH_HERE("%d", "%d"), enrich_workers, enrich_worker_slot);
+	int			rc = SPI_execute(psprintf(
+										  "WITH orphan AS ("
+										  "  UPDATE enrich.requests f SET state = 'queued', duplicate_of = NULL, batch_id = NULL, "
+										  "      updated_at = pg_catalog.now() "
+										  "  WHERE f.duplicate_of IS NOT NULL AND f.state IN ('submitting', 'submitted') "
+										  "    AND NOT EXISTS ("
+										  "      SELECT 1 FROM enrich.requests l WHERE l.id = f.duplicate_of "
+										  "        AND l.state IN ('submitting', 'submitted')) RETURNING f.id) "
+										  "UPDATE enrich.batches SET next_poll_at = pg_catalog.now() "
+										  "WHERE NOT closed AND origin = 'worker' AND %s", here),
 								 false, 0);
 
 	MemoryContextSwitchTo(caller);
@@ -412,17 +463,20 @@ enrich_queue_recover(void)
 bool
 enrich_queue_orphans(int environment, char **claimed_date, double *claimed_age_ms)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
+	Oid			types[2] = {TEXTOID, INT4ARRAYOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
 
 	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
+	values[1] = running_workers(&nulls[1]);
 	queue_run(Q_ORPHANS,
 			  "SELECT pg_catalog.to_char(min(r.claimed) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
 			  "    extract(epoch FROM pg_catalog.clock_timestamp() - min(r.claimed)) * 1000 "
-			  "FROM (SELECT s.submission, min(s.updated_at) AS claimed FROM enrich.requests s "
-			  "      WHERE s.state = 'submitting' AND s.environment = $1 GROUP BY s.submission) AS r "
+			  "FROM (SELECT r.submission, min(r.updated_at) AS claimed FROM enrich.requests r "
+			  "      WHERE r.state = 'submitting' AND r.environment = $1 AND " RECONCILED_HERE("$2") " "
+			  "      GROUP BY r.submission) AS r "
 			  "WHERE " SUBMISSION_IN_DOUBT,
-			  1, types, values, NULL, true);
+			  2, types, values, nulls, true);
 	*claimed_date = column_text(0, 1);
 	if (*claimed_date == NULL)
 		return false;
@@ -467,8 +521,9 @@ int
 enrich_queue_adopt(const char *batch_id, int environment, const int64 *ids,
 				   const int64 *checks, int nids, int total_count, char **why)
 {
-	Oid			types[3] = {INT8ARRAYOID, TEXTOID, INT8ARRAYOID};
-	Datum		values[3];
+	Oid			types[4] = {INT8ARRAYOID, TEXTOID, INT8ARRAYOID, INT4ARRAYOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 	uint64		n;
 	int64		submission = 0;
 	int			matched = 0;
@@ -477,6 +532,7 @@ enrich_queue_adopt(const char *batch_id, int environment, const int64 *ids,
 	values[0] = int8_array(ids, nids);
 	values[1] = CStringGetTextDatum(enrich_environment_name(environment));
 	values[2] = int8_array(checks, nids);
+	values[3] = running_workers(&nulls[3]);
 	n = queue_run(Q_ADOPT_MATCH,
 				  "SELECT r.submission, count(*), "
 				  "    (SELECT count(*) FROM enrich.requests s "
@@ -486,8 +542,9 @@ enrich_queue_adopt(const char *batch_id, int environment, const int64 *ids,
 				  "JOIN enrich.requests r ON r.id = i.id "
 				  "    AND (pg_catalog.hashtext(coalesce(r.identifier, '')) & 65535) = i.checked "
 				  "WHERE r.state = 'submitting' AND r.environment = $2 AND " SUBMISSION_IN_DOUBT " "
+				  "  AND " RECONCILED_HERE("$4") " "
 				  "GROUP BY r.submission",
-				  3, types, values, NULL, true);
+				  4, types, values, nulls, true);
 	if (n == 0)
 		return 0;
 	if (n > 1)
@@ -568,20 +625,22 @@ enrich_queue_note_submitting(const EnrichOutgoing *leads, int n, const char *mes
 int
 enrich_queue_requeue_orphans(int environment, int grace_ms)
 {
-	Oid			types[2] = {TEXTOID, INT4OID};
-	Datum		values[2];
+	Oid			types[3] = {TEXTOID, INT4OID, INT4ARRAYOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	uint64		n;
 
 	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
 	values[1] = Int32GetDatum(grace_ms);
+	values[2] = running_workers(&nulls[2]);
 	n = queue_run(Q_REQUEUE_ORPHANS,
 				  "UPDATE enrich.requests r SET state = 'queued', batch_id = NULL, submission = NULL, "
-				  "    attempts = GREATEST(attempts - 1, 0), updated_at = pg_catalog.now() "
+				  "    claimed_by = NULL, attempts = GREATEST(attempts - 1, 0), updated_at = pg_catalog.now() "
 				  "WHERE r.state = 'submitting' AND r.environment = $1 "
 				  "  AND r.updated_at < pg_catalog.clock_timestamp() - $2 * interval '1 millisecond' "
-				  "  AND " SUBMISSION_IN_DOUBT " "
+				  "  AND " SUBMISSION_IN_DOUBT " AND " RECONCILED_HERE("$3") " "
 				  "RETURNING r.id",
-				  2, types, values, NULL, false);
+				  3, types, values, nulls, false);
 	settle_returned_leads(n);
 	return (int) n;
 }
@@ -616,12 +675,14 @@ expand_intake(Datum intake_ids, int64 submission)
 		n = queue_run(Q_EXPAND_INTAKE,
 					  "WITH i AS (DELETE FROM enrich.intake WHERE id = ANY ($1) RETURNING *) "
 					  "INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
-					  "    source_relid, source_key, state, attempts, submission, error, completed_at, created_at) "
+					  "    source_relid, source_key, state, attempts, submission, claimed_by, error, completed_at, "
+					  "    created_at) "
 					  "SELECT c.environment, c.linkedin_url, c.person_id, c.pdl_id, c.source_relid, "
 					  "    c.source_key::jsonb, "
 					  "    CASE WHEN c.problem IS NULL THEN $2 ELSE 'failed' END, "
 					  "    CASE WHEN c.problem IS NULL AND $3 IS NOT NULL THEN 1 ELSE 0 END, "
 					  "    CASE WHEN c.problem IS NULL THEN $3 END, "
+					  "    CASE WHEN c.problem IS NULL AND $3 IS NOT NULL THEN pg_catalog.pg_backend_pid() END, "
 					  "    CASE WHEN c.problem IS NOT NULL THEN pg_catalog.jsonb_build_object("
 					  "        'code', 'invalid_identifier', 'message', c.problem) END, "
 					  "    CASE WHEN c.problem IS NOT NULL THEN pg_catalog.now() END, "
@@ -647,32 +708,28 @@ expand_intake(Datum intake_ids, int64 submission)
 }
 
 /*
- * expand_intake_claimed turns intake rows into requests 'submitting' of a
- * submission, in a subtransaction: the unique index of identifiers in
- * flight refuses a contact whose identifier is already sent and waiting, or
- * appears twice among them.  Then nothing was made, and it returns false:
- * the caller makes queued requests of the rows instead, and claims those
- * the way that finds their duplicates.  When no contact is refused, which
- * is the rule, the claim needs no search for duplicates at all; *made is
- * then how many requests were made (SPI's result, as expand_intake leaves
- * it).
+ * in_subtransaction runs step(arg) in a subtransaction.  When a claim there
+ * collides with another worker's (the unique index of identifiers in
+ * flight refuses a row, or the two wait on each other's rows), the
+ * subtransaction is rolled back and it returns false; any other error goes
+ * on up.
  */
 static bool
-expand_intake_claimed(Datum intake_ids, int64 submission, uint64 *made)
+in_subtransaction(void (*step) (void *arg), void *arg)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool claimed = false;
+	volatile bool done = false;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
-		*made = expand_intake(intake_ids, submission);
+		step(arg);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
-		claimed = true;
+		done = true;
 	}
 	PG_CATCH();
 	{
@@ -680,7 +737,8 @@ expand_intake_claimed(Datum intake_ids, int64 submission, uint64 *made)
 
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION &&
+			edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED)
 			PG_RE_THROW();
 		FlushErrorState();
 		FreeErrorData(edata);
@@ -689,7 +747,45 @@ expand_intake_claimed(Datum intake_ids, int64 submission, uint64 *made)
 		CurrentResourceOwner = oldowner;
 	}
 	PG_END_TRY();
-	return claimed;
+	return done;
+}
+
+/* what expand_intake_claimed's subtransaction expands, and how many it made */
+typedef struct IntakeClaim
+{
+	Datum		intake_ids;
+	int64		submission;
+	uint64		made;
+} IntakeClaim;
+
+static void
+expand_intake_step(void *arg)
+{
+	IntakeClaim *claim = (IntakeClaim *) arg;
+
+	claim->made = expand_intake(claim->intake_ids, claim->submission);
+}
+
+/*
+ * expand_intake_claimed turns intake rows into requests 'submitting' of a
+ * submission, in a subtransaction: the unique index of identifiers in
+ * flight refuses a contact whose identifier is already sent and waiting, or
+ * appears twice among them (or is being claimed by another worker).  Then
+ * nothing was made, and it returns false: the caller makes queued requests
+ * of the rows instead, and claims those the way that finds their
+ * duplicates.  When no contact is refused, which is the rule, the claim
+ * needs no search for duplicates at all; *made is then how many requests
+ * were made (SPI's result, as expand_intake leaves it).
+ */
+static bool
+expand_intake_claimed(Datum intake_ids, int64 submission, uint64 *made)
+{
+	IntakeClaim claim = {intake_ids, submission, 0};
+
+	if (!in_subtransaction(expand_intake_step, &claim))
+		return false;
+	*made = claim.made;
+	return true;
 }
 
 /*
@@ -850,6 +946,61 @@ made_leads(uint64 n, EnrichOutgoing **leads_out)
 	return nleads;
 }
 
+/* the leads and followers of a claim from the queue (claim_queued_step) */
+typedef struct QueuedClaim
+{
+	int64	   *lead_ids;
+	int			nleads;			/* in: leads claimed; out: leads to send */
+	int64	   *follower_ids;
+	int64	   *follower_leads;
+	int			nfollowers;
+	EnrichOutgoing *leads;		/* out: the leads to send */
+} QueuedClaim;
+
+/*
+ * claim_queued_step marks claimed leads 'submitting' in a new submission,
+ * and their followers 'submitted' as duplicates of their lead
+ */
+static void
+claim_queued_step(void *arg)
+{
+	QueuedClaim *claim = (QueuedClaim *) arg;
+
+	if (claim->nleads > 0)
+	{
+		Oid			types[2] = {INT8ARRAYOID, INT8OID};
+		Datum		values[2];
+		uint64		n;
+
+		values[0] = int8_array(claim->lead_ids, claim->nleads);
+		values[1] = Int64GetDatum(reserve_submission());
+		n = queue_run(Q_CLAIM_LEADS,
+					  "UPDATE enrich.requests SET state = 'submitting', attempts = attempts + 1, "
+					  "    submission = $2, claimed_by = pg_catalog.pg_backend_pid(), updated_at = pg_catalog.now() "
+					  "WHERE id = ANY ($1) "
+					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::text, "
+					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535",
+					  2, types, values, NULL, false);
+		for (uint64 i = 0; i < n; i++)
+			outgoing_from_row(i, &claim->leads[i]);
+		claim->nleads = (int) n;
+	}
+	if (claim->nfollowers > 0)
+	{
+		Oid			types[2] = {INT8ARRAYOID, INT8ARRAYOID};
+		Datum		values[2];
+
+		values[0] = int8_array(claim->follower_ids, claim->nfollowers);
+		values[1] = int8_array(claim->follower_leads, claim->nfollowers);
+		queue_run(Q_CLAIM_FOLLOWERS,
+				  "UPDATE enrich.requests r SET state = 'submitted', duplicate_of = f.lead, "
+				  "    batch_id = (SELECT l.batch_id FROM enrich.requests l WHERE l.id = f.lead), "
+				  "    submission = NULL, updated_at = pg_catalog.now() "
+				  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, lead) WHERE r.id = f.id",
+				  2, types, values, NULL, false);
+	}
+}
+
 /*
  * enrich_queue_claim claims up to limit requests of an environment and
  * returns the ones to send: due queued requests (FOR UPDATE SKIP LOCKED),
@@ -877,6 +1028,7 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 	ClaimedIdentifier *sorted;
 	int			nsorted = 0;
 	EnrichOutgoing *leads;
+	QueuedClaim claim;
 
 	*leads_out = NULL;
 	due_values[0] = CStringGetTextDatum(enrich_environment_name(environment));
@@ -995,39 +1147,20 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		}
 	}
 
-	if (nleads > 0)
+	claim.lead_ids = lead_list;
+	claim.nleads = nleads;
+	claim.follower_ids = follower_ids;
+	claim.follower_leads = follower_leads;
+	claim.nfollowers = nfollowers;
+	claim.leads = leads;
+	if (!in_subtransaction(claim_queued_step, &claim))
 	{
-		Oid			types[2] = {INT8ARRAYOID, INT8OID};
-		Datum		values[2];
-		uint64		n;
-
-		values[0] = int8_array(lead_list, nleads);
-		values[1] = Int64GetDatum(reserve_submission());
-		n = queue_run(Q_CLAIM_LEADS,
-					  "UPDATE enrich.requests SET state = 'submitting', attempts = attempts + 1, "
-					  "    submission = $2, updated_at = pg_catalog.now() "
-					  "WHERE id = ANY ($1) "
-					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::text, "
-					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535",
-					  2, types, values, NULL, false);
-		for (uint64 i = 0; i < n; i++)
-			outgoing_from_row(i, &leads[i]);
-		nleads = (int) n;
+		/* another worker claimed one of these identifiers meanwhile */
+		ereport(DEBUG1,
+				(errmsg("enrich worker: a claim collided with another worker's, trying again")));
+		return 0;
 	}
-	if (nfollowers > 0)
-	{
-		Oid			types[2] = {INT8ARRAYOID, INT8ARRAYOID};
-		Datum		values[2];
-
-		values[0] = int8_array(follower_ids, nfollowers);
-		values[1] = int8_array(follower_leads, nfollowers);
-		queue_run(Q_CLAIM_FOLLOWERS,
-				  "UPDATE enrich.requests r SET state = 'submitted', duplicate_of = f.lead, "
-				  "    batch_id = (SELECT l.batch_id FROM enrich.requests l WHERE l.id = f.lead), "
-				  "    submission = NULL, updated_at = pg_catalog.now() "
-				  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, lead) WHERE r.id = f.id",
-				  2, types, values, NULL, false);
-	}
+	nleads = claim.nleads;
 	*leads_out = leads;
 	return nleads;
 }
@@ -1129,12 +1262,13 @@ enrich_queue_fail(const EnrichOutgoing *leads, int n, const char *code, const ch
 	settle_followers(values[0]);
 }
 
-/* enrich_queue_due_batches returns open batches whose poll is due */
+/* enrich_queue_due_batches returns this worker's open batches whose poll is due */
 int
 enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
 {
-	Oid			types[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(limit)};
+	Oid			types[3] = {INT4OID, INT4OID, INT4OID};
+	Datum		values[3] = {Int32GetDatum(limit), Int32GetDatum(enrich_workers),
+	Int32GetDatum(enrich_worker_slot)};
 	uint64		n;
 	EnrichOpenBatch *batches;
 
@@ -1144,8 +1278,9 @@ enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
 				  "    extract(epoch FROM pg_catalog.clock_timestamp() - submitted_at) * 1000 "
 				  "FROM enrich.batches "
 				  "WHERE NOT closed AND origin = 'worker' AND next_poll_at <= pg_catalog.clock_timestamp() "
+				  "  AND " BATCH_HERE("$2", "$3") " "
 				  "ORDER BY next_poll_at LIMIT $1",
-				  1, types, values, NULL, true);
+				  3, types, values, NULL, true);
 	batches = palloc0(sizeof(EnrichOpenBatch) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -1632,8 +1767,8 @@ enrich_queue_next_due_ms(const bool *environment_active)
 {
 	char	   *active[ENRICH_ENV_COUNT];
 	int			nactive = 0;
-	Oid			types[1] = {TEXTARRAYOID};
-	Datum		values[1];
+	Oid			types[3] = {TEXTARRAYOID, INT4OID, INT4OID};
+	Datum		values[3];
 	char	   *due;
 
 	for (int i = 0; i < ENRICH_ENV_COUNT; i++)
@@ -1642,15 +1777,18 @@ enrich_queue_next_due_ms(const bool *environment_active)
 	if (nactive == 0)
 		return -1;
 	values[0] = text_array(active, nactive);
+	values[1] = Int32GetDatum(enrich_workers);
+	values[2] = Int32GetDatum(enrich_worker_slot);
 	queue_run(Q_NEXT_DUE,
 			  "SELECT ceil(extract(epoch FROM LEAST("
 			  "  (SELECT min(next_attempt_at) FROM enrich.requests "
 			  "   WHERE state = 'queued' AND environment = ANY ($1)), "
 			  "  (SELECT min(created_at) FROM enrich.intake WHERE environment = ANY ($1)), "
 			  "  (SELECT min(next_poll_at) FROM enrich.batches "
-			  "   WHERE NOT closed AND origin = 'worker' AND environment = ANY ($1))) "
+			  "   WHERE NOT closed AND origin = 'worker' AND environment = ANY ($1) "
+			  "     AND " BATCH_HERE("$2", "$3") ")) "
 			  "  - pg_catalog.clock_timestamp()) * 1000)",
-			  1, types, values, NULL, true);
+			  3, types, values, NULL, true);
 	due = column_text(0, 1);
 	if (due == NULL)
 		return -1;

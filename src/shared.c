@@ -1,14 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * shared.c
- *	  The shared memory between backends and the worker, and the wakeups
- *	  through it: which process the worker is (to set its latch), its state
- *	  per environment (running, paused, backing off; the last error), and a
+ *	  The shared memory between backends and the workers, and the wakeups
+ *	  through it: which processes the workers are (to set their latches, and
+ *	  to tell a submission in flight from one left in doubt), their state per
+ *	  environment (running, paused, backing off; the last error), the token
+ *	  buckets of the API's rate tiers that the workers share, and a
  *	  generation counter of the API keys.
  *
  * Wakeups happen at commit: a transaction that queues work or sets a key
- * asks for one, and a transaction callback sets the worker's latch only if
- * it commits, so the worker never looks for rows that are not visible yet.
+ * asks for one, and a transaction callback sets the workers' latches only
+ * if it commits, so a worker never looks for rows that are not visible yet.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,13 +41,28 @@ typedef struct EnrichEnvShared
 	char		last_error[256];
 } EnrichEnvShared;
 
+/* one worker's slot: its process, while it runs */
+typedef struct EnrichWorkerSlot
+{
+	int			procno;			/* -1 when the slot's worker does not run */
+	pid_t		pid;
+} EnrichWorkerSlot;
+
+/* a token bucket: an API rate tier of one environment, for all workers */
+typedef struct EnrichTokenBucket
+{
+	double		tokens;
+	TimestampTz refilled_at;
+	TimestampTz blocked_until;	/* a 429 said to wait */
+} EnrichTokenBucket;
+
 typedef struct EnrichShared
 {
 	slock_t		mutex;
-	int			worker_procno;	/* -1 when no worker runs */
-	pid_t		worker_pid;
+	EnrichWorkerSlot workers[ENRICH_MAX_WORKERS];
 	uint64		keys_generation;
 	EnrichEnvShared env[ENRICH_ENV_COUNT];
+	EnrichTokenBucket buckets[ENRICH_ENV_COUNT][ENRICH_TIER_COUNT];
 } EnrichShared;
 
 bool		enrich_in_worker = false;
@@ -81,7 +98,8 @@ enrich_shmem_startup(void)
 	{
 		memset(enrich_shared, 0, sizeof(EnrichShared));
 		SpinLockInit(&enrich_shared->mutex);
-		enrich_shared->worker_procno = -1;
+		for (int i = 0; i < ENRICH_MAX_WORKERS; i++)
+			enrich_shared->workers[i].procno = -1;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -102,19 +120,21 @@ enrich_shared_init(void)
 	shmem_startup_hook = enrich_shmem_startup;
 }
 
-/* enrich_set_worker_latch wakes the worker now, if one runs */
+/* enrich_set_worker_latches wakes every worker that runs but this one, now */
 static void
-enrich_set_worker_latch(void)
+enrich_set_worker_latches(void)
 {
-	int			procno;
+	int			procnos[ENRICH_MAX_WORKERS];
 
 	if (enrich_shared == NULL)
 		return;
 	SpinLockAcquire(&enrich_shared->mutex);
-	procno = enrich_shared->worker_procno;
+	for (int i = 0; i < ENRICH_MAX_WORKERS; i++)
+		procnos[i] = enrich_shared->workers[i].procno;
 	SpinLockRelease(&enrich_shared->mutex);
-	if (procno >= 0)
-		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+	for (int i = 0; i < ENRICH_MAX_WORKERS; i++)
+		if (procnos[i] >= 0 && procnos[i] != MyProc->pgprocno)
+			SetLatch(&ProcGlobal->allProcs[procnos[i]].procLatch);
 }
 
 /* enrich_xact_callback delivers the wakeups a committed transaction asked for */
@@ -132,7 +152,7 @@ enrich_xact_callback(XactEvent event, void *arg)
 				SpinLockRelease(&enrich_shared->mutex);
 			}
 			if (wake_pending || keys_changed_pending)
-				enrich_set_worker_latch();
+				enrich_set_worker_latches();
 			wake_pending = keys_changed_pending = false;
 			break;
 		case XACT_EVENT_ABORT:
@@ -156,7 +176,17 @@ enrich_register_xact_callback(void)
 	}
 }
 
-/* enrich_wake_at_commit wakes the worker when this transaction commits */
+/*
+ * enrich_shared_wake_workers wakes the other workers now, for what this
+ * worker has committed
+ */
+void
+enrich_shared_wake_workers(void)
+{
+	enrich_set_worker_latches();
+}
+
+/* enrich_wake_at_commit wakes the workers when this transaction commits */
 void
 enrich_wake_at_commit(void)
 {
@@ -177,32 +207,127 @@ enrich_keys_changed_at_commit(void)
 	keys_changed_pending = true;
 }
 
-/* enrich_shared_worker_exit forgets the worker when it exits */
+/* enrich_shared_worker_exit frees the slot of a worker that exits */
 static void
 enrich_shared_worker_exit(int code, Datum arg)
 {
+	int			slot = DatumGetInt32(arg);
+
 	if (enrich_shared == NULL)
 		return;
 	SpinLockAcquire(&enrich_shared->mutex);
-	enrich_shared->worker_procno = -1;
-	enrich_shared->worker_pid = 0;
+	enrich_shared->workers[slot].procno = -1;
+	enrich_shared->workers[slot].pid = 0;
 	SpinLockRelease(&enrich_shared->mutex);
 }
 
-/* enrich_shared_worker_started records this process as the worker */
+/* enrich_shared_worker_started records this process as the worker of a slot */
 void
-enrich_shared_worker_started(void)
+enrich_shared_worker_started(int slot)
 {
 	enrich_in_worker = true;
 	if (enrich_shared == NULL)
 		return;
 	SpinLockAcquire(&enrich_shared->mutex);
-	enrich_shared->worker_procno = MyProc->pgprocno;
-	enrich_shared->worker_pid = MyProcPid;
+	enrich_shared->workers[slot].procno = MyProc->pgprocno;
+	enrich_shared->workers[slot].pid = MyProcPid;
 	for (int i = 0; i < ENRICH_ENV_COUNT; i++)
 		enrich_shared->env[i].state = ENRICH_ENV_RUNNING;
 	SpinLockRelease(&enrich_shared->mutex);
-	on_shmem_exit(enrich_shared_worker_exit, (Datum) 0);
+	on_shmem_exit(enrich_shared_worker_exit, Int32GetDatum(slot));
+}
+
+/*
+ * enrich_shared_other_workers fills pids with the process ids of the other
+ * workers that run (ENRICH_MAX_WORKERS at most) and returns how many.  A
+ * worker registers before it claims anything and stays registered until it
+ * exits, so a submission claimed by one of them is in flight, not in doubt.
+ */
+int
+enrich_shared_other_workers(int32 *pids)
+{
+	int			n = 0;
+
+	if (enrich_shared == NULL)
+		return 0;
+	SpinLockAcquire(&enrich_shared->mutex);
+	for (int i = 0; i < ENRICH_MAX_WORKERS; i++)
+		if (enrich_shared->workers[i].pid != 0 && enrich_shared->workers[i].pid != MyProcPid)
+			pids[n++] = (int32) enrich_shared->workers[i].pid;
+	SpinLockRelease(&enrich_shared->mutex);
+	return n;
+}
+
+/*
+ * enrich_shared_take_token takes a token of a tier of an environment that
+ * allows rate calls a second (0: unlimited) if one is available; otherwise
+ * it returns false and lowers *wait_ms to when the next one will be.  A
+ * Retry-After blocks the tier even when it is unlimited.
+ */
+bool
+enrich_shared_take_token(int environment, int tier, int rate, TimestampTz now, long *wait_ms)
+{
+	EnrichTokenBucket *b;
+	double		capacity = Max(1.0, (double) rate);
+	bool		taken = false;
+	long		wait = -1;
+
+	if (enrich_shared == NULL)
+		return true;
+	b = &enrich_shared->buckets[environment][tier];
+	SpinLockAcquire(&enrich_shared->mutex);
+	if (b->blocked_until > now)
+		wait = (long) ((b->blocked_until - now) / 1000 + 1);
+	else if (rate == 0)
+		taken = true;
+	else
+	{
+		if (b->refilled_at == 0)
+			b->tokens = capacity;
+		else if (now > b->refilled_at)
+			b->tokens = Min(capacity, b->tokens + (now - b->refilled_at) / 1e6 * rate);
+		b->refilled_at = Max(b->refilled_at, now);
+		if (b->tokens >= 1.0)
+		{
+			b->tokens -= 1.0;
+			taken = true;
+		}
+		else
+			wait = (long) ((1.0 - b->tokens) * 1000.0 / rate) + 1;
+	}
+	SpinLockRelease(&enrich_shared->mutex);
+	if (wait >= 0)
+		*wait_ms = Min(*wait_ms, wait);
+	return taken;
+}
+
+/* enrich_shared_give_back_token returns a token that was not used */
+void
+enrich_shared_give_back_token(int environment, int tier, int rate)
+{
+	EnrichTokenBucket *b;
+
+	if (enrich_shared == NULL || rate == 0)
+		return;
+	b = &enrich_shared->buckets[environment][tier];
+	SpinLockAcquire(&enrich_shared->mutex);
+	b->tokens = Min(b->tokens + 1.0, Max(1.0, (double) rate));
+	SpinLockRelease(&enrich_shared->mutex);
+}
+
+/* enrich_shared_block_tier honours a Retry-After: no call of the tier until then */
+void
+enrich_shared_block_tier(int environment, int tier, TimestampTz until)
+{
+	EnrichTokenBucket *b;
+
+	if (enrich_shared == NULL)
+		return;
+	b = &enrich_shared->buckets[environment][tier];
+	SpinLockAcquire(&enrich_shared->mutex);
+	b->blocked_until = Max(b->blocked_until, until);
+	b->tokens = 0;
+	SpinLockRelease(&enrich_shared->mutex);
 }
 
 /* enrich_shared_keys_generation returns how many times keys changed */
@@ -240,7 +365,7 @@ enrich_shared_set_env(int environment, EnrichWorkerEnvState state,
 	SpinLockRelease(&enrich_shared->mutex);
 }
 
-/* enrich_wake() wakes the worker (at commit) */
+/* enrich_wake() wakes the workers (at commit) */
 Datum
 enrich_wake(PG_FUNCTION_ARGS)
 {
@@ -260,7 +385,7 @@ enrich_worker_state(PG_FUNCTION_ARGS)
 	bool		nulls[2] = {false, false};
 	int			environment;
 	EnrichEnvShared env;
-	pid_t		pid;
+	bool		running = false;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "enrich: worker_state must return a row");
@@ -275,11 +400,12 @@ enrich_worker_state(PG_FUNCTION_ARGS)
 	}
 
 	SpinLockAcquire(&enrich_shared->mutex);
-	pid = enrich_shared->worker_pid;
+	for (int i = 0; i < ENRICH_MAX_WORKERS; i++)
+		running |= enrich_shared->workers[i].pid != 0;
 	env = enrich_shared->env[environment];
 	SpinLockRelease(&enrich_shared->mutex);
 
-	if (pid == 0)
+	if (!running)
 		values[0] = CStringGetTextDatum("not running");
 	else if (env.state == ENRICH_ENV_PAUSED)
 		values[0] = CStringGetTextDatum("paused: unauthorized (set the key with enrich_set_api_key)");

@@ -1,10 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The background worker: its registration, signals, latch and loop
+ *	  The background workers: their registration, signals, latch and loop
  *	  memory context, and the state machine that moves requests from the
  *	  queue into bulk-enrich batches, polls the batches, pages through their
  *	  items and writes the persons back.
+ *
+ * enrich.workers workers run the same loop, so that a backfill uses as
+ * many cores.  Each claims requests (rows locked with SKIP LOCKED, so no
+ * two claim the same) and polls and pages the batches whose id falls to it
+ * (a hash of the id, whichever worker sent them); they share the token
+ * buckets of the rate tiers.  A worker reconciles the submissions it
+ * claimed itself; the first one also those of workers that stopped.
  *
  * One round of the loop claims requests, a chunk per short transaction,
  * and picks the due batches; each call starts as soon as what it carries
@@ -47,14 +54,6 @@
 
 PGDLLEXPORT void enrich_worker_main(Datum main_arg);
 
-/* a token bucket: the worker's own share of an API rate tier */
-typedef struct TokenBucket
-{
-	double		tokens;
-	TimestampTz refilled_at;
-	TimestampTz blocked_until;	/* a 429 said to wait */
-} TokenBucket;
-
 /* what the worker knows of one environment between rounds */
 typedef struct EnvState
 {
@@ -65,8 +64,6 @@ typedef struct EnvState
 	double		completion_ms;	/* when to poll a new batch first (EWMA) */
 	bool		completion_known;	/* completion_ms was learned, not assumed */
 	char	   *api_key;		/* cached in TopMemoryContext */
-	TokenBucket tier3;
-	TokenBucket tier4;
 } EnvState;
 
 /* the kinds of calls a round makes */
@@ -87,6 +84,8 @@ typedef struct WorkerCall
 	EnrichOpenBatch *batch;		/* CALL_STATUS, CALL_ITEMS */
 } WorkerCall;
 
+int			enrich_worker_slot = -1;
+
 static volatile sig_atomic_t shutdown_requested = false;
 static EnvState envs[ENRICH_ENV_COUNT];
 static uint64 keys_generation_seen = 0;
@@ -96,10 +95,14 @@ static bool reconcile_pending = true;	/* submissions may be in doubt */
 static TimestampTz reconcile_after = 0;
 static List *foreign_batches = NIL;	/* batches seen not to be ours */
 static MemoryContext loop_context = NULL;
+static bool batches_recorded = false;	/* this round recorded a new batch */
+static int32 others_seen[ENRICH_MAX_WORKERS];	/* other workers last round */
+static int	nothers_seen = 0;
 
 /*
- * enrich_worker_init registers the worker when enrich is preloaded; the
- * postmaster restarts it 5 seconds after it dies
+ * enrich_worker_init registers enrich.workers workers when enrich is
+ * preloaded, each with its slot number as argument; the postmaster
+ * restarts one 5 seconds after it dies
  */
 void
 enrich_worker_init(void)
@@ -114,9 +117,13 @@ enrich_worker_init(void)
 	worker.bgw_restart_time = 5;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "enrich");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "enrich_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "enrich worker");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "enrich worker");
-	RegisterBackgroundWorker(&worker);
+	for (int slot = 0; slot < enrich_workers; slot++)
+	{
+		snprintf(worker.bgw_name, BGW_MAXLEN, "enrich worker %d", slot);
+		worker.bgw_main_arg = Int32GetDatum(slot);
+		RegisterBackgroundWorker(&worker);
+	}
 }
 
 /*
@@ -170,56 +177,34 @@ worker_error(int environment, const char *what)
 
 /* bucket_rate returns the configured rate of a tier (0 = unlimited) */
 static int
-bucket_rate(bool tier3)
+bucket_rate(int tier)
 {
-	return tier3 ? enrich_tier3_rate : enrich_tier4_rate;
+	return tier == ENRICH_TIER_BULK ? enrich_tier3_rate : enrich_tier4_rate;
 }
 
 /*
- * bucket_take takes a token if one is available; otherwise it returns false
- * and lowers *wait_ms to when the next one will be
+ * bucket_take takes a token of a tier that all workers share; when none is
+ * left it returns false and lowers *wait_ms to when the next one will be
  */
 static bool
-bucket_take(TokenBucket *b, bool tier3, TimestampTz now, long *wait_ms)
+bucket_take(int environment, int tier, TimestampTz now, long *wait_ms)
 {
-	int			rate = bucket_rate(tier3);
-	double		capacity = Max(1.0, (double) rate);
-
-	if (b->blocked_until > now)
-	{
-		*wait_ms = Min(*wait_ms, (b->blocked_until - now) / 1000 + 1);
-		return false;
-	}
-	if (rate == 0)
-		return true;
-	if (b->refilled_at == 0)
-		b->tokens = capacity;
-	else
-		b->tokens = Min(capacity, b->tokens + (now - b->refilled_at) / 1e6 * rate);
-	b->refilled_at = now;
-	if (b->tokens >= 1.0)
-	{
-		b->tokens -= 1.0;
-		return true;
-	}
-	*wait_ms = Min(*wait_ms, (long) ceil((1.0 - b->tokens) * 1000.0 / rate));
-	return false;
+	return enrich_shared_take_token(environment, tier, bucket_rate(tier), now, wait_ms);
 }
 
 /* bucket_give_back returns a token that was not used */
 static void
-bucket_give_back(TokenBucket *b, bool tier3)
+bucket_give_back(int environment, int tier)
 {
-	if (bucket_rate(tier3) > 0)
-		b->tokens += 1.0;
+	enrich_shared_give_back_token(environment, tier, bucket_rate(tier));
 }
 
-/* bucket_block honours a Retry-After */
+/* bucket_block honours a Retry-After, for every worker */
 static void
-bucket_block(TokenBucket *b, int retry_after_s)
+bucket_block(int environment, int tier, int retry_after_s)
 {
-	b->blocked_until = GetCurrentTimestamp() + (int64) Max(retry_after_s, 1) * USECS_PER_SEC;
-	b->tokens = 0;
+	enrich_shared_block_tier(environment, tier,
+							 GetCurrentTimestamp() + (int64) Max(retry_after_s, 1) * USECS_PER_SEC);
 }
 
 /* jitter returns a random delay between 0 and cap_ms ("full jitter") */
@@ -443,7 +428,7 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 	{
 		active[e] = env_callable(e, now, &wait_ms);
 		while (active[e] && ncalls < enrich_max_in_flight &&
-			   bucket_take(&envs[e].tier3, true, now, &wait_ms))
+			   bucket_take(e, ENRICH_TIER_BULK, now, &wait_ms))
 		{
 			WorkerCall *call = &calls[ncalls];
 			int			limit = Min(enrich_batch_size, envs[e].chunk_limit);
@@ -453,7 +438,7 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 			worker_commit();
 			if (call->nleads == 0)
 			{
-				bucket_give_back(&envs[e].tier3, true);
+				bucket_give_back(e, ENRICH_TIER_BULK);
 				break;
 			}
 			call->kind = CALL_SUBMIT;
@@ -478,7 +463,7 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 			continue;
 		if (strcmp(b->status, "failed") == 0)
 			continue;			/* closed when its status was recorded */
-		if (!bucket_take(&envs[b->environment].tier4, false, now, &wait_ms))
+		if (!bucket_take(b->environment, ENRICH_TIER_READ, now, &wait_ms))
 			continue;
 		plan_batch(b, &calls[ncalls], &https[ncalls]);
 		ncalls++;
@@ -550,11 +535,12 @@ record_submit(WorkerCall *call, EnrichHttpCall *http)
 			env_reached(call->environment);
 			enrich_queue_submitted(batch_id, call->environment, call->leads, call->nleads,
 								   (int) env->completion_ms);
+			batches_recorded = true;
 			if (env->chunk_limit < enrich_batch_size)
 				env->chunk_limit = Min(enrich_batch_size, env->chunk_limit * 2);
 			break;
 		case ENRICH_OUTCOME_RATE_LIMITED:
-			bucket_block(&env->tier3, http->retry_after);
+			bucket_block(call->environment, ENRICH_TIER_BULK, http->retry_after);
 			enrich_queue_requeue(call->leads, call->nleads, false,
 								 Max(http->retry_after, 1) * 1000, NULL, NULL);
 			break;
@@ -648,13 +634,12 @@ record_batch_failure(WorkerCall *call, EnrichHttpCall *http, EnrichCallOutcome o
 					 const char *message)
 {
 	EnrichOpenBatch *b = call->batch;
-	EnvState   *env = &envs[call->environment];
 	int			next = clamp_poll(b->poll_interval_ms * 2.0);
 
 	switch (outcome)
 	{
 		case ENRICH_OUTCOME_RATE_LIMITED:
-			bucket_block(&env->tier4, http->retry_after);
+			bucket_block(call->environment, ENRICH_TIER_READ, http->retry_after);
 			next = Max(http->retry_after, 1) * 1000;
 			break;
 		case ENRICH_OUTCOME_UNAUTHORIZED:
@@ -926,9 +911,12 @@ probe_batch(int environment, const EnrichBatchStatus *status)
 								 status->total_count, &message);
 	worker_commit();
 	if (adopted > 0)
+	{
+		batches_recorded = true;
 		ereport(LOG,
 				(errmsg("enrich worker: adopted batch %s of %d requests whose bulk enrich was sent but not recorded",
 						status->batch_id, adopted)));
+	}
 	else if (message != NULL)
 	{
 		ereport(LOG,
@@ -1009,6 +997,30 @@ reconcile_environment(int environment)
 }
 
 /*
+ * notice_stopped_workers makes the first worker reconcile when another
+ * worker stopped since the last round: the submissions it claimed and had
+ * not recorded are in doubt now, and the first worker reconciles them
+ */
+static void
+notice_stopped_workers(void)
+{
+	int32		others[ENRICH_MAX_WORKERS];
+	int			n = enrich_shared_other_workers(others);
+
+	for (int i = 0; i < nothers_seen; i++)
+	{
+		bool		running = false;
+
+		for (int j = 0; j < n && !running; j++)
+			running = others[j] == others_seen[i];
+		if (!running)
+			reconcile_pending = true;
+	}
+	memcpy(others_seen, others, sizeof(int32) * n);
+	nothers_seen = n;
+}
+
+/*
  * worker_reconcile runs reconciliation for every environment that can be
  * called, at most once a second while requests remain to reconcile
  */
@@ -1019,6 +1031,8 @@ worker_reconcile(void)
 	bool		remaining = false;
 	long		unused = LONG_MAX;
 
+	if (enrich_worker_slot == 0)
+		notice_stopped_workers();
 	if (!reconcile_pending || now < reconcile_after || !keys_loaded)
 		return;
 	PG_TRY();
@@ -1047,6 +1061,19 @@ worker_reconcile(void)
 }
 
 /*
+ * wake_batch_owners wakes the other workers once this one recorded new
+ * batches (committed by now): a batch is polled by the worker its id falls
+ * to, which may be asleep with nothing else to do
+ */
+static void
+wake_batch_owners(void)
+{
+	if (batches_recorded && enrich_workers > 1)
+		enrich_shared_wake_workers();
+	batches_recorded = false;
+}
+
+/*
  * worker_round plans, calls and records once; returns how long to sleep:
  * 0 to go on at once, -1 to sleep until woken
  */
@@ -1060,6 +1087,7 @@ worker_round(void)
 	volatile bool called = true;
 
 	worker_reconcile();
+	wake_batch_owners();		/* batches adopted */
 
 	PG_TRY();
 	{
@@ -1113,6 +1141,7 @@ worker_round(void)
 
 	for (int i = 0; i < ncalls; i++)
 		worker_record(&calls[i], &https[i]);
+	wake_batch_owners();
 	return 0;
 }
 
@@ -1153,8 +1182,9 @@ enrich_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, enrich_worker_sigterm);
 	BackgroundWorkerUnblockSignals();
 
+	enrich_worker_slot = DatumGetInt32(main_arg);
 	BackgroundWorkerInitializeConnection(enrich_database, NULL, 0);
-	enrich_shared_worker_started();
+	enrich_shared_worker_started(enrich_worker_slot);
 	pgstat_report_appname("enrich worker");
 	srandom((unsigned int) (MyProcPid ^ GetCurrentTimestamp()));
 
@@ -1166,7 +1196,8 @@ enrich_worker_main(Datum main_arg)
 	loop_context = AllocSetContextCreate(TopMemoryContext, "enrich worker loop",
 										 ALLOCSET_DEFAULT_SIZES);
 	ereport(LOG,
-			(errmsg("enrich worker started in database \"%s\"", enrich_database)));
+			(errmsg("enrich worker %d of %d started in database \"%s\"",
+					enrich_worker_slot, enrich_workers, enrich_database)));
 
 	for (;;)
 	{

@@ -9,7 +9,9 @@
 #
 # Environment: PG_CONFIG (default Debian's PostgreSQL 15), ENRICH_KEEP=1 keeps
 # the work directory for inspection, PROVE_VERBOSE=1 prints every TAP line,
-# BENCH_ARGS passes options to test/bench/bench.pl (e.g. "--cases throughput").
+# BENCH_ARGS passes options to test/bench/bench.pl (e.g. "--cases throughput"),
+# TAP_ONLY="045 060" runs only the TAP tests whose paths contain one of the
+# words (a developer's aid: the total then counts only those).
 # ENRICH_SANITIZE=1 (test/sanitize.sh, with an enrich.so built with ASan and
 # UBSan) starts every server, the TAP tests' too, through a pg_ctl that
 # preloads the sanitizer runtimes named by ENRICH_SANITIZE_PRELOAD (the mocks
@@ -199,6 +201,11 @@ run_tap()
 {
 	local files counts=$work/tap.counts verbose=
 	files=$(ls "$work"/test/mock/t/*.pl "$work"/test/t/*.pl 2>/dev/null)
+	if [ -n "${TAP_ONLY:-}" ]; then
+		files=$(for f in $files; do
+			for w in $TAP_ONLY; do case "$f" in *"$w"*) echo "$f"; break ;; esac; done
+		done)
+	fi
 	[ "${PROVE_VERBOSE:-0}" = 1 ] && verbose=--verbose
 	echo "== TAP tests"
 	mkdir -p "$work/tap"

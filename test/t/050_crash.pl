@@ -58,7 +58,7 @@ $node->safe_psql('postgres', q{
 sub worker_pid
 {
 	return $node->safe_psql('postgres',
-		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'});
+		q{SELECT min(pid) FROM pg_stat_activity WHERE backend_type = 'enrich worker'});
 }
 
 sub wait_worker
@@ -143,7 +143,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM contacts WHERE person IS 
 	$node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests WHERE state = 'done'}),
 	'every done request wrote its person');
 my $log = slurp_file($node->logfile);
-my $restarts = () = $log =~ /enrich worker started/g;
+my $restarts = () = $log =~ /enrich worker \d+ of \d+ started/g;
 cmp_ok($restarts, '>=', 16, "the worker started $restarts times");
 my $adopted = () = $log =~ /adopted batch/g;
 cmp_ok($adopted, '>', 0, "$adopted batches sent but not recorded were found and adopted");

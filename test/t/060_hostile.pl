@@ -96,15 +96,18 @@ sub snapshot
 
 # no crash: the worker keeps its pid, and the log has no crash or restart
 my $CRASH = qr/terminated by signal|exited with exit code|was terminated|terminating any other active server process|server process .* exited/;
-wait_for(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
-	'the worker runs');
-my $worker_pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'});
+wait_for(q{SELECT count(*) = current_setting('enrich.workers')::int FROM pg_stat_activity
+		   WHERE backend_type = 'enrich worker'},
+	'the workers run');
+my $worker_pid = sql(q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
+					   WHERE backend_type = 'enrich worker'});
 sub check_alive
 {
 	my ($what) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	is(sql(q{SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'enrich worker'}),
-		$worker_pid, "$what: the worker did not restart (same pid)");
+	is(sql(q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
+			 WHERE backend_type = 'enrich worker'}),
+		$worker_pid, "$what: no worker restarted (same pids)");
 	my $log = slurp_file($node->logfile);
 	my @crash = grep { /$CRASH/ } split /\n/, $log;
 	ok(!@crash, "$what: no backend or worker crash in the server log") or diag join("\n", @crash);

@@ -74,8 +74,8 @@ is(scalar(grep { /p-fault-/ && $subs->{$_} > 1 } keys %$subs), 0,
 	'no identifier was submitted twice');
 
 my $log = slurp_file($node->logfile);
-my $starts = () = $log =~ /enrich worker started/g;
-is($starts, 1, 'the worker never restarted');
+my $starts = () = $log =~ /enrich worker \d+ of \d+ started/g;
+is($starts, $node->safe_psql('postgres', 'SHOW enrich.workers'), 'no worker ever restarted');
 unlike($log, qr/terminated by signal|exited with exit code/, 'and never crashed');
 
 $node->stop;

@@ -1,7 +1,8 @@
-# No leak: the worker's private memory (RssAnon; RSS also counts the shared
-# buffers it touches) stays within 10 % over the last 150,000 of 250,000
-# processed items, all queued the same way (so that as many batches, HTTP
-# handles and connections are in use at once throughout).
+# No leak: the workers' private memory (RssAnon, added up over the workers;
+# RSS also counts the shared buffers they touch) stays within 10 % over the
+# last 150,000 of 250,000 processed items, all queued the same way (so that
+# as many batches, HTTP handles and connections are in use at once
+# throughout).
 use strict;
 use warnings;
 use FindBin;
@@ -24,13 +25,21 @@ my $node = EnrichNode->start('memory', $mock, q{
 enrich.poll_interval_min = '20ms'
 });
 
+# memory_kb returns RssAnon, VmRSS and VmHWM added up over the workers
+my $pids;
 sub memory_kb
 {
-	my $pid = $node->safe_psql('postgres',
-		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'});
-	open my $fh, '<', "/proc/$pid/status" or die "cannot read /proc/$pid/status: $!";
-	my %m;
-	while (<$fh>) { $m{$1} = $2 if /^(RssAnon|VmRSS|VmHWM):\s+(\d+)\s+kB/; }
+	my $now = $node->safe_psql('postgres',
+		q{SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity
+		  WHERE backend_type = 'enrich worker'});
+	$pids //= $now;
+	die "the workers restarted: $pids, then $now\n" unless $now eq $pids;
+	my %m = (RssAnon => 0, VmRSS => 0, VmHWM => 0);
+	for my $pid (split ' ', $now)
+	{
+		open my $fh, '<', "/proc/$pid/status" or die "cannot read /proc/$pid/status: $!";
+		while (my $line = <$fh>) { $m{$1} += $2 if $line =~ /^(RssAnon|VmRSS|VmHWM):\s+(\d+)\s+kB/; }
+	}
 	return \%m;
 }
 
@@ -66,11 +75,11 @@ for my $chunk (1 .. 3)
 my $end = memory_kb();
 is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests WHERE state = 'done'}),
 	250000, 'every item was processed');
-diag(sprintf('worker after warm-up: RssAnon %d kB, VmRSS %d kB; baseline RssAnon %d kB; after 200,000 more: RssAnon %d kB, VmRSS %d kB, peak RssAnon %d kB, VmHWM %d kB',
+diag(sprintf('workers after warm-up: RssAnon %d kB, VmRSS %d kB; baseline RssAnon %d kB; after 200,000 more: RssAnon %d kB, VmRSS %d kB, peak RssAnon %d kB, VmHWM %d kB',
 		$warm->{RssAnon}, $warm->{VmRSS}, $base->{RssAnon}, $end->{RssAnon}, $end->{VmRSS}, $peak_anon,
 		$end->{VmHWM}));
 cmp_ok($peak_anon, '<=', $base->{RssAnon} * 1.10,
-	"the worker's private memory stayed within 10 % over the last 150,000 items ($base->{RssAnon} kB -> peak $peak_anon kB)");
+	"the workers' private memory stayed within 10 % over the last 150,000 items ($base->{RssAnon} kB -> peak $peak_anon kB)");
 
 $node->stop;
 $mock->stop;

@@ -1,0 +1,85 @@
+# Several workers: by default two run, both claim requests (from the queue
+# and from a watched table's intake) and page batches, and together they
+# keep to the bulk-enrich rate limit (the mock refuses any call above it);
+# nothing is sent twice; with enrich.workers = 1 one worker does it all.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+
+use EnrichMock;
+use EnrichNode;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes ();
+
+# the mock allows 5 bulk enriches a second (after a burst of 10): two
+# workers that each kept their own 5 a second would be refused
+my $mock = EnrichMock->start(tier3 => 5);
+
+my $node = EnrichNode->start('workers', $mock, q{
+enrich.tier3_rate = 5
+enrich.batch_size = 10
+enrich.poll_interval_min = '20ms'
+enrich.poll_interval_max = '200ms'
+});
+
+# wait_for waits until a query returns true, failing the test after a while
+sub wait_for
+{
+	my ($query, $what, $seconds) = @_;
+	local $PostgreSQL::Test::Utils::timeout_default = $seconds // 120;
+	ok($node->poll_query_until('postgres', $query), $what);
+}
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+is(sql('SHOW enrich.workers'), '2', 'two workers by default');
+wait_for(q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
+	'two workers run');
+is(sql(q{SELECT state FROM enrich.worker_state('test')}), 'running', 'their state is running');
+
+# 200 requests queued by hand and 200 contacts of a watched table, in one
+# transaction: 40 bulk enriches of 10
+sql(q{
+	CREATE TABLE contacts (id bigint PRIMARY KEY, url text, person jsonb);
+	SELECT enrich_watch('contacts', 'person', linkedin_url_column => 'url');
+});
+my $t0 = Time::HiRes::time();
+sql(q{
+	BEGIN;
+	INSERT INTO enrich.requests (person_id) SELECT 'p-workers-' || g FROM generate_series(1, 200) g;
+	INSERT INTO contacts (id, url) SELECT g, 'linkedin.com/in/workers-' || g FROM generate_series(1, 200) g;
+	COMMIT;
+});
+wait_for(q{SELECT count(*) = 400 FROM enrich.requests WHERE state = 'done'}, 'all 400 requests are done');
+wait_for(q{SELECT count(*) = 200 FROM contacts WHERE person IS NOT NULL}, 'all 200 persons written back');
+my $secs = Time::HiRes::time() - $t0;
+
+my $stats = $mock->stats;
+my $bulk = $stats->{endpoints}{bulk_enrich};
+is($bulk->{202}, 40, '40 bulk enriches of 10');
+is($bulk->{429} // 0, 0, 'none refused by the rate limit: the workers share it');
+# a burst of 5, then one every 0.2 s: the 40th goes at 7 s
+cmp_ok($secs, '>=', 6, sprintf('the 40 bulk enriches took the 7 s the limit allows (%.1f s)', $secs));
+my $subs = $stats->{submissions};
+is(scalar(grep { $subs->{$_} > 1 } keys %$subs), 0, 'no identifier was submitted twice');
+is(sql(q{SELECT count(DISTINCT claimed_by) FROM enrich.requests}), 2, 'both workers claimed requests');
+is(sql(q{SELECT count(*) FROM enrich.requests r
+		 WHERE r.claimed_by NOT IN (SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker')}),
+	0, 'each request names the worker that claimed it');
+is(sql(q{SELECT count(*) FROM enrich.batches WHERE NOT closed}), 0, 'every batch was paged to its end');
+
+# one worker: it polls every batch, whichever worker's it was
+sql(q{ALTER SYSTEM SET enrich.workers = 1});
+$node->restart;
+wait_for(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
+	'with enrich.workers = 1 one worker runs');
+sql(q{INSERT INTO contacts (id, url) SELECT g, 'linkedin.com/in/workers-' || g FROM generate_series(201, 300) g});
+wait_for(q{SELECT count(*) = 300 FROM contacts WHERE person IS NOT NULL}, 'it enriches 100 more contacts alone');
+ok($node->log_contains(qr/enrich worker 0 of 1 started/), 'the log names the worker and how many run');
+
+$node->stop;
+$mock->stop;
+done_testing();
