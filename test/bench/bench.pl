@@ -10,10 +10,13 @@
 #
 # The cases:
 #   throughput  end-to-end: 100,000 contacts inserted into a watched table,
-#               timed from the INSERT's commit until the worker has written
-#               the last person back; each run starts with the queue as after
-#               CREATE EXTENSION (empty, no planner statistics).  The worker's
-#               peak RSS (VmHWM, reset before the run) is read at the end.
+#               timed from the INSERT's commit until the workers (as many
+#               as enrich.workers, 2 by default) have written the last person
+#               back; each run starts with the queue as after CREATE EXTENSION
+#               (empty, no planner statistics).  The workers' peak RSS (VmHWM,
+#               reset before the run) is read at the end: the highest one,
+#               with how much of it is shared_buffers' pages (RssShmem), and
+#               again from runs with shared_buffers at 32 MB.
 #               Write-back bound: the same 100,000 items applied by a SQL
 #               procedure (bench.sql) from pre-built pages of 50, one COMMIT
 #               per page, to the same tables (enrich.requests and a watched
@@ -31,8 +34,8 @@
 #   calls       HTTP calls per 1,000 requests with the mock's start delay at
 #               2 s, for 1,000 and 10,000 requests, against the ideal (one
 #               bulk enrich per 1,000, one items call per 50, one status poll
-#               per batch): first from a freshly started worker each run, then
-#               from the same worker again once it has learned the delay
+#               per batch): first from freshly started workers each run, then
+#               from the same workers again once they have learned the delay
 #
 # The bench never asserts a time: it prints figures, and exits non-zero only
 # when a case fails to run (its rows then say why).
@@ -154,9 +157,9 @@ sub proc_status
 	my ($pid) = @_;
 	my %s;
 	open(my $fh, '<', "/proc/$pid/status") or die "bench: cannot read /proc/$pid/status: $!\n";
-	while (<$fh>)
+	while (my $line = <$fh>)
 	{
-		$s{$1} = $2 if /^(\w+):\s+(\d+) kB/;
+		$s{$1} = $2 if $line =~ /^(\w+):\s+(\d+) kB/;
 	}
 	close $fh;
 	return \%s;
@@ -206,37 +209,40 @@ sub add_failure
 	push @rows, { case => $case, figure => "failed to run: $error", error => 1, target => '—' };
 }
 
-# worker_pid returns the pid of the enrich worker, or undef
-sub worker_pid
+# worker_pids returns the pids of the enrich workers that run, sorted
+sub worker_pids
 {
-	my $pid = $ps->query_safe(
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'");
-	return $pid =~ /^(\d+)$/ ? $1 : undef;
+	my $out = $ps->query_safe(
+		"SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'enrich worker'");
+	return grep { /^\d+$/ } split ' ', $out;
 }
 
-# wait_for_worker waits until an enrich worker other than $old runs
-sub wait_for_worker
+# wait_for_workers waits until enrich.workers workers run, none of them one
+# of @old, and returns their pids
+sub wait_for_workers
 {
-	my ($old) = @_;
+	my (@old) = @_;
+	my %old = map { $_ => 1 } @old;
+	my $want = sql("SHOW enrich.workers");
 	my $deadline = time + 30;
 	while (time < $deadline)
 	{
-		my $pid = worker_pid();
-		return $pid if defined $pid && (!defined $old || $pid != $old);
+		my @pids = worker_pids();
+		return @pids if @pids == $want && !grep { $old{$_} } @pids;
 		sleep 0.1;
 	}
-	die "bench: the enrich worker did not start\n";
+	die "bench: the enrich workers did not start\n";
 }
 
-# restart_worker stops the worker; the postmaster starts a new one 5 s later,
-# which knows of the batches before only what enrich.batches holds
-sub restart_worker
+# restart_workers stops the workers; the postmaster starts new ones 5 s
+# later, which know of the batches before only what enrich.batches holds
+sub restart_workers
 {
-	my $old = worker_pid() // die "bench: no enrich worker is running\n";
-	sql("SELECT pg_terminate_backend($old)");
-	my $pid = wait_for_worker($old);
-	sleep 0.3;    # its first round: recovery, nothing to do
-	return $pid;
+	my @old = worker_pids() or die "bench: no enrich worker is running\n";
+	sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'enrich worker'");
+	my @pids = wait_for_workers(@old);
+	sleep 0.3;    # their first round: recovery, nothing to do
+	return @pids;
 }
 
 # reset_queue empties enrich's queue and batches between runs; with $fresh
@@ -312,12 +318,14 @@ sub drop_contacts
 # end-to-end, write-back bound, ratio, worker memory
 # ---------------------------------------------------------------------------
 
-# e2e_run inserts the contacts into a fresh watched table and times the worker
-# from the INSERT's commit to the last person written; it returns the
-# seconds, the worker's VmHWM in MB and its largest RssAnon seen, in MB
+# e2e_run inserts the contacts into a fresh watched table and times the
+# workers from the INSERT's commit to the last person written; it returns
+# the seconds and, of the worker with the highest peak, its VmHWM and its
+# RssShmem at the end, with the largest RssAnon of any worker seen, in MB
 sub e2e_run
 {
-	my ($run) = @_;
+	my ($run, $label) = @_;
+	$label //= '';
 	my $n = $opt{requests};
 	my $t = "bench_e2e_$run";
 
@@ -325,14 +333,15 @@ sub e2e_run
 	contacts_table($t);
 	sql("SELECT enrich_watch('$t', 'person', linkedin_url_column => 'linkedin')");
 	sql("CHECKPOINT");
-	my $wpid = worker_pid() // die "bench: no enrich worker is running\n";
-	reset_peak($wpid);
+	my @wpids = worker_pids() or die "bench: no enrich worker is running\n";
+	reset_peak($_) for @wpids;
 	my $anon_peak = 0;
 	my $t0 = sql("INSERT INTO $t SELECT g, 'Contact ' || g, 'https://www.linkedin.com/in/bench-' || g, NULL "
 		  . "FROM generate_series(1, $n) g; SELECT extract(epoch FROM clock_timestamp())");
 	wait_queue_empty(900, 0.25,
-		sub { $anon_peak = max($anon_peak, proc_status($wpid)->{RssAnon} // 0); });
-	my $st = proc_status($wpid);
+		sub { $anon_peak = max($anon_peak, map { proc_status($_)->{RssAnon} // 0 } @wpids); });
+	# the figures of the worker with the highest peak
+	my ($st) = sort { $b->{VmHWM} <=> $a->{VmHWM} } map { proc_status($_) } @wpids;
 	my ($end, $done, $failed, $written) = split /\|/, sql(
 		"SELECT extract(epoch FROM max(completed_at)), count(*) FILTER (WHERE state = 'done'), "
 		  . "count(*) FILTER (WHERE state = 'failed'), (SELECT count(*) FROM $t WHERE person IS NOT NULL) "
@@ -340,13 +349,14 @@ sub e2e_run
 	die "bench: end-to-end run $run: $done done, $failed failed, $written persons written, of $n\n"
 	  unless $done == $n && $written == $n;
 	die "bench: the enrich worker restarted during end-to-end run $run\n"
-	  unless (worker_pid() // 0) == $wpid;
+	  unless join(' ', worker_pids()) eq join(' ', @wpids);
 	my $secs = $end - $t0;
-	note(sprintf("end-to-end run %d: %.2f s, %.0f items/s; worker VmHWM %.1f MB (RssShmem now %.1f MB, "
-			. "largest RssAnon seen %.1f MB)",
-			$run, $secs, $n / $secs, $st->{VmHWM} / 1024, ($st->{RssShmem} // 0) / 1024, $anon_peak / 1024));
+	note(sprintf("end-to-end run %d%s: %.2f s, %.0f items/s; %d workers, the highest VmHWM %.1f MB "
+			. "(RssShmem now %.1f MB), largest RssAnon seen %.1f MB",
+			$run, $label, $secs, $n / $secs, scalar(@wpids), $st->{VmHWM} / 1024, ($st->{RssShmem} // 0) / 1024,
+			$anon_peak / 1024));
 	drop_contacts($t);
-	return ($secs, $st->{VmHWM} / 1024, $anon_peak / 1024);
+	return ($secs, $st->{VmHWM} / 1024, ($st->{RssShmem} // 0) / 1024, $anon_peak / 1024);
 }
 
 # bound_run prepares the same tables as the worker sees them before its
@@ -392,12 +402,33 @@ sub bound_run
 	return $secs;
 }
 
+# with_shared_buffers restarts the cluster with another shared_buffers, runs
+# the code, and restarts it with the default again (whatever happened)
+sub with_shared_buffers
+{
+	my ($size, $code) = @_;
+	my $restart = sub {
+		$ps->quit;
+		$node->restart;
+		$ps = $node->background_psql('postgres');
+		wait_for_workers();
+	};
+	sql("ALTER SYSTEM SET shared_buffers = '$size'");
+	$restart->();
+	my $ok = eval { $code->(); 1 };
+	my $err = $@;
+	sql("ALTER SYSTEM RESET shared_buffers");
+	$restart->();
+	die $err unless $ok;
+}
+
 # case_throughput runs end-to-end and bound alternately, then records
-# end-to-end, bound, their ratio (per pair) and the worker's memory
+# end-to-end, bound, their ratio (per pair) and the workers' memory (also
+# from end-to-end runs with a smaller buffer pool)
 sub case_throughput
 {
 	my $n = $opt{requests};
-	my (@e2e, @bound, @hwm, @anon);
+	my (@e2e, @bound, @hwm, @shmem, @anon, @small_hwm, @small_shmem);
 
 	pgss_reset();
 	my $t0 = time;
@@ -407,16 +438,28 @@ sub case_throughput
 			$n / 50, int(($n + 999) / 1000), time - $t0));
 	for my $run (1 .. $opt{runs})
 	{
-		my ($secs, $hwm, $anon) = e2e_run($run);
+		my ($secs, $hwm, $shmem, $anon) = e2e_run($run);
 		push @e2e, $secs;
 		push @hwm, $hwm;
+		push @shmem, $shmem;
 		push @anon, $anon;
 		push @bound, bound_run($run);
 	}
 	pgss_report('throughput');
 
+	# how much of a worker's resident size is the buffer pool: the same runs
+	# with shared_buffers at 32 MB instead of the default 128 MB
+	with_shared_buffers('32MB', sub {
+		for my $run (1 .. $opt{runs})
+		{
+			my (undef, $hwm, $shmem) = e2e_run($run, ', shared_buffers = 32MB');
+			push @small_hwm, $hwm;
+			push @small_shmem, $shmem;
+		}
+	});
+
 	my $nice = $n == 100_000 ? '100,000' : $n;
-	add_row(case => 'end-to-end', figure => "seconds, $nice requests (watched table, worker, mock)",
+	add_row(case => 'end-to-end', figure => "seconds, $nice requests (watched table, workers, mock)",
 		values => \@e2e, unit => 's', digits => 2);
 	add_row(case => 'end-to-end', figure => 'items/s', values => [ map { $n / $_ } @e2e ],
 		unit => 'items/s', digits => 0);
@@ -427,10 +470,16 @@ sub case_throughput
 	add_row(case => 'ratio', figure => 'end-to-end items/s ÷ bound items/s (per pair of runs)',
 		values => [ map { $bound[$_] / $e2e[$_] } 0 .. $#e2e ], unit => 'ratio', digits => 2,
 		target => '≥ 0.7', test => sub { $_[0] >= 0.7 });
-	add_row(case => 'worker memory', figure => 'worker peak RSS (VmHWM) during end-to-end',
+	add_row(case => 'worker memory', figure => 'worker peak RSS (VmHWM) during end-to-end, the highest worker',
 		values => \@hwm, unit => 'MB', digits => 1, target => '≤ 64 MB', test => sub { $_[0] <= 64 });
+	add_row(case => 'worker memory', figure => "of which shared_buffers' pages it touched (RssShmem at the end)",
+		values => \@shmem, unit => 'MB', digits => 1);
 	add_row(case => 'worker memory', figure => 'worker largest private RSS (RssAnon, sampled every 0.25 s)',
 		values => \@anon, unit => 'MB', digits => 1);
+	add_row(case => 'worker memory', figure => 'worker peak RSS (VmHWM), the same runs with shared_buffers = 32MB',
+		values => \@small_hwm, unit => 'MB', digits => 1);
+	add_row(case => 'worker memory', figure => "of which shared_buffers' pages (RssShmem), shared_buffers = 32MB",
+		values => \@small_shmem, unit => 'MB', digits => 1);
 }
 
 # ---------------------------------------------------------------------------
@@ -642,11 +691,11 @@ sub calls_ideal
 }
 
 # case_calls counts the mock's calls for n requests queued at once, with a
-# 2 s start delay: first from a freshly started worker and an empty
+# 2 s start delay: first from freshly started workers and an empty
 # enrich.batches each run (cold: a new install, nothing tells how long
-# batches take), then from a freshly started worker that finds the earlier
-# runs' batches in enrich.batches (restarted), then from the same worker
-# again (warm: it has learned the delay from the batches before)
+# batches take), then from freshly started workers that find the earlier
+# runs' batches in enrich.batches (restarted), then from the same workers
+# again (warm: they have learned the delay from the batches before)
 sub case_calls
 {
 	my $slow = EnrichMock->start(start_delay_ms => 2000);
@@ -661,12 +710,12 @@ sub case_calls
 			for my $run (1 .. $opt{runs})
 			{
 				reset_queue();    # before the worker starts, so that it finds no batch
-				restart_worker();
+				restart_workers();
 				push @{ $per{$n}{cold} }, calls_run($slow, $n, "cold run $run", 1);
 			}
 			for my $run (1 .. $opt{runs})
 			{
-				restart_worker();
+				restart_workers();
 				push @{ $per{$n}{restarted} }, calls_run($slow, $n, "restarted run $run", 1);
 			}
 			push @{ $per{$n}{warm} }, calls_run($slow, $n, "warm run $_", 1) for 1 .. $opt{runs};
@@ -687,9 +736,9 @@ sub case_calls
 		for my $kind (qw(cold restarted warm))
 		{
 			my $how = {
-				cold => 'cold worker (new, enrich.batches empty)',
-				restarted => 'restarted worker (enrich.batches has earlier batches)',
-				warm => 'warm worker (has seen this delay)' }->{$kind};
+				cold => 'cold workers (new, enrich.batches empty)',
+				restarted => 'restarted workers (enrich.batches has earlier batches)',
+				warm => 'warm workers (have seen this delay)' }->{$kind};
 			add_row(case => 'HTTP calls',
 				figure => "calls per 1,000 requests, delay 2 s, n = $nice, $how; ideal $ideal",
 				values => $per{$n}{$kind}, unit => 'calls', digits => 1,
@@ -775,7 +824,7 @@ eval {
 	}
 	sql(sprintf("SELECT enrich_set_api_key('test', '%s')", $mock->key_test));
 	$ps = $node->background_psql('postgres');
-	wait_for_worker(undef);
+	wait_for_workers();
 	note(sprintf("cluster and mock started in %.1f s; %d runs of each case; %s; load average %s",
 			time - $started, $opt{runs}, $opt{pgss} ? 'pg_stat_statements on' : 'no profiling', loadavg()));
 	1;
