@@ -1,7 +1,9 @@
 # Several workers: by default two run, both claim requests (from the queue
 # and from a watched table's intake) and page batches, and together they
 # keep to the bulk-enrich rate limit (the mock refuses any call above it);
-# nothing is sent twice; with enrich.workers = 1 one worker does it all.
+# nothing is sent twice; a submission in doubt whose worker stopped is
+# reconciled by the first worker; with enrich.workers = 1 one worker does it
+# all.
 use strict;
 use warnings;
 use FindBin;
@@ -70,6 +72,23 @@ is(sql(q{SELECT count(*) FROM enrich.requests r
 		 WHERE r.claimed_by NOT IN (SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker')}),
 	0, 'each request names the worker that claimed it');
 is(sql(q{SELECT count(*) FROM enrich.batches WHERE NOT closed}), 0, 'every batch was paged to its end');
+
+# a submission in doubt whose claimer no longer runs (no worker has its
+# process id): the first worker reconciles it when the workers start; no
+# batch carries it, so once enrich.reconcile_grace has passed it is sent
+# again
+sql(q{UPDATE enrich.requests SET state = 'submitting', submission = -7, claimed_by = 999999,
+		  person = NULL, batch_id = NULL, item_id = NULL, completed_at = NULL,
+		  updated_at = pg_catalog.now() - interval '1 hour'
+	  WHERE person_id IN ('p-workers-1', 'p-workers-2')});
+sql(q{ALTER SYSTEM SET enrich.reconcile_grace = '1s'});
+$node->restart;
+wait_for(q{SELECT count(*) = 2 FROM enrich.requests
+		   WHERE person_id IN ('p-workers-1', 'p-workers-2') AND state = 'done' AND person IS NOT NULL},
+	"a stopped worker's submission in doubt is reconciled and done");
+is($mock->stats->{submissions}{'personId:p-workers-1'}, 2, 'it was sent once more, after the grace period');
+ok($node->log_contains(qr/2 requests of environment "test" interrupted while being sent had no batch/),
+	'the log says why');
 
 # one worker: it polls every batch, whichever worker's it was
 sql(q{ALTER SYSTEM SET enrich.workers = 1});
