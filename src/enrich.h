@@ -75,6 +75,7 @@ extern void enrich_keys_changed_at_commit(void);
 
 extern void enrich_shared_worker_started(int slot);
 extern int	enrich_shared_other_workers(int32 *pids);
+extern int	enrich_shared_worker_rank(int *running);
 extern void enrich_shared_wake_workers(void);
 extern bool enrich_shared_take_token(int environment, int tier, int rate,
 									 TimestampTz now, long *wait_ms);

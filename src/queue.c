@@ -44,11 +44,11 @@
 
 /*
  * RECONCILED_HERE is true of a request r 'submitting' that this worker
- * reconciles: one it claimed itself, or, in the first worker, one whose
- * claimer no longer runs.  running is an int4[] of the process ids of the
- * other workers that run, NULL in the other workers (then only their own).
- * A submission that another running worker claimed is that worker's to
- * record or reconcile: it may be on its way to the API.
+ * reconciles: one it claimed itself, or, when it reconciles for the workers
+ * that stopped, one whose claimer no longer runs.  running is an int4[] of
+ * the process ids of the other workers that run, or NULL (then only its
+ * own).  A submission that another running worker claimed is that worker's
+ * to record or reconcile: it may be on its way to the API.
  */
 #define RECONCILED_HERE(running) \
 	"(r.claimed_by = pg_catalog.pg_backend_pid() " \
@@ -56,12 +56,14 @@
 
 /*
  * BATCH_HERE is true of a batch row that this worker polls and pages, when
- * workers is the number of workers and slot this worker's: the batches are
- * shared out by a hash of their id, whichever worker sent them, so that
- * each worker has about as many items to write back
+ * running is how many workers run and rank this worker's rank among them:
+ * the batches are shared out by a hash of their id, whichever worker sent
+ * them, so that each worker has about as many items to write back, and a
+ * worker that does not run (it stopped, or found no free background worker
+ * slot) leaves no batch unpolled
  */
-#define BATCH_HERE(workers, slot) \
-	"pg_catalog.mod(pg_catalog.hashtext(batch_id) & 2147483647, " workers ") = " slot
+#define BATCH_HERE(running, rank) \
+	"pg_catalog.mod(pg_catalog.hashtext(batch_id) & 2147483647, " running ") = " rank
 
 /*
  * RETRY_AT is when a request r is tried again after a retryable failure:
@@ -147,6 +149,8 @@ typedef enum QueueStatement
 	Q_CLOSE_BATCH,
 	Q_WATCH,
 	Q_NEXT_DUE,
+	Q_RECONCILE_LOCK,
+	Q_RECONCILE_UNLOCK,
 	Q_COUNT
 } QueueStatement;
 
@@ -306,22 +310,36 @@ text_array(char **values, int n)
 static char *error_json(const char *code, const char *message);
 
 /*
- * running_workers returns the int4[] that RECONCILED_HERE takes: in the
- * first worker, the process ids of the other workers that run; in the
- * others, NULL (*null set to 'n').  A worker is listed from before its
+ * batch_share sets the two int4 arguments of BATCH_HERE: how many workers
+ * run, and this one's rank among them
+ */
+static void
+batch_share(Datum *running, Datum *rank)
+{
+	int			n;
+	int			r = enrich_shared_worker_rank(&n);
+
+	*running = Int32GetDatum(n);
+	*rank = Int32GetDatum(r);
+}
+
+/*
+ * running_workers returns the int4[] that RECONCILED_HERE takes: when this
+ * worker reconciles for the workers that stopped (for_stopped), the process
+ * ids of the other workers that run; otherwise NULL (*null set to 'n').  A worker is listed from before its
  * first claim until it exits; the read-only statements that take this list
  * see the snapshot their transaction took before it was read, so every
  * claim they see is of a worker listed here or of one that stopped (and the
  * requeue after enrich.reconcile_grace only touches claims older than that).
  */
 static Datum
-running_workers(char *null)
+running_workers(bool for_stopped, char *null)
 {
 	int32		pids[ENRICH_MAX_WORKERS];
 	Datum	   *elems = palloc(sizeof(Datum) * ENRICH_MAX_WORKERS);
 	int			n;
 
-	if (enrich_worker_slot != 0)
+	if (!for_stopped)
 	{
 		*null = 'n';
 		return (Datum) 0;
@@ -436,18 +454,22 @@ void
 enrich_queue_recover(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	char	   *here = psprintf(BATCH_HERE("%d", "%d"), enrich_workers, enrich_worker_slot);
-	int			rc = SPI_execute(psprintf(
-										  "WITH orphan AS ("
-										  "  UPDATE enrich.requests f SET state = 'queued', duplicate_of = NULL, batch_id = NULL, "
-										  "      updated_at = pg_catalog.now() "
-										  "  WHERE f.duplicate_of IS NOT NULL AND f.state IN ('submitting', 'submitted') "
-										  "    AND NOT EXISTS ("
-										  "      SELECT 1 FROM enrich.requests l WHERE l.id = f.duplicate_of "
-										  "        AND l.state IN ('submitting', 'submitted')) RETURNING f.id) "
-										  "UPDATE enrich.batches SET next_poll_at = pg_catalog.now() "
-										  "WHERE NOT closed AND origin = 'worker' AND %s", here),
-								 false, 0);
+	Datum		running;
+	Datum		rank;
+	int			rc;
+
+	batch_share(&running, &rank);
+	rc = SPI_execute(psprintf("WITH orphan AS ("
+							  "  UPDATE enrich.requests f SET state = 'queued', duplicate_of = NULL, batch_id = NULL, "
+							  "      updated_at = pg_catalog.now() "
+							  "  WHERE f.duplicate_of IS NOT NULL AND f.state IN ('submitting', 'submitted') "
+							  "    AND NOT EXISTS ("
+							  "      SELECT 1 FROM enrich.requests l WHERE l.id = f.duplicate_of "
+							  "        AND l.state IN ('submitting', 'submitted')) RETURNING f.id) "
+							  "UPDATE enrich.batches SET next_poll_at = pg_catalog.now() "
+							  "WHERE NOT closed AND origin = 'worker' AND " BATCH_HERE("%d", "%d"),
+							  DatumGetInt32(running), DatumGetInt32(rank)),
+					 false, 0);
 
 	MemoryContextSwitchTo(caller);
 	if (rc < 0)
@@ -457,18 +479,20 @@ enrich_queue_recover(void)
 /*
  * enrich_queue_orphans says whether an environment has requests left
  * 'submitting' by an earlier round (a crash between sending a bulk enrich
- * and recording its batch), and since when: *claimed_date gets the UTC day
- * of the oldest claim, for the createdAfter of the batch list
+ * and recording its batch) that this worker reconciles (its own, and with
+ * for_stopped those of workers that stopped), and since when:
+ * *claimed_date gets the UTC day of the oldest claim, for the createdAfter
+ * of the batch list
  */
 bool
-enrich_queue_orphans(int environment, char **claimed_date, double *claimed_age_ms)
+enrich_queue_orphans(int environment, bool for_stopped, char **claimed_date, double *claimed_age_ms)
 {
 	Oid			types[2] = {TEXTOID, INT4ARRAYOID};
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
 
 	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
-	values[1] = running_workers(&nulls[1]);
+	values[1] = running_workers(for_stopped, &nulls[1]);
 	queue_run(Q_ORPHANS,
 			  "SELECT pg_catalog.to_char(min(r.claimed) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
 			  "    extract(epoch FROM pg_catalog.clock_timestamp() - min(r.claimed)) * 1000 "
@@ -482,6 +506,30 @@ enrich_queue_orphans(int environment, char **claimed_date, double *claimed_age_m
 		return false;
 	*claimed_age_ms = strtod(column_text(0, 2), NULL);
 	return true;
+}
+
+/*
+ * enrich_queue_reconcile_lock takes (take, without waiting) or releases the
+ * session advisory lock, keyed by the oid of enrich.requests, that the one
+ * worker reconciling for the workers that stopped holds, so that no two
+ * workers adopt or send again the same submission; returns whether this
+ * worker holds it now (false after a release)
+ */
+bool
+enrich_queue_reconcile_lock(bool take)
+{
+	char	   *held;
+
+	if (take)
+		queue_run(Q_RECONCILE_LOCK,
+				  "SELECT pg_catalog.pg_try_advisory_lock('enrich.requests'::pg_catalog.regclass::pg_catalog.oid::bigint)",
+				  0, NULL, NULL, NULL, false);
+	else
+		queue_run(Q_RECONCILE_UNLOCK,
+				  "SELECT NOT pg_catalog.pg_advisory_unlock('enrich.requests'::pg_catalog.regclass::pg_catalog.oid::bigint)",
+				  0, NULL, NULL, NULL, false);
+	held = column_text(0, 1);
+	return held != NULL && strcmp(held, "t") == 0;
 }
 
 /* enrich_queue_known_batches returns which of the batch ids enrich recorded */
@@ -512,13 +560,14 @@ enrich_queue_known_batches(char **batch_ids, int n)
  * enrich_queue_adopt adopts a batch the API accepted but enrich never
  * recorded, when the request ids its first page echoes (those whose check
  * value fits the request) all name requests of one submission still
- * 'submitting', and the batch has as many requests as that submission: every request of it joins the batch, which is then
- * polled like any other.  Returns how many requests it adopted; 0 with
+ * 'submitting' that this worker reconciles (see enrich_queue_orphans), and
+ * the batch has as many requests as that submission: every request of it
+ * joins the batch, which is then polled like any other.  Returns how many requests it adopted; 0 with
  * *why set when the batch does not fit, 0 with *why NULL when none of the
  * ids is waiting.
  */
 int
-enrich_queue_adopt(const char *batch_id, int environment, const int64 *ids,
+enrich_queue_adopt(const char *batch_id, int environment, bool for_stopped, const int64 *ids,
 				   const int64 *checks, int nids, int total_count, char **why)
 {
 	Oid			types[4] = {INT8ARRAYOID, TEXTOID, INT8ARRAYOID, INT4ARRAYOID};
@@ -532,7 +581,7 @@ enrich_queue_adopt(const char *batch_id, int environment, const int64 *ids,
 	values[0] = int8_array(ids, nids);
 	values[1] = CStringGetTextDatum(enrich_environment_name(environment));
 	values[2] = int8_array(checks, nids);
-	values[3] = running_workers(&nulls[3]);
+	values[3] = running_workers(for_stopped, &nulls[3]);
 	n = queue_run(Q_ADOPT_MATCH,
 				  "SELECT r.submission, count(*), "
 				  "    (SELECT count(*) FROM enrich.requests s "
@@ -620,10 +669,11 @@ enrich_queue_note_submitting(const EnrichOutgoing *leads, int n, const char *mes
 /*
  * enrich_queue_requeue_orphans sends again the requests of an environment
  * that stayed 'submitting' for longer than grace_ms with no batch found
- * for them (their attempt not counted); returns how many
+ * for them (their attempt not counted), of those this worker reconciles
+ * (see enrich_queue_orphans); returns how many
  */
 int
-enrich_queue_requeue_orphans(int environment, int grace_ms)
+enrich_queue_requeue_orphans(int environment, bool for_stopped, int grace_ms)
 {
 	Oid			types[3] = {TEXTOID, INT4OID, INT4ARRAYOID};
 	Datum		values[3];
@@ -632,7 +682,7 @@ enrich_queue_requeue_orphans(int environment, int grace_ms)
 
 	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
 	values[1] = Int32GetDatum(grace_ms);
-	values[2] = running_workers(&nulls[2]);
+	values[2] = running_workers(for_stopped, &nulls[2]);
 	n = queue_run(Q_REQUEUE_ORPHANS,
 				  "UPDATE enrich.requests r SET state = 'queued', batch_id = NULL, submission = NULL, "
 				  "    claimed_by = NULL, attempts = GREATEST(attempts - 1, 0), updated_at = pg_catalog.now() "
@@ -1267,11 +1317,11 @@ int
 enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
 {
 	Oid			types[3] = {INT4OID, INT4OID, INT4OID};
-	Datum		values[3] = {Int32GetDatum(limit), Int32GetDatum(enrich_workers),
-	Int32GetDatum(enrich_worker_slot)};
+	Datum		values[3] = {Int32GetDatum(limit)};
 	uint64		n;
 	EnrichOpenBatch *batches;
 
+	batch_share(&values[1], &values[2]);
 	n = queue_run(Q_DUE_BATCHES,
 				  "SELECT batch_id, environment, status, items_cursor, processed_count, items_received, "
 				  "    request_count, poll_interval_ms, "
@@ -1777,8 +1827,7 @@ enrich_queue_next_due_ms(const bool *environment_active)
 	if (nactive == 0)
 		return -1;
 	values[0] = text_array(active, nactive);
-	values[1] = Int32GetDatum(enrich_workers);
-	values[2] = Int32GetDatum(enrich_worker_slot);
+	batch_share(&values[1], &values[2]);
 	queue_run(Q_NEXT_DUE,
 			  "SELECT ceil(extract(epoch FROM LEAST("
 			  "  (SELECT min(next_attempt_at) FROM enrich.requests "

@@ -47,13 +47,15 @@ extern int	enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *
 extern void enrich_queue_close_batch(const char *batch_id, const char *status,
 									 const char *code, const char *message);
 extern long enrich_queue_next_due_ms(const bool *environment_active);
-extern bool enrich_queue_orphans(int environment, char **claimed_date, double *claimed_age_ms);
+extern bool enrich_queue_orphans(int environment, bool for_stopped, char **claimed_date,
+								 double *claimed_age_ms);
 extern bool *enrich_queue_known_batches(char **batch_ids, int n);
-extern int	enrich_queue_adopt(const char *batch_id, int environment, const int64 *ids,
+extern bool enrich_queue_reconcile_lock(bool take);
+extern int	enrich_queue_adopt(const char *batch_id, int environment, bool for_stopped, const int64 *ids,
 							   const int64 *checks, int nids, int total_count, char **why);
 extern void enrich_queue_batch_note(const char *batch_id, const char *message);
 extern void enrich_queue_note_submitting(const EnrichOutgoing *leads, int n, const char *message);
-extern int	enrich_queue_requeue_orphans(int environment, int grace_ms);
+extern int	enrich_queue_requeue_orphans(int environment, bool for_stopped, int grace_ms);
 extern uint64 enrich_queue_flush_intake(const char *environment);
 
 #endif							/* ENRICH_QUEUE_H */

@@ -259,6 +259,34 @@ enrich_shared_other_workers(int32 *pids)
 }
 
 /*
+ * enrich_shared_worker_rank returns this worker's rank among the workers
+ * that run, in the order of their slots, and sets *running to how many run
+ * (this one at least)
+ */
+int
+enrich_shared_worker_rank(int *running)
+{
+	int			rank = 0;
+	int			n = 0;
+
+	*running = 1;
+	if (enrich_shared == NULL)
+		return 0;
+	SpinLockAcquire(&enrich_shared->mutex);
+	for (int i = 0; i < ENRICH_MAX_WORKERS; i++)
+	{
+		if (enrich_shared->workers[i].pid == 0)
+			continue;
+		if (enrich_shared->workers[i].pid == MyProcPid)
+			rank = n;
+		n++;
+	}
+	SpinLockRelease(&enrich_shared->mutex);
+	*running = Max(n, 1);
+	return rank;
+}
+
+/*
  * enrich_shared_take_token takes a token of a tier of an environment that
  * allows rate calls a second (0: unlimited) if one is available; otherwise
  * it returns false and lowers *wait_ms to when the next one will be.  A

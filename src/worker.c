@@ -9,9 +9,10 @@
  * enrich.workers workers run the same loop, so that a backfill uses as
  * many cores.  Each claims requests (rows locked with SKIP LOCKED, so no
  * two claim the same) and polls and pages the batches whose id falls to it
- * (a hash of the id, whichever worker sent them); they share the token
- * buckets of the rate tiers.  A worker reconciles the submissions it
- * claimed itself; the first one also those of workers that stopped.
+ * (a hash of the id, whichever worker sent them, shared among the workers
+ * that run); they share the token buckets of the rate tiers.  A worker
+ * reconciles the submissions it claimed itself, and one at a time (the one
+ * that holds an advisory lock) also those of workers that stopped.
  *
  * One round of the loop claims requests, a chunk per short transaction,
  * and picks the due batches; each call starts as soon as what it carries
@@ -876,7 +877,7 @@ call_once(EnrichHttpCall *http, int environment, char *url, long expected, char 
  * a batch whose items are all someone else's is remembered as foreign
  */
 static void
-probe_batch(int environment, const EnrichBatchStatus *status)
+probe_batch(int environment, bool for_stopped, const EnrichBatchStatus *status)
 {
 	EnrichHttpCall http;
 	EnrichItemsPage page;
@@ -907,7 +908,7 @@ probe_batch(int environment, const EnrichBatchStatus *status)
 		return;					/* someone else's, or nothing processed yet */
 	}
 	worker_begin("enrich: reconciling");
-	adopted = enrich_queue_adopt(status->batch_id, environment, ids, checks, nids,
+	adopted = enrich_queue_adopt(status->batch_id, environment, for_stopped, ids, checks, nids,
 								 status->total_count, &message);
 	worker_commit();
 	if (adopted > 0)
@@ -934,7 +935,7 @@ probe_batch(int environment, const EnrichBatchStatus *status)
  * while requests remain to reconcile.
  */
 static bool
-reconcile_environment(int environment)
+reconcile_environment(int environment, bool for_stopped)
 {
 	char	   *claimed_date;
 	double		claimed_age_ms;
@@ -942,7 +943,7 @@ reconcile_environment(int environment)
 	int			probes = 0;
 
 	worker_begin("enrich: reconciling");
-	orphans = enrich_queue_orphans(environment, &claimed_date, &claimed_age_ms);
+	orphans = enrich_queue_orphans(environment, for_stopped, &claimed_date, &claimed_age_ms);
 	worker_commit();
 	if (!orphans)
 		return false;
@@ -973,7 +974,7 @@ reconcile_environment(int environment)
 		{
 			if (known[i] || batch_is_foreign(ids[i]))
 				continue;
-			probe_batch(environment, &list.batches[i]);
+			probe_batch(environment, for_stopped, &list.batches[i]);
 			probes++;
 		}
 		if (list.nbatches < 100)
@@ -983,7 +984,8 @@ reconcile_environment(int environment)
 	worker_begin("enrich: reconciling");
 	if (claimed_age_ms >= enrich_reconcile_grace_ms)
 	{
-		int			requeued = enrich_queue_requeue_orphans(environment, enrich_reconcile_grace_ms);
+		int			requeued = enrich_queue_requeue_orphans(environment, for_stopped,
+															enrich_reconcile_grace_ms);
 
 		if (requeued > 0)
 			ereport(LOG,
@@ -991,15 +993,15 @@ reconcile_environment(int environment)
 							requeued, enrich_environment_name(environment),
 							enrich_reconcile_grace_ms)));
 	}
-	orphans = enrich_queue_orphans(environment, &claimed_date, &claimed_age_ms);
+	orphans = enrich_queue_orphans(environment, for_stopped, &claimed_date, &claimed_age_ms);
 	worker_commit();
 	return orphans;
 }
 
 /*
- * notice_stopped_workers makes the first worker reconcile when another
- * worker stopped since the last round: the submissions it claimed and had
- * not recorded are in doubt now, and the first worker reconciles them
+ * notice_stopped_workers makes a worker reconcile when another worker
+ * stopped since the last round: the submissions that one claimed and had
+ * not recorded are in doubt now
  */
 static void
 notice_stopped_workers(void)
@@ -1021,22 +1023,41 @@ notice_stopped_workers(void)
 }
 
 /*
+ * reconcile_lock takes (without waiting) or releases, in a transaction of
+ * its own, the lock of the worker that reconciles for the workers that
+ * stopped; returns whether this worker holds it
+ */
+static bool
+reconcile_lock(bool take)
+{
+	bool		held;
+
+	worker_begin("enrich: reconciling");
+	held = enrich_queue_reconcile_lock(take);
+	worker_commit();
+	return held;
+}
+
+/*
  * worker_reconcile runs reconciliation for every environment that can be
- * called, at most once a second while requests remain to reconcile
+ * called, at most once a second while requests remain to reconcile: of the
+ * submissions this worker claimed, and, when no other worker does it at
+ * the same time, of those of the workers that stopped
  */
 static void
 worker_reconcile(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	bool		remaining = false;
+	volatile bool for_stopped = false;
 	long		unused = LONG_MAX;
 
-	if (enrich_worker_slot == 0)
-		notice_stopped_workers();
+	notice_stopped_workers();
 	if (!reconcile_pending || now < reconcile_after || !keys_loaded)
 		return;
 	PG_TRY();
 	{
+		for_stopped = reconcile_lock(true);
 		for (int e = 0; e < ENRICH_ENV_COUNT; e++)
 		{
 			if (envs[e].paused || envs[e].api_key == NULL)
@@ -1046,9 +1067,11 @@ worker_reconcile(void)
 				remaining = true;	/* backing off: try again later */
 				continue;
 			}
-			if (reconcile_environment(e))
+			if (reconcile_environment(e, for_stopped))
 				remaining = true;
 		}
+		if (for_stopped)
+			for_stopped = reconcile_lock(false);
 	}
 	PG_CATCH();
 	{
@@ -1056,6 +1079,19 @@ worker_reconcile(void)
 		remaining = true;
 	}
 	PG_END_TRY();
+	/* a failed pass releases the lock still (a session lock outlives it) */
+	if (for_stopped)
+	{
+		PG_TRY();
+		{
+			reconcile_lock(false);
+		}
+		PG_CATCH();
+		{
+			worker_error(-1, "reconciling");
+		}
+		PG_END_TRY();
+	}
 	reconcile_pending = remaining;
 	reconcile_after = now + USECS_PER_SEC;
 }

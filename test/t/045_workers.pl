@@ -2,8 +2,9 @@
 # and from a watched table's intake) and page batches, and together they
 # keep to the bulk-enrich rate limit (the mock refuses any call above it);
 # nothing is sent twice; a submission in doubt whose worker stopped is
-# reconciled by the first worker; with enrich.workers = 1 one worker does it
-# all.
+# reconciled by another worker; with enrich.workers = 1 one worker does it
+# all, and with fewer background worker slots than enrich.workers the ones
+# that run share every batch.
 use strict;
 use warnings;
 use FindBin;
@@ -74,7 +75,7 @@ is(sql(q{SELECT count(*) FROM enrich.requests r
 is(sql(q{SELECT count(*) FROM enrich.batches WHERE NOT closed}), 0, 'every batch was paged to its end');
 
 # a submission in doubt whose claimer no longer runs (no worker has its
-# process id): the first worker reconciles it when the workers start; no
+# process id): a worker reconciles it when the workers start; no
 # batch carries it, so once enrich.reconcile_grace has passed it is sent
 # again
 sql(q{UPDATE enrich.requests SET state = 'submitting', submission = -7, claimed_by = 999999,
@@ -98,6 +99,18 @@ wait_for(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'enric
 sql(q{INSERT INTO contacts (id, url) SELECT g, 'linkedin.com/in/workers-' || g FROM generate_series(201, 300) g});
 wait_for(q{SELECT count(*) = 300 FROM contacts WHERE person IS NOT NULL}, 'it enriches 100 more contacts alone');
 ok($node->log_contains(qr/enrich worker 0 of 1 started/), 'the log names the worker and how many run');
+
+# three workers asked for, room for two (the logical replication launcher
+# takes one of the three slots first): the batches are shared among the
+# workers that run, so none waits for the one that could not start
+sql(q{ALTER SYSTEM SET enrich.workers = 3; ALTER SYSTEM SET max_worker_processes = 3});
+$node->restart;
+wait_for(q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
+	'two of the three workers run');
+ok($node->log_contains(qr/too many background workers/), 'the log says the third could not be registered');
+sql(q{INSERT INTO contacts (id, url) SELECT g, 'linkedin.com/in/workers-' || g FROM generate_series(301, 600) g});
+wait_for(q{SELECT count(*) = 600 FROM contacts WHERE person IS NOT NULL}, 'the two enrich 300 more contacts');
+is(sql(q{SELECT count(*) FROM enrich.batches WHERE NOT closed}), 0, 'no batch is left unpolled');
 
 $node->stop;
 $mock->stop;
