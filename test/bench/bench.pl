@@ -22,7 +22,8 @@
 #               per page, to the same tables (enrich.requests and a watched
 #               contacts table, vacuumed and analyzed first: a best case),
 #               with no HTTP.  Ratio: one per pair of runs (end-to-end and
-#               bound run alternately in the same invocation).
+#               bound run alternately in the same invocation).  The same pairs
+#               again with enrich.workers = 1: what the second worker brings.
 #   latency     one INSERT into a watched table until its person is written,
 #               polled every 2 ms on one connection: p50 and p95 of 200 trials
 #   items       50,000 items read through enrich_items in one backend: the
@@ -402,33 +403,34 @@ sub bound_run
 	return $secs;
 }
 
-# with_shared_buffers restarts the cluster with another shared_buffers, runs
-# the code, and restarts it with the default again (whatever happened)
-sub with_shared_buffers
+# with_setting restarts the cluster with a server setting changed, runs the
+# code, and restarts it with the setting as it was (whatever happened)
+sub with_setting
 {
-	my ($size, $code) = @_;
+	my ($name, $value, $code) = @_;
 	my $restart = sub {
 		$ps->quit;
 		$node->restart;
 		$ps = $node->background_psql('postgres');
 		wait_for_workers();
 	};
-	sql("ALTER SYSTEM SET shared_buffers = '$size'");
+	sql("ALTER SYSTEM SET $name = '$value'");
 	$restart->();
 	my $ok = eval { $code->(); 1 };
 	my $err = $@;
-	sql("ALTER SYSTEM RESET shared_buffers");
+	sql("ALTER SYSTEM RESET $name");
 	$restart->();
 	die $err unless $ok;
 }
 
 # case_throughput runs end-to-end and bound alternately, then records
-# end-to-end, bound, their ratio (per pair) and the workers' memory (also
-# from end-to-end runs with a smaller buffer pool)
+# end-to-end, bound, their ratio (per pair) and the workers' memory; then
+# the same pairs with one worker (enrich.workers = 1), and end-to-end runs
+# with a smaller buffer pool, for the workers' memory
 sub case_throughput
 {
 	my $n = $opt{requests};
-	my (@e2e, @bound, @hwm, @shmem, @anon, @small_hwm, @small_shmem);
+	my (@e2e, @bound, @hwm, @shmem, @anon, @one_e2e, @one_bound, @small_hwm, @small_shmem);
 
 	pgss_reset();
 	my $t0 = time;
@@ -447,9 +449,18 @@ sub case_throughput
 	}
 	pgss_report('throughput');
 
+	# what the second worker brings
+	with_setting('enrich.workers', 1, sub {
+		for my $run (1 .. $opt{runs})
+		{
+			push @one_e2e, (e2e_run($run, ', one worker'))[0];
+			push @one_bound, bound_run($run);
+		}
+	});
+
 	# how much of a worker's resident size is the buffer pool: the same runs
 	# with shared_buffers at 32 MB instead of the default 128 MB
-	with_shared_buffers('32MB', sub {
+	with_setting('shared_buffers', '32MB', sub {
 		for my $run (1 .. $opt{runs})
 		{
 			my (undef, $hwm, $shmem) = e2e_run($run, ', shared_buffers = 32MB');
@@ -470,6 +481,10 @@ sub case_throughput
 	add_row(case => 'ratio', figure => 'end-to-end items/s ÷ bound items/s (per pair of runs)',
 		values => [ map { $bound[$_] / $e2e[$_] } 0 .. $#e2e ], unit => 'ratio', digits => 2,
 		target => '≥ 0.7', test => sub { $_[0] >= 0.7 });
+	add_row(case => 'one worker', figure => "end-to-end seconds with enrich.workers = 1 (default 2)",
+		values => \@one_e2e, unit => 's', digits => 2);
+	add_row(case => 'one worker', figure => 'its end-to-end items/s ÷ bound items/s (per pair of runs)',
+		values => [ map { $one_bound[$_] / $one_e2e[$_] } 0 .. $#one_e2e ], unit => 'ratio', digits => 2);
 	add_row(case => 'worker memory', figure => 'worker peak RSS (VmHWM) during end-to-end, the highest worker',
 		values => \@hwm, unit => 'MB', digits => 1, target => '≤ 64 MB', test => sub { $_[0] <= 64 });
 	add_row(case => 'worker memory', figure => "of which shared_buffers' pages it touched (RssShmem at the end)",
