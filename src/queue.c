@@ -853,45 +853,87 @@ reserve_submission(void)
 }
 
 /*
+ * intake_due locks the oldest rows of enrich.intake of an environment whose
+ * contacts fit in one bulk enrich of limit requests (the first one even if
+ * it holds more), FOR UPDATE SKIP LOCKED.  The rows are fetched through a
+ * cursor, as many at a time as the ones before suggest, so that a claim
+ * locks hardly a row more than it takes, and another worker claims the next
+ * ones meanwhile.  It returns how many rows, their ids in *ids_out and their
+ * contacts in *total_out.
+ */
+static int
+intake_due(Datum environment, int limit, int64 **ids_out, int *total_out)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {environment};
+	MemoryContext caller = CurrentMemoryContext;
+	Portal		portal;
+	int64	   *ids = palloc(sizeof(int64) * (limit + 1));
+	int			nids = 0;
+	int			total = 0;
+	long		fetch = 1;
+	bool		full = false;
+
+	portal = SPI_cursor_open(NULL,
+							 queue_plan(Q_INTAKE_DUE,
+										"SELECT id, pg_catalog.cardinality(source_key) FROM enrich.intake "
+										"WHERE environment = $1 ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED",
+										1, types),
+							 values, NULL, false);
+	MemoryContextSwitchTo(caller);
+	while (!full)
+	{
+		SPI_cursor_fetch(portal, true, fetch);
+		MemoryContextSwitchTo(caller);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed && !full; i++)
+		{
+			int			contacts = (int) column_int64(i, 2);
+
+			if (nids > 0 && total + contacts > limit)
+				full = true;	/* locked, not taken: free at commit */
+			else
+			{
+				ids[nids++] = column_int64(i, 1);
+				total += contacts;
+				full = total >= limit;
+			}
+		}
+		/* the rows still to take, if they hold as many contacts as these */
+		fetch = Max(1, (long) (limit - total) * nids / Max(total, 1));
+	}
+	SPI_cursor_close(portal);
+	MemoryContextSwitchTo(caller);
+	*ids_out = ids;
+	*total_out = total;
+	return nids;
+}
+
+/*
  * claim_intake claims from enrich.intake, once no request of the
  * environment is due: the oldest rows whose contacts fit in one bulk
- * enrich of limit requests become requests 'submitting' at once, with a
- * request id reserved to name their submission.  It returns how many
- * requests it made (SPI's result, as expand_intake leaves it), setting
- * *submission; -1 when nothing waits.  Rows become queued requests instead,
- * and *submission is left 0 for the caller to claim those, when one holds
- * more contacts than limit (after a 413 made the chunks smaller), or when
- * one of their identifiers is in flight already or appears twice among
- * them (expand_intake_claimed).
+ * enrich of limit requests (intake_due) become requests 'submitting' at
+ * once, with a request id reserved to name their submission.  It returns
+ * how many requests it made (SPI's result, as expand_intake leaves it),
+ * setting *submission; -1 when nothing waits.  Rows become queued requests
+ * instead, and *submission is left 0 for the caller to claim those, when
+ * one holds more contacts than limit (after a 413 made the chunks smaller),
+ * or when one of their identifiers is in flight already or appears twice
+ * among them (expand_intake_claimed).
  */
 static int64
 claim_intake(Datum environment, int limit, int64 *submission)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {environment};
-	uint64		n;
 	uint64		made;
 	int64	   *ids;
-	int			nids = 0;
-	int			total = 0;
+	int			nids;
+	int			total;
 
 	*submission = 0;
-	n = queue_run(Q_INTAKE_DUE,
-				  "SELECT id, pg_catalog.cardinality(source_key) FROM enrich.intake "
-				  "WHERE environment = $1 ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED",
-				  1, types, values, NULL, false);
-	if (n == 0)
+	nids = intake_due(environment, limit, &ids, &total);
+	if (nids == 0)
 		return -1;
-	ids = palloc(sizeof(int64) * n);
-	for (uint64 i = 0; i < n; i++)
-	{
-		int			contacts = (int) column_int64(i, 2);
-
-		if (nids > 0 && total + contacts > limit)
-			break;
-		ids[nids++] = column_int64(i, 1);
-		total += contacts;
-	}
 	if (total > limit)
 		return (int64) expand_intake(int8_array(ids, 1), 0);
 	*submission = reserve_submission();
