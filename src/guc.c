@@ -142,7 +142,7 @@ enrich_worker_guc_init(void)
 
 	DefineCustomIntVariable("enrich.workers",
 							"Background workers that send and receive the queue's requests.",
-							"Each one claims requests and pages through the batches it sent; "
+							"Each one claims requests and pages through its share of the batches; "
 							"they share the rate limits of the tiers.",
 							&enrich_workers,
 							2, 1, ENRICH_MAX_WORKERS,

@@ -326,17 +326,18 @@ batch_share(Datum *running, Datum *rank)
 /*
  * running_workers returns the int4[] that RECONCILED_HERE takes: when this
  * worker reconciles for the workers that stopped (for_stopped), the process
- * ids of the other workers that run; otherwise NULL (*null set to 'n').  A worker is listed from before its
- * first claim until it exits; the read-only statements that take this list
- * see the snapshot their transaction took before it was read, so every
- * claim they see is of a worker listed here or of one that stopped (and the
- * requeue after enrich.reconcile_grace only touches claims older than that).
+ * ids of the other workers that run; otherwise NULL (*null set to 'n').  A
+ * worker is listed from before its first claim until it exits; the
+ * read-only statements that take this list see the snapshot their
+ * transaction took before it was read, so every claim they see is of a
+ * worker listed here or of one that stopped (and the requeue after
+ * enrich.reconcile_grace only touches claims older than that).
  */
 static Datum
 running_workers(bool for_stopped, char *null)
 {
 	int32		pids[ENRICH_MAX_WORKERS];
-	Datum	   *elems = palloc(sizeof(Datum) * ENRICH_MAX_WORKERS);
+	Datum		elems[ENRICH_MAX_WORKERS];
 	int			n;
 
 	if (!for_stopped)
@@ -562,9 +563,9 @@ enrich_queue_known_batches(char **batch_ids, int n)
  * value fits the request) all name requests of one submission still
  * 'submitting' that this worker reconciles (see enrich_queue_orphans), and
  * the batch has as many requests as that submission: every request of it
- * joins the batch, which is then polled like any other.  Returns how many requests it adopted; 0 with
- * *why set when the batch does not fit, 0 with *why NULL when none of the
- * ids is waiting.
+ * joins the batch, which is then polled like any other.  Returns how many
+ * requests it adopted; 0 with *why set when the batch does not fit, 0 with
+ * *why NULL when none of the ids is waiting.
  */
 int
 enrich_queue_adopt(const char *batch_id, int environment, bool for_stopped, const int64 *ids,

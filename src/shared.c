@@ -120,9 +120,12 @@ enrich_shared_init(void)
 	shmem_startup_hook = enrich_shmem_startup;
 }
 
-/* enrich_set_worker_latches wakes every worker that runs but this one, now */
-static void
-enrich_set_worker_latches(void)
+/*
+ * enrich_shared_wake_workers wakes every worker that runs but this one, now:
+ * for a commit that queued work, or for what a worker committed or left
+ */
+void
+enrich_shared_wake_workers(void)
 {
 	int			procnos[ENRICH_MAX_WORKERS];
 
@@ -152,7 +155,7 @@ enrich_xact_callback(XactEvent event, void *arg)
 				SpinLockRelease(&enrich_shared->mutex);
 			}
 			if (wake_pending || keys_changed_pending)
-				enrich_set_worker_latches();
+				enrich_shared_wake_workers();
 			wake_pending = keys_changed_pending = false;
 			break;
 		case XACT_EVENT_ABORT:
@@ -176,16 +179,6 @@ enrich_register_xact_callback(void)
 	}
 }
 
-/*
- * enrich_shared_wake_workers wakes the other workers now, for what this
- * worker has committed
- */
-void
-enrich_shared_wake_workers(void)
-{
-	enrich_set_worker_latches();
-}
-
 /* enrich_wake_at_commit wakes the workers when this transaction commits */
 void
 enrich_wake_at_commit(void)
@@ -207,7 +200,11 @@ enrich_keys_changed_at_commit(void)
 	keys_changed_pending = true;
 }
 
-/* enrich_shared_worker_exit frees the slot of a worker that exits */
+/*
+ * enrich_shared_worker_exit frees the slot of a worker that exits, and wakes
+ * the others: its share of the batches is theirs now, and what it claimed
+ * and did not record is for them to reconcile
+ */
 static void
 enrich_shared_worker_exit(int code, Datum arg)
 {
@@ -219,6 +216,7 @@ enrich_shared_worker_exit(int code, Datum arg)
 	enrich_shared->workers[slot].procno = -1;
 	enrich_shared->workers[slot].pid = 0;
 	SpinLockRelease(&enrich_shared->mutex);
+	enrich_shared_wake_workers();
 }
 
 /* enrich_shared_worker_started records this process as the worker of a slot */

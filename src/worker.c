@@ -1070,8 +1070,6 @@ worker_reconcile(void)
 			if (reconcile_environment(e, for_stopped))
 				remaining = true;
 		}
-		if (for_stopped)
-			for_stopped = reconcile_lock(false);
 	}
 	PG_CATCH();
 	{
@@ -1079,7 +1077,7 @@ worker_reconcile(void)
 		remaining = true;
 	}
 	PG_END_TRY();
-	/* a failed pass releases the lock still (a session lock outlives it) */
+	/* released whatever happened: a session lock outlives a failed pass */
 	if (for_stopped)
 	{
 		PG_TRY();
