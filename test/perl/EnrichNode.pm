@@ -1,20 +1,25 @@
 # EnrichNode: a PostgreSQL::Test::Cluster for enrich's TAP tests.  It
 # preloads enrich, points it at a mock API (EnrichMock) in environment test
 # with no client-side rate limit, adds the test's own settings, starts,
-# creates the extension and sets the mock's two keys.
+# creates the extension and sets the mock's two keys.  Its wait_for waits
+# for the queue to reach a state, and when it does not, prints what the
+# queue and the workers look like, so that a failure in CI explains itself.
 package EnrichNode;
 
 use strict;
 use warnings;
 
+use parent -norequire, 'PostgreSQL::Test::Cluster';
 use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
 
-# EnrichNode->start($name, $mock, $settings) returns the started node;
+# EnrichNode->create($name, $mock, $settings) returns a new node, started;
 # $settings is postgresql.conf text appended after the common settings
-sub start
+sub create
 {
 	my ($class, $name, $mock, $settings) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $node = $class->new($name);
 
 	$node->init;
 	$node->append_conf('postgresql.conf', qq{
@@ -30,6 +35,68 @@ enrich.tier4_rate = 0
 		"SELECT enrich_set_api_key('test', '%s'), enrich_set_api_key('live', '%s')",
 		$mock->key_test, $mock->key_live));
 	return $node;
+}
+
+# $node->wait_for($query, $what, $seconds) passes the test $what when
+# $query returns true within $seconds (default 120); otherwise it fails it
+# and prints the state of the queue (describe_queue).  Returns whether it
+# passed.
+sub wait_for
+{
+	my ($node, $query, $what, $seconds) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $passed;
+	{
+		local $PostgreSQL::Test::Utils::timeout_default = $seconds // 120;
+		$passed = ok($node->poll_query_until('postgres', $query), $what);
+	}
+	diag($node->describe_queue) unless $passed;
+	return $passed;
+}
+
+# $node->describe_queue returns, as text: the requests not yet done or
+# failed (how many by state, and the oldest few), the open batches, what
+# the workers are doing, and the last enrich lines of the server log
+sub describe_queue
+{
+	my ($node) = @_;
+	my @parts;
+	my @queries = (
+		'requests not final, by state' => q{
+			SELECT state, environment, count(*), min(updated_at), max(updated_at)
+			FROM enrich.requests WHERE state NOT IN ('done', 'failed')
+			GROUP BY 1, 2 ORDER BY 1, 2},
+		'oldest requests not final' => q{
+			SELECT id, state, environment, coalesce(linkedin_url, person_id, pdl_id), attempts,
+				claimed_by, submission, batch_id, duplicate_of, next_attempt_at, updated_at, error
+			FROM enrich.requests WHERE state NOT IN ('done', 'failed')
+			ORDER BY updated_at, id LIMIT 10},
+		'open batches' => q{
+			SELECT batch_id, environment, origin, status, request_count, processed_count,
+				items_received, submission, next_poll_at, poll_interval_ms, last_error,
+				pg_catalog.mod(pg_catalog.hashtext(batch_id) & 2147483647,
+					current_setting('enrich.workers')::int) AS share
+			FROM enrich.batches WHERE NOT closed ORDER BY submitted_at LIMIT 20},
+		'workers' => q{
+			SELECT pid, state, wait_event_type, wait_event, xact_start, query
+			FROM pg_catalog.pg_stat_activity WHERE backend_type = 'enrich worker'
+			ORDER BY pid},
+		'environments' => q{
+			SELECT e, s.* FROM unnest(ARRAY['live', 'test']) AS e,
+				LATERAL enrich.worker_state(e) AS s});
+	while (my ($title, $query) = splice(@queries, 0, 2))
+	{
+		my ($stdout, $stderr);
+		$node->psql('postgres', $query, stdout => \$stdout, stderr => \$stderr,
+			extra_params => ['-P', 'tuples_only=off', '-P', 'footer=off']);
+		push @parts, "-- $title:\n" . ($stdout ne '' ? $stdout : '(none)')
+		  . ($stderr ? "\n$stderr" : '');
+	}
+	my @log = grep { /^\d{4}-\d\d-\d\d .*(enrich|background worker)/ && !/ statement: / }
+	  split /\n/, slurp_file($node->logfile);
+	splice(@log, 0, @log - 40) if @log > 40;
+	push @parts, "-- server log, last enrich lines:\n" . join("\n", @log);
+	return join("\n", @parts);
 }
 
 1;

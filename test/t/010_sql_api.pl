@@ -17,7 +17,7 @@ my $key = 'tk-5f1e0c9d7a3b';
 my $mock = EnrichMock->start(key_test => [$key]);
 
 # EnrichNode sets the test key, $key, with a logged statement
-my $node = EnrichNode->start('sql_api', $mock, q{
+my $node = EnrichNode->create('sql_api', $mock, q{
 log_min_messages = debug2
 log_statement = 'all'
 });

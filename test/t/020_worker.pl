@@ -15,26 +15,18 @@ use Test::More;
 
 my $mock = EnrichMock->start(start_delay_ms => 300, items_per_second => 20000);
 
-my $node = EnrichNode->start('worker', $mock, q{
+my $node = EnrichNode->create('worker', $mock, q{
 enrich.poll_interval_min = '50ms'
 enrich.poll_interval_max = '1s'
 enrich.retry_delay = '100ms'
 });
-
-# wait_for waits until a query returns true, failing the test after a while
-sub wait_for
-{
-	my ($query, $what, $seconds) = @_;
-	local $PostgreSQL::Test::Utils::timeout_default = $seconds // 120;
-	ok($node->poll_query_until('postgres', $query), $what);
-}
 
 # 5,000 distinct people, with a caller's metadata on each
 $node->safe_psql('postgres', q{
 	INSERT INTO enrich.requests (linkedin_url, metadata)
 	SELECT 'https://www.linkedin.com/in/person-' || g, jsonb_build_object('row', g)
 	FROM generate_series(1, 5000) g});
-wait_for(q{SELECT count(*) = 5000 FROM enrich.requests WHERE state = 'done'},
+$node->wait_for(q{SELECT count(*) = 5000 FROM enrich.requests WHERE state = 'done'},
 	'5,000 requests are done');
 
 my $mismatch = 0;
@@ -64,7 +56,7 @@ $node->safe_psql('postgres', q{
 	INSERT INTO enrich.requests (person_id) VALUES ('p-flaky-1'), ('p-notfound-1');
 	INSERT INTO enrich.requests (linkedin_url) VALUES
 		('linkedin.com/in/fine-1'), ('linkedin.com/in/invalid-1'), ('linkedin.com/in/fine-2')});
-wait_for(q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')},
+$node->wait_for(q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')},
 	'the second wave reached a final state');
 is($node->safe_psql('postgres',
 		q{SELECT state || ' ' || attempts FROM enrich.requests WHERE person_id = 'p-flaky-1'}),
@@ -91,7 +83,7 @@ $node->safe_psql('postgres', q{
 	INSERT INTO enrich.requests (linkedin_url) VALUES
 		('https://www.linkedin.com/in/Same-Person/'), ('http://uk.linkedin.com/in/same-person'),
 		('linkedin.com/in/same-person')});
-wait_for(q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')},
+$node->wait_for(q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')},
 	'the third wave reached a final state');
 $stats = $mock->stats;
 is($node->safe_psql('postgres', q{

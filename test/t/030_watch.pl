@@ -13,17 +13,10 @@ use Test::More;
 
 my $mock = EnrichMock->start(start_delay_ms => 400);
 
-my $node = EnrichNode->start('watch', $mock, q{
+my $node = EnrichNode->create('watch', $mock, q{
 enrich.poll_interval_min = '50ms'
 enrich.poll_interval_max = '500ms'
 });
-
-sub wait_for
-{
-	my ($query, $what) = @_;
-	local $PostgreSQL::Test::Utils::timeout_default = 60;
-	ok($node->poll_query_until('postgres', $query), $what);
-}
 
 sub person_of
 {
@@ -51,7 +44,7 @@ $node->safe_psql('postgres', q{
 		(3, NULL, NULL), (4, 'https://example.com/not-linkedin', NULL), (5, 'linkedin.com/in/gone-g', NULL);
 	DELETE FROM contacts WHERE id = 5;
 });
-wait_for(q{SELECT count(*) = 2 FROM contacts WHERE person IS NOT NULL}, 'inserted rows got their persons');
+$node->wait_for(q{SELECT count(*) = 2 FROM contacts WHERE person IS NOT NULL}, 'inserted rows got their persons');
 my $got = $node->safe_psql('postgres', q{SELECT person::text FROM contacts WHERE id = 1});
 is(EnrichMock::json_encode(EnrichMock::json_decode($got)), person_of('linkedin.com/in/alice-a'),
 	'the person written back is the API\'s');
@@ -60,7 +53,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests WHERE sou
 is($node->safe_psql('postgres', q{
 	SELECT state || ' ' || (error->>'code') FROM enrich.requests WHERE source_key = '["4"]'}),
 	'failed invalid_identifier', 'a malformed identifier is a failed request');
-wait_for(q{SELECT state = 'done' FROM enrich.requests WHERE source_key = '["5"]'},
+$node->wait_for(q{SELECT state = 'done' FROM enrich.requests WHERE source_key = '["5"]'},
 	'the request of a row deleted before its person arrived is done');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM contacts WHERE id = 5}), 0,
 	'and the deleted row stays deleted');
@@ -70,7 +63,7 @@ $node->safe_psql('postgres', q{
 	SET ROLE crm;
 	UPDATE contacts SET linkedin = 'linkedin.com/in/carol-c' WHERE id = 2;
 });
-wait_for(q{SELECT person->>'linkedinUrl' LIKE '%carol-c' FROM contacts WHERE id = 2},
+$node->wait_for(q{SELECT person->>'linkedinUrl' LIKE '%carol-c' FROM contacts WHERE id = 2},
 	'an updated identifier gets the new person');
 my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM enrich.requests');
 $node->safe_psql('postgres', q{SET ROLE crm; UPDATE contacts SET person = NULL WHERE id = 1});
@@ -88,7 +81,7 @@ is($node->safe_psql('postgres', q{
 	SET ROLE crm;
 	SELECT enrich_watch('leads', 'enriched', linkedin_url_column => 'url', backfill => true)}),
 	40, 'backfill queues the 40 rows without a result');
-wait_for(q{SELECT count(*) = 40 FROM leads WHERE enriched ? 'personId'}, 'backfilled rows got their persons');
+$node->wait_for(q{SELECT count(*) = 40 FROM leads WHERE enriched ? 'personId'}, 'backfilled rows got their persons');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM leads WHERE enriched = '{}'}), 10,
 	'rows that had a result are untouched');
 
@@ -100,13 +93,13 @@ $node->safe_psql('postgres', q{
 	INSERT INTO contacts VALUES (101, 'linkedin.com/in/dup-a', NULL),
 		(102, 'https://www.linkedin.com/in/Dup-A/', NULL), (103, 'linkedin.com/in/dup-b', NULL);
 });
-wait_for(q{SELECT count(*) = 2 FROM enrich.requests WHERE source_key IN ('["101"]', '["103"]')
+$node->wait_for(q{SELECT count(*) = 2 FROM enrich.requests WHERE source_key IN ('["101"]', '["103"]')
 	AND state = 'submitting'}, 'a statement with a repeated identifier is sent');
 $node->safe_psql('postgres', q{
 	SET ROLE crm;
 	INSERT INTO contacts VALUES (104, 'http://uk.linkedin.com/in/dup-b', NULL), (105, 'linkedin.com/in/dup-c', NULL);
 });
-wait_for(q{SELECT count(*) = 5 FROM contacts WHERE id BETWEEN 101 AND 105 AND person IS NOT NULL},
+$node->wait_for(q{SELECT count(*) = 5 FROM contacts WHERE id BETWEEN 101 AND 105 AND person IS NOT NULL},
 	'every row of both statements got its person');
 my $subs = $mock->stats->{submissions};
 is_deeply([ map { $subs->{"linkedin.com/in/dup-$_"} // 0 } qw(a b c) ], [ 1, 1, 1 ],

@@ -17,20 +17,13 @@ my $mock = EnrichMock->start();
 my $other = EnrichMock->start(key_test => ['other-key']);
 
 # pg_stat_statements, preloaded beside enrich, counts the idle worker's queries
-my $node = EnrichNode->start('lifecycle', $mock, q{
+my $node = EnrichNode->create('lifecycle', $mock, q{
 shared_preload_libraries = 'pg_stat_statements, enrich'
 pg_stat_statements.track = all
 enrich.poll_interval_min = '10s'
 enrich.poll_interval_max = '10s'
 });
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_stat_statements');
-
-sub wait_for
-{
-	my ($query, $what, $seconds) = @_;
-	local $PostgreSQL::Test::Utils::timeout_default = $seconds // 60;
-	ok($node->poll_query_until('postgres', $query), $what);
-}
 
 # wake at commit: nothing happens before the commit, the person arrives right after
 my $session = $node->background_psql('postgres');
@@ -40,7 +33,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests WHERE sta
 	0, 'nothing is sent before the inserting transaction commits');
 my $t0 = time;
 $session->query_safe('COMMIT');
-wait_for(q{SELECT count(*) = 1 FROM enrich.requests WHERE person_id = 'p-wake' AND state = 'done'},
+$node->wait_for(q{SELECT count(*) = 1 FROM enrich.requests WHERE person_id = 'p-wake' AND state = 'done'},
 	'the request is done after the commit');
 my $took = time - $t0;
 cmp_ok($took, '<', 2, sprintf('within %.2f s of the commit, well inside the 10 s poll interval', $took));
@@ -62,7 +55,7 @@ $node->safe_psql('postgres', q{SELECT enrich_set_api_key('test', 'other-key')});
 $node->reload;
 sleep 0.5;
 $node->safe_psql('postgres', q{INSERT INTO enrich.requests (person_id) VALUES ('p-after-reload')});
-wait_for(q{SELECT state = 'done' FROM enrich.requests WHERE person_id = 'p-after-reload'},
+$node->wait_for(q{SELECT state = 'done' FROM enrich.requests WHERE person_id = 'p-after-reload'},
 	'a request after the reload is done');
 is($other->stats->{submissions}{'personId:p-after-reload'}, 1,
 	'it went to the API URL of the reloaded configuration');
@@ -70,13 +63,13 @@ is($other->stats->{submissions}{'personId:p-after-reload'}, 1,
 # a refused key pauses the environment; setting a key resumes it
 $node->safe_psql('postgres', q{SELECT enrich_set_api_key('test', 'wrong-key')});
 $node->safe_psql('postgres', q{INSERT INTO enrich.requests (person_id) VALUES ('p-paused')});
-wait_for(q{SELECT worker_state LIKE 'paused%' FROM enrich.progress WHERE environment = 'test'},
+$node->wait_for(q{SELECT worker_state LIKE 'paused%' FROM enrich.progress WHERE environment = 'test'},
 	'a 401 pauses the environment');
 is($node->safe_psql('postgres', q{SELECT state FROM enrich.requests WHERE person_id = 'p-paused'}),
 	'queued', 'its request waits in the queue');
 ok($node->log_contains(qr/refused the key of environment "test"/), 'the pause is logged');
 $node->safe_psql('postgres', q{SELECT enrich_set_api_key('test', 'other-key')});
-wait_for(q{SELECT state = 'done' FROM enrich.requests WHERE person_id = 'p-paused'},
+$node->wait_for(q{SELECT state = 'done' FROM enrich.requests WHERE person_id = 'p-paused'},
 	'setting the key resumes the environment', 20);
 
 # SIGTERM mid-run: the worker stops, is started again, and nothing is lost
@@ -85,16 +78,16 @@ $node->safe_psql('postgres', q{ALTER SYSTEM SET enrich.batch_size = 100; SELECT 
 sleep 0.5;
 $node->safe_psql('postgres', q{
 	INSERT INTO enrich.requests (person_id) SELECT 'p-term-' || g FROM generate_series(1, 3000) g});
-wait_for(q{SELECT count(*) >= 300 FROM enrich.requests WHERE person_id LIKE 'p-term-%' AND state = 'done'},
+$node->wait_for(q{SELECT count(*) >= 300 FROM enrich.requests WHERE person_id LIKE 'p-term-%' AND state = 'done'},
 	'the run is under way');
 # one of the two workers stops; the other goes on meanwhile
 my $pid = $node->safe_psql('postgres',
 	q{SELECT min(pid) FROM pg_stat_activity WHERE backend_type = 'enrich worker'});
 ok($node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)") eq 't', 'a worker was sent SIGTERM');
-wait_for(qq{SELECT count(*) = current_setting('enrich.workers')::int AND bool_and(pid <> $pid)
+$node->wait_for(qq{SELECT count(*) = current_setting('enrich.workers')::int AND bool_and(pid <> $pid)
 			FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
 	'the postmaster started the worker again', 30);
-wait_for(q{SELECT count(*) = 3000 FROM enrich.requests WHERE person_id LIKE 'p-term-%' AND state = 'done'},
+$node->wait_for(q{SELECT count(*) = 3000 FROM enrich.requests WHERE person_id LIKE 'p-term-%' AND state = 'done'},
 	'every request is done');
 my $subs = $other->stats->{submissions};
 is(scalar(grep { /^personId:p-term-/ } keys %$subs), 3000, 'each person was submitted');

@@ -21,25 +21,18 @@ use Time::HiRes ();
 # workers that each kept their own 5 a second would be refused
 my $mock = EnrichMock->start(tier3 => 5);
 
-my $node = EnrichNode->start('workers', $mock, q{
+my $node = EnrichNode->create('workers', $mock, q{
 enrich.tier3_rate = 5
 enrich.batch_size = 10
 enrich.poll_interval_min = '20ms'
 enrich.poll_interval_max = '200ms'
 });
 
-# wait_for waits until a query returns true, failing the test after a while
-sub wait_for
-{
-	my ($query, $what, $seconds) = @_;
-	local $PostgreSQL::Test::Utils::timeout_default = $seconds // 120;
-	ok($node->poll_query_until('postgres', $query), $what);
-}
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 is(sql('SHOW enrich.workers'), '2', 'two workers by default');
-wait_for(q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
+$node->wait_for(q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
 	'two workers run');
 is(sql(q{SELECT state FROM enrich.worker_state('test')}), 'running', 'their state is running');
 
@@ -56,8 +49,8 @@ sql(q{
 	INSERT INTO contacts (id, url) SELECT g, 'linkedin.com/in/workers-' || g FROM generate_series(1, 200) g;
 	COMMIT;
 });
-wait_for(q{SELECT count(*) = 400 FROM enrich.requests WHERE state = 'done'}, 'all 400 requests are done');
-wait_for(q{SELECT count(*) = 200 FROM contacts WHERE person IS NOT NULL}, 'all 200 persons written back');
+$node->wait_for(q{SELECT count(*) = 400 FROM enrich.requests WHERE state = 'done'}, 'all 400 requests are done');
+$node->wait_for(q{SELECT count(*) = 200 FROM contacts WHERE person IS NOT NULL}, 'all 200 persons written back');
 my $secs = Time::HiRes::time() - $t0;
 
 my $stats = $mock->stats;
@@ -84,7 +77,7 @@ sql(q{UPDATE enrich.requests SET state = 'submitting', submission = -7, claimed_
 	  WHERE person_id IN ('p-workers-1', 'p-workers-2')});
 sql(q{ALTER SYSTEM SET enrich.reconcile_grace = '1s'});
 $node->restart;
-wait_for(q{SELECT count(*) = 2 FROM enrich.requests
+$node->wait_for(q{SELECT count(*) = 2 FROM enrich.requests
 		   WHERE person_id IN ('p-workers-1', 'p-workers-2') AND state = 'done' AND person IS NOT NULL},
 	"a stopped worker's submission in doubt is reconciled and done");
 is($mock->stats->{submissions}{'personId:p-workers-1'}, 2, 'it was sent once more, after the grace period');
@@ -94,10 +87,10 @@ ok($node->log_contains(qr/2 requests of environment "test" interrupted while bei
 # one worker: it polls every batch, whichever worker's it was
 sql(q{ALTER SYSTEM SET enrich.workers = 1});
 $node->restart;
-wait_for(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
+$node->wait_for(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
 	'with enrich.workers = 1 one worker runs');
 sql(q{INSERT INTO contacts (id, url) SELECT g, 'linkedin.com/in/workers-' || g FROM generate_series(201, 300) g});
-wait_for(q{SELECT count(*) = 300 FROM contacts WHERE person IS NOT NULL}, 'it enriches 100 more contacts alone');
+$node->wait_for(q{SELECT count(*) = 300 FROM contacts WHERE person IS NOT NULL}, 'it enriches 100 more contacts alone');
 ok($node->log_contains(qr/enrich worker 0 of 1 started/), 'the log names the worker and how many run');
 
 # three workers asked for, room for two (the logical replication launcher
@@ -105,11 +98,11 @@ ok($node->log_contains(qr/enrich worker 0 of 1 started/), 'the log names the wor
 # workers that run, so none waits for the one that could not start
 sql(q{ALTER SYSTEM SET enrich.workers = 3; ALTER SYSTEM SET max_worker_processes = 3});
 $node->restart;
-wait_for(q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
+$node->wait_for(q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
 	'two of the three workers run');
 ok($node->log_contains(qr/too many background workers/), 'the log says the third could not be registered');
 sql(q{INSERT INTO contacts (id, url) SELECT g, 'linkedin.com/in/workers-' || g FROM generate_series(301, 600) g});
-wait_for(q{SELECT count(*) = 600 FROM contacts WHERE person IS NOT NULL}, 'the two enrich 300 more contacts');
+$node->wait_for(q{SELECT count(*) = 600 FROM contacts WHERE person IS NOT NULL}, 'the two enrich 300 more contacts');
 is(sql(q{SELECT count(*) FROM enrich.batches WHERE NOT closed}), 0, 'no batch is left unpolled');
 
 $node->stop;

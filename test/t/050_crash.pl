@@ -24,7 +24,7 @@ use Time::HiRes qw(sleep);
 my $mock = EnrichMock->start(start_delay_ms => 200, items_per_second => 4000,
 	faults => { latency_ms => 150, rate_drop_after => 0.3, endpoints => ['bulk_enrich'] });
 
-my $node = EnrichNode->start('crash', $mock, q{
+my $node = EnrichNode->create('crash', $mock, q{
 enrich.batch_size = 250
 enrich.poll_interval_min = '50ms'
 enrich.poll_interval_max = '500ms'
@@ -99,11 +99,11 @@ sub kill_worker
 sub wait_final
 {
 	my ($name) = @_;
-	local $PostgreSQL::Test::Utils::timeout_default = 180;
-	ok($node->poll_query_until('postgres',
-			q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')
-			  AND NOT EXISTS (SELECT 1 FROM enrich.intake)}),
-		$name);
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	$node->wait_for(
+		q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')
+		  AND NOT EXISTS (SELECT 1 FROM enrich.intake)},
+		$name, 180);
 }
 
 srand(20261128);

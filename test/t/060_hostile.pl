@@ -23,7 +23,7 @@ use Time::HiRes qw(time sleep);
 
 my $mock = EnrichMock->start(start_delay_ms => 100);
 
-my $node = EnrichNode->start('hostile', $mock, q{
+my $node = EnrichNode->create('hostile', $mock, q{
 enrich.page_size = 2
 enrich.poll_interval_min = '20ms'
 enrich.poll_interval_max = '300ms'
@@ -58,7 +58,11 @@ sub wait_for
 		sleep 0.02;
 	}
 	my $ok = ok($got eq 't', $what);
-	diag sql($diag) if !$ok && $diag;
+	if (!$ok)
+	{
+		diag sql($diag) if $diag;
+		diag $node->describe_queue;
+	}
 	return $ok;
 }
 

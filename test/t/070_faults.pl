@@ -15,7 +15,7 @@ use Test::More;
 
 my $mock = EnrichMock->start(start_delay_ms => 200, items_per_second => 20000);
 
-my $node = EnrichNode->start('faults', $mock, q{
+my $node = EnrichNode->create('faults', $mock, q{
 enrich.poll_interval_min = '100ms'
 enrich.poll_interval_max = '1s'
 enrich.retry_delay = '100ms'
@@ -43,11 +43,10 @@ sub run_wave
 	$node->safe_psql('postgres', qq{
 		INSERT INTO enrich.requests (person_id)
 		SELECT '$prefix-' || g FROM generate_series(1, 5000) g});
-	local $PostgreSQL::Test::Utils::timeout_default = 300;
-	ok($node->poll_query_until('postgres', qq{
+	$node->wait_for(qq{
 			SELECT count(*) = 0 FROM enrich.requests
-			WHERE person_id LIKE '$prefix-%' AND state NOT IN ('done', 'failed')}),
-		"$prefix: every request reached a final state");
+			WHERE person_id LIKE '$prefix-%' AND state NOT IN ('done', 'failed')},
+		"$prefix: every request reached a final state", 300);
 	return time - $t0;
 }
 

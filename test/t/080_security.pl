@@ -19,7 +19,7 @@ use Test::More;
 my $key = 'sk-7d1f9e3a5c2b';
 my $mock = EnrichMock->start(key_test => [$key]);
 
-my $node = EnrichNode->start('security', $mock, q{
+my $node = EnrichNode->create('security', $mock, q{
 enrich.poll_interval_min = '50ms'
 log_min_messages = debug5
 log_statement = 'all'
@@ -28,8 +28,7 @@ log_statement = 'all'
 # the worker and the SQL functions at work, at debug5
 $node->safe_psql('postgres', q{
 	INSERT INTO enrich.requests (person_id) SELECT 'p-sec-' || g FROM generate_series(1, 60) g});
-ok($node->poll_query_until('postgres',
-		q{SELECT count(*) = 60 FROM enrich.requests WHERE state = 'done'}),
+$node->wait_for(q{SELECT count(*) = 60 FROM enrich.requests WHERE state = 'done'},
 	'the worker did its work');
 my $batch = $node->safe_psql('postgres', q{SELECT batch_id FROM enrich.requests LIMIT 1});
 $node->safe_psql('postgres', "SELECT count(*) FROM enrich_items('$batch')");
@@ -111,8 +110,7 @@ my ($r3, $o3, $e3) = $node->psql('postgres', q{
 like($e3, qr/must be owner of table (public\.)?victims/, 'enrich_watch refuses a table the caller does not own');
 my ($r4, $o4, $e4) = $node->psql('postgres', q{SET ROLE mallory; SELECT enrich.enqueue_existing('victims')});
 like($e4, qr/must be owner/, 'and so does the backfill');
-ok($node->poll_query_until('postgres',
-		q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')}),
+$node->wait_for(q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')},
 	'the queue is empty');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM victims WHERE person IS NOT NULL}), 0,
 	'the worker wrote nothing into the table');

@@ -22,7 +22,7 @@ plan skip_all => 'memory is not measurable under AddressSanitizer'
 
 my $mock = EnrichMock->start();
 
-my $node = EnrichNode->start('memory', $mock, q{
+my $node = EnrichNode->create('memory', $mock, q{
 enrich.poll_interval_min = '20ms'
 });
 
