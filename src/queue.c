@@ -1177,7 +1177,13 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 	 * requests already in flight for the same identifiers (one at most, by
 	 * the unique index): one index probe per identifier, a plan that stays
 	 * right before the table was ever analyzed (one scan with = ANY was
-	 * measured to pick a plan 200 times slower)
+	 * measured to pick a plan 200 times slower).  Each lead found is locked
+	 * FOR SHARE until this claim commits: another worker settling it (its
+	 * item came back, or it went back to the queue) waits for the claim and
+	 * then settles the followers the claim made; a lead that worker settled
+	 * meanwhile is no longer found, and the claimed row leads instead.
+	 * Without the lock, a follower attached to a lead settled in between
+	 * would wait for it forever.
 	 */
 	{
 		Oid			types[2] = {TEXTOID, TEXTARRAYOID};
@@ -1193,8 +1199,8 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 							  "    WHERE r.environment = $1 AND r.identifier = u.identifier "
 							  "      AND r.state IN ('submitting', 'submitted') AND r.duplicate_of IS NULL "
 							  /* LIMIT keeps it a probe per identifier: a join would be planned */
-							  "    LIMIT 1) AS l",
-							  2, types, values, NULL, true);
+							  "    LIMIT 1 FOR SHARE OF r) AS l",
+							  2, types, values, NULL, false);
 		for (uint64 j = 0; j < ninflight; j++)
 		{
 			ClaimedIdentifier key = {column_text(j, 1), 0};
