@@ -3,7 +3,9 @@
 # prove's usual report, and writes "PASSED FAILED SKIPPED" subtest counts to
 # the file named by --counts, so the harness can add them to its closing
 # total.  A skipped subtest is not counted as passed.  A script that dies or
-# exits non-zero without a failed subtest counts as one failure.
+# exits non-zero without a failed subtest counts as one failure.  When a
+# script bails out, testing stops: the counts are still written, and each
+# script that was not run counts as one failure.
 use strict;
 use warnings;
 use Getopt::Long;
@@ -22,7 +24,18 @@ if (@ARGV)
 		timer     => 1,
 		color     => 0,
 	});
-	my $agg = $harness->runtests(@ARGV);
+	my $agg;
+	$harness->callback(after_runtests => sub { $agg = shift; });
+	my $stopped;
+	eval { $harness->runtests(@ARGV); 1 } or $stopped = $@ || "testing stopped\n";
+	die $stopped unless $agg;
+	my $not_run = @ARGV - scalar($agg->descriptions);
+	if ($stopped)
+	{
+		print $stopped;
+		print "$not_run test script(s) not run, each counted as a failure\n";
+		$failed += $not_run;
+	}
 	for my $file ($agg->descriptions)
 	{
 		my ($parser) = $agg->parsers($file);

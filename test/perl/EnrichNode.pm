@@ -3,7 +3,9 @@
 # with no client-side rate limit, adds the test's own settings, starts,
 # creates the extension and sets the mock's two keys.  Its wait_for waits
 # for the queue to reach a state, and when it does not, prints what the
-# queue and the workers look like, so that a failure in CI explains itself.
+# queue and the workers look like, and its stop prints what the server's
+# processes are doing when pg_ctl cannot stop them, so that a failure in CI
+# explains itself.
 package EnrichNode;
 
 use strict;
@@ -50,13 +52,72 @@ sub wait_for
 		local $PostgreSQL::Test::Utils::timeout_default = $seconds // 120;
 		$passed = ok($node->poll_query_until('postgres', $query), $what);
 	}
-	diag($node->describe_queue) unless $passed;
+	diag($node->describe_queue . "\n" . $node->describe_processes('enrich worker'))
+	  unless $passed;
 	return $passed;
+}
+
+# $node->stop($mode, %params) is PostgreSQL::Test::Cluster's stop; when
+# pg_ctl cannot stop the server, it prints what the server's processes are
+# doing (describe_processes) before it bails out (or returns 0 with fail_ok)
+sub stop
+{
+	my ($node, $mode, %params) = @_;
+	my $postmaster = $node->postmaster_pid;
+
+	return 1 if $node->SUPER::stop($mode, %params, fail_ok => 1);
+	diag($node->describe_processes('', $postmaster));
+	BAIL_OUT('pg_ctl stop failed') unless $params{fail_ok};
+	return 0;
+}
+
+# $node->postmaster_pid reads the process id of the postmaster from
+# postmaster.pid, or returns undef when there is none
+sub postmaster_pid
+{
+	my ($node) = @_;
+	my $file = $node->data_dir . '/postmaster.pid';
+
+	return undef unless -f $file;
+	my ($pid) = split /\n/, slurp_file($file);
+	return $pid;
+}
+
+# $node->describe_processes($title, $postmaster) returns, as text, each
+# process the postmaster started (its title, state and kernel wait
+# channel), a backtrace of those whose title contains $title ('' for all,
+# when gdb is there), and the last lines of the server log
+sub describe_processes
+{
+	my ($node, $title, $postmaster) = @_;
+	my @parts;
+
+	$postmaster //= $node->postmaster_pid;
+	return "-- no postmaster\n" unless $postmaster;
+	my $gdb = grep { -x "$_/gdb" } split /:/, $ENV{PATH} // '';
+	for my $stat (glob '/proc/[0-9]*/stat')
+	{
+		my ($pid, $ppid) = (slurp_file($stat) =~ /^(\d+) \(.*\) \S+ (\d+)/s) or next;
+		next unless $ppid == $postmaster;
+		my $proc = "/proc/$pid";
+		my $name = eval { slurp_file("$proc/cmdline") } // next;
+		$name =~ s/\0+/ /g;
+		my ($state) = (eval { slurp_file("$proc/status") } // '') =~ /^State:\s*(.*)$/m;
+		my $wchan = eval { slurp_file("$proc/wchan") } // '?';
+		push @parts, sprintf('-- process %d: %s (%s, in %s)', $pid, $name, $state // '?', $wchan);
+		next unless $gdb && index($name, $title) >= 0;
+		my $bt = `timeout 30 gdb -p $pid -batch -nx -ex bt 2>&1`;
+		push @parts, join("\n", grep { /^#\d/ } split /\n/, $bt);
+	}
+	my @log = grep { /^\d{4}-\d\d-\d\d / && !/ statement: / } split /\n/, slurp_file($node->logfile);
+	splice(@log, 0, @log - 40) if @log > 40;
+	push @parts, "-- server log, last lines:\n" . join("\n", @log);
+	return join("\n", @parts);
 }
 
 # $node->describe_queue returns, as text: the requests not yet done or
 # failed (how many by state, and the oldest few), the open batches, what
-# the workers are doing, and the last enrich lines of the server log
+# the workers are doing and the state of each environment
 sub describe_queue
 {
 	my ($node) = @_;
@@ -92,10 +153,6 @@ sub describe_queue
 		push @parts, "-- $title:\n" . ($stdout ne '' ? $stdout : '(none)')
 		  . ($stderr ? "\n$stderr" : '');
 	}
-	my @log = grep { /^\d{4}-\d\d-\d\d .*(enrich|background worker)/ && !/ statement: / }
-	  split /\n/, slurp_file($node->logfile);
-	splice(@log, 0, @log - 40) if @log > 40;
-	push @parts, "-- server log, last enrich lines:\n" . join("\n", @log);
 	return join("\n", @parts);
 }
 
