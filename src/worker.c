@@ -1248,7 +1248,15 @@ enrich_worker_main(Datum main_arg)
 		}
 
 		sleep_ms = worker_round();
-		if (sleep_ms == 0)
+
+		/*
+		 * A SIGTERM or SIGHUP that came during the round set the latch, but
+		 * a wait inside the round (for a lock, or for a buffer another
+		 * process reads in) may have reset it since: without this look at
+		 * the flags, a worker with nothing to do would sleep on through a
+		 * shutdown.
+		 */
+		if (sleep_ms == 0 || shutdown_requested || ConfigReloadPending)
 			continue;
 
 		(void) WaitLatch(MyLatch,

@@ -97,7 +97,9 @@ sub describe_processes
 	my $gdb = grep { -x "$_/gdb" } split /:/, $ENV{PATH} // '';
 	for my $stat (glob '/proc/[0-9]*/stat')
 	{
-		my ($pid, $ppid) = (slurp_file($stat) =~ /^(\d+) \(.*\) \S+ (\d+)/s) or next;
+		# a process may exit while it is read: skipped
+		my ($pid, $ppid) = ((eval { slurp_file($stat) } // '') =~ /^(\d+) \(.*\) \S+ (\d+)/s)
+		  or next;
 		next unless $ppid == $postmaster;
 		my $proc = "/proc/$pid";
 		my $name = eval { slurp_file("$proc/cmdline") } // next;
