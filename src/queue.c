@@ -119,6 +119,7 @@ typedef enum QueueStatement
 {
 	Q_EXTENSION_PRESENT,
 	Q_RECOVER,
+	Q_QUEUE_LOCK,
 	Q_DUE,
 	Q_IN_FLIGHT_LEADS,
 	Q_CLAIM_LEADS,
@@ -1095,9 +1096,32 @@ claim_queued_step(void *arg)
 }
 
 /*
+ * queue_lock takes, without waiting, the lock of the queued requests of an
+ * environment until the claim commits (a transaction advisory lock keyed
+ * by the oid of enrich.requests and the environment), and says whether it
+ * got it.  One worker at a time claims queued requests: two claims at once
+ * would skip each other's rows and split the last chunk of the queue in
+ * two bulk enriches.
+ */
+static bool
+queue_lock(int environment)
+{
+	Datum		key = Int32GetDatum(environment + 1);
+	char	   *got;
+
+	queue_run(Q_QUEUE_LOCK,
+			  "SELECT pg_catalog.pg_try_advisory_xact_lock("
+			  "    'enrich.requests'::pg_catalog.regclass::pg_catalog.oid::int4, $1)",
+			  1, (Oid[]) {INT4OID}, &key, NULL, false);
+	got = column_text(0, 1);
+	return got != NULL && strcmp(got, "t") == 0;
+}
+
+/*
  * enrich_queue_claim claims up to limit requests of an environment and
  * returns the ones to send: due queued requests (FOR UPDATE SKIP LOCKED),
- * else the contacts watched tables queued in enrich.intake (claim_intake).
+ * unless another worker is claiming those right now (queue_lock), else
+ * the contacts watched tables queued in enrich.intake (claim_intake).
  * Requests whose normalized identifier is already in flight, or appears
  * twice among the claimed, become duplicates of that one request: the API
  * is asked once and the answer written to every row.
@@ -1122,19 +1146,22 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 	int			nsorted = 0;
 	EnrichOutgoing *leads;
 	QueuedClaim claim;
+	bool		queue_claimable;
 
 	*leads_out = NULL;
 	due_values[0] = CStringGetTextDatum(enrich_environment_name(environment));
 	due_values[1] = Int32GetDatum(limit);
+	queue_claimable = queue_lock(environment);
 	for (;;)
 	{
 		int64		made;
 
-		ndue = queue_run(Q_DUE,
-						 "SELECT id, identifier FROM enrich.requests "
-						 "WHERE state = 'queued' AND environment = $1 AND next_attempt_at <= pg_catalog.now() "
-						 "ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-						 2, due_types, due_values, NULL, false);
+		ndue = !queue_claimable ? 0 :
+			queue_run(Q_DUE,
+					  "SELECT id, identifier FROM enrich.requests "
+					  "WHERE state = 'queued' AND environment = $1 AND next_attempt_at <= pg_catalog.now() "
+					  "ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+					  2, due_types, due_values, NULL, false);
 		if (ndue > 0)
 		{
 			ids = palloc(sizeof(int64) * ndue);
@@ -1153,7 +1180,11 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		if (made < 0)
 			return 0;			/* nothing waits there either */
 		if (submission == 0)
-			continue;			/* it made queued requests: claim those */
+		{
+			/* it made queued requests, seen by no other claim yet: claim those */
+			queue_claimable = true;
+			continue;
+		}
 		/* the unique index saw to it that none duplicates another */
 		nleads = made_leads((uint64) made, leads_out);
 		if (nleads > 0)
