@@ -88,8 +88,7 @@ extern void enrich_shared_set_env(int environment, EnrichWorkerEnvState state,
 /* trigger.c: the statement that copies what enrich's trigger queued */
 extern void enrich_allow_source_rows(bool allow);
 
-/* worker.c: the workers, and this process's slot among them (-1: none) */
-extern int	enrich_worker_slot;
+/* worker.c */
 extern void enrich_worker_init(void);
 
 #endif							/* ENRICH_H */

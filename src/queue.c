@@ -520,18 +520,15 @@ enrich_queue_orphans(int environment, bool for_stopped, char **claimed_date, dou
 bool
 enrich_queue_reconcile_lock(bool take)
 {
-	char	   *held;
-
 	if (take)
-		queue_run(Q_RECONCILE_LOCK,
-				  "SELECT pg_catalog.pg_try_advisory_lock('enrich.requests'::pg_catalog.regclass::pg_catalog.oid::bigint)",
-				  0, NULL, NULL, NULL, false);
-	else
-		queue_run(Q_RECONCILE_UNLOCK,
-				  "SELECT NOT pg_catalog.pg_advisory_unlock('enrich.requests'::pg_catalog.regclass::pg_catalog.oid::bigint)",
-				  0, NULL, NULL, NULL, false);
-	held = column_text(0, 1);
-	return held != NULL && strcmp(held, "t") == 0;
+		return queue_run(Q_RECONCILE_LOCK,
+						 "SELECT 1 WHERE pg_catalog.pg_try_advisory_lock("
+						 "    'enrich.requests'::pg_catalog.regclass::pg_catalog.oid::bigint)",
+						 0, NULL, NULL, NULL, false) > 0;
+	return queue_run(Q_RECONCILE_UNLOCK,
+					 "SELECT 1 WHERE NOT pg_catalog.pg_advisory_unlock("
+					 "    'enrich.requests'::pg_catalog.regclass::pg_catalog.oid::bigint)",
+					 0, NULL, NULL, NULL, false) > 0;
 }
 
 /* enrich_queue_known_batches returns which of the batch ids enrich recorded */
@@ -1107,14 +1104,11 @@ static bool
 queue_lock(int environment)
 {
 	Datum		key = Int32GetDatum(environment + 1);
-	char	   *got;
 
-	queue_run(Q_QUEUE_LOCK,
-			  "SELECT pg_catalog.pg_try_advisory_xact_lock("
-			  "    'enrich.requests'::pg_catalog.regclass::pg_catalog.oid::int4, $1)",
-			  1, (Oid[]) {INT4OID}, &key, NULL, false);
-	got = column_text(0, 1);
-	return got != NULL && strcmp(got, "t") == 0;
+	return queue_run(Q_QUEUE_LOCK,
+					 "SELECT 1 WHERE pg_catalog.pg_try_advisory_xact_lock("
+					 "    'enrich.requests'::pg_catalog.regclass::pg_catalog.oid::int4, $1)",
+					 1, (Oid[]) {INT4OID}, &key, NULL, false) > 0;
 }
 
 /*

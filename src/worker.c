@@ -85,7 +85,7 @@ typedef struct WorkerCall
 	EnrichOpenBatch *batch;		/* CALL_STATUS, CALL_ITEMS */
 } WorkerCall;
 
-int			enrich_worker_slot = -1;
+static int	worker_slot = -1;	/* this worker's slot among enrich.workers */
 
 static volatile sig_atomic_t shutdown_requested = false;
 static EnvState envs[ENRICH_ENV_COUNT];
@@ -1216,9 +1216,9 @@ enrich_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, enrich_worker_sigterm);
 	BackgroundWorkerUnblockSignals();
 
-	enrich_worker_slot = DatumGetInt32(main_arg);
+	worker_slot = DatumGetInt32(main_arg);
 	BackgroundWorkerInitializeConnection(enrich_database, NULL, 0);
-	enrich_shared_worker_started(enrich_worker_slot);
+	enrich_shared_worker_started(worker_slot);
 	pgstat_report_appname("enrich worker");
 	srandom((unsigned int) (MyProcPid ^ GetCurrentTimestamp()));
 
@@ -1231,7 +1231,7 @@ enrich_worker_main(Datum main_arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	ereport(LOG,
 			(errmsg("enrich worker %d of %d started in database \"%s\"",
-					enrich_worker_slot, enrich_workers, enrich_database)));
+					worker_slot, enrich_workers, enrich_database)));
 
 	for (;;)
 	{
