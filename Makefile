@@ -16,7 +16,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 MODULE_big = enrich
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 EXTENSION = enrich
-DATA = sql/enrich--1.0.sql
+DATA = sql/enrich--1.0.sql sql/enrich--1.0--1.1.sql
 REGRESS = create_extension api_calls api_processing api_errors api_cancel api_security api_tls requests watch
 REGRESS_OPTS = --inputdir=.
 

@@ -19,8 +19,10 @@ GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, b
     enrich.unregister_watch(regclass), enrich.enqueue_from_source(),
     enrich.enqueue_existing(regclass)
     TO enrich_watch_owner;
+GRANT USAGE ON SCHEMA enrich TO enrich_watch_other;
 GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean),
-    enrich_unwatch(regclass) TO enrich_watch_other;
+    enrich_unwatch(regclass), enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
+    enrich.enqueue_existing(regclass), enrich.unregister_watch(regclass) TO enrich_watch_other;
 
 -- the requests queued since the last mark, without what varies
 CREATE TEMP VIEW queue AS

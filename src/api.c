@@ -56,6 +56,83 @@ enrich_json_guard_release(void *arg)
 }
 
 /*
+ * big_integer says whether the integer of n digits at s (its sign at s[-1]
+ * when negative) does not fit in 64 bits
+ */
+static bool
+big_integer(const char *s, size_t n, bool negative)
+{
+	const char *limit = negative ? "9223372036854775808" : "9223372036854775807";
+
+	return n > 19 || (n == 19 && strncmp(s, limit, 19) > 0);
+}
+
+/*
+ * widen_big_integers returns the body with "e0" after each integer that
+ * does not fit in 64 bits, outside strings, or the body itself when it has
+ * none (the rule).  json-c clamps such an integer silently; the same number
+ * with an exponent of 0, which changes no value, it parses as a double that
+ * keeps its text, whose digits numeric then stores exactly.
+ */
+static const char *
+widen_big_integers(const char *text, size_t *len)
+{
+	StringInfoData out;
+	bool		in_string = false;
+	size_t		copied = 0;
+
+	out.data = NULL;
+	for (size_t i = 0; i < *len; i++)
+	{
+		char		c = text[i];
+		size_t		start;
+		size_t		digits;
+		bool		integer = true;
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+			continue;
+		}
+		if (c == '"')
+		{
+			in_string = true;
+			continue;
+		}
+		if (!(c == '-' || (c >= '0' && c <= '9')))
+			continue;
+		start = (c == '-') ? i + 1 : i;
+		for (i = start; i < *len && text[i] >= '0' && text[i] <= '9'; i++)
+			;
+		digits = i - start;
+		/* a fraction or an exponent: not an integer, read to its end */
+		while (i < *len && (text[i] == '.' || text[i] == 'e' || text[i] == 'E' || text[i] == '+' ||
+							text[i] == '-' || (text[i] >= '0' && text[i] <= '9')))
+		{
+			integer = false;
+			i++;
+		}
+		if (integer && big_integer(text + start, digits, c == '-'))
+		{
+			if (out.data == NULL)
+				initStringInfo(&out);
+			appendBinaryStringInfo(&out, text + copied, i - copied);
+			appendStringInfoString(&out, "e0");
+			copied = i;
+		}
+		i--;					/* the character after the number is looked at next */
+	}
+	if (out.data == NULL)
+		return text;
+	appendBinaryStringInfo(&out, text + copied, *len - copied);
+	*len = out.len;
+	return out.data;
+}
+
+/*
  * enrich_json_parse parses text with the depth limit into a guarded tree.
  * It returns NULL on success, else what is wrong.
  */
@@ -76,6 +153,7 @@ enrich_json_parse(const char *text, size_t len, EnrichJsonGuard **guard_out)
 	/* PostgreSQL stores what json-c hands back without checking its encoding */
 	if (pg_encoding_verifymbstr(PG_UTF8, text, (int) len) != (int) len)
 		return pstrdup("the body is not valid UTF-8");
+	text = widen_big_integers(text, &len);
 
 	guard = palloc0(sizeof(EnrichJsonGuard));
 	guard->callback.func = enrich_json_guard_release;

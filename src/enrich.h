@@ -20,6 +20,9 @@ typedef enum EnrichEnvironment
 
 #define ENRICH_ENV_COUNT 2
 
+/* the version of the extension's catalog this library works with */
+#define ENRICH_CATALOG_VERSION "1.1"
+
 /* the most background workers enrich.workers may ask for */
 #define ENRICH_MAX_WORKERS 8
 
@@ -43,26 +46,19 @@ extern int	enrich_retry_delay_max_ms;
 extern int	enrich_tier3_rate;
 extern int	enrich_tier4_rate;
 extern int	enrich_reconcile_grace_ms;
+extern int	enrich_idle_check_ms;
+extern int	enrich_write_back_timeout_ms;
 
 extern void enrich_guc_init(void);
 extern const char *enrich_environment_name(int environment);
 extern int	enrich_environment_parse(const char *name);
 extern int	enrich_environment_arg(const char *name);
 
-/* keys.c: API keys, and SPI as the bootstrap superuser */
+/* keys.c: API keys */
 extern char *enrich_api_key(const char *environment);
 extern char *enrich_api_key_if_set(const char *environment);
-extern int	enrich_run_privileged(const char *sql, int nargs, Oid *argtypes,
-								  Datum *values, const char *nulls, bool read_only);
 
 /* shared.c: shared memory between backends and the workers, and wakeups */
-typedef enum EnrichWorkerEnvState
-{
-	ENRICH_ENV_RUNNING = 0,
-	ENRICH_ENV_PAUSED,			/* 401/403: until a key is set */
-	ENRICH_ENV_BACKING_OFF		/* 429, 5xx or network: until a time */
-} EnrichWorkerEnvState;
-
 extern bool enrich_in_worker;	/* true in a worker process */
 
 extern void enrich_shared_init(void);
@@ -82,8 +78,13 @@ extern bool enrich_shared_take_token(int environment, int tier, int rate,
 extern void enrich_shared_give_back_token(int environment, int tier, int rate);
 extern void enrich_shared_block_tier(int environment, int tier, TimestampTz until);
 extern uint64 enrich_shared_keys_generation(void);
-extern void enrich_shared_set_env(int environment, EnrichWorkerEnvState state,
-								  TimestampTz until, const char *last_error);
+extern void enrich_shared_keys_changed(void);
+extern bool enrich_shared_pause_env(int environment, uint64 keys_generation,
+									const char *message);
+extern bool enrich_shared_env_paused(int environment);
+extern void enrich_shared_set_backoff(int environment, TimestampTz until, const char *message);
+extern void enrich_shared_set_last_error(int environment, const char *message);
+extern uint64 enrich_shared_wake_generation(void);
 
 /* trigger.c: the statement that copies what enrich's trigger queued */
 extern void enrich_allow_source_rows(bool allow);

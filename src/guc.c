@@ -33,6 +33,8 @@ int			enrich_retry_delay_max_ms = 600000;
 int			enrich_tier3_rate = 5;
 int			enrich_tier4_rate = 50;
 int			enrich_reconcile_grace_ms = 120000;
+int			enrich_idle_check_ms = 30000;
+int			enrich_write_back_timeout_ms = 30000;
 
 static const struct config_enum_entry enrich_environment_options[] = {
 	{"live", ENRICH_ENV_LIVE, false},
@@ -186,6 +188,22 @@ enrich_worker_guc_init(void)
 							"After a crash the worker looks for the batch of such requests among the API's batches; only when none is found within this time are they sent again.",
 							&enrich_reconcile_grace_ms,
 							120000, 0, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.idle_check",
+							"Longest time an idle worker sleeps before it looks for work anyway.",
+							"A worker is woken when a transaction that queued work commits; this bounds the wait when no wake came.",
+							&enrich_idle_check_ms,
+							30000, 100, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.write_back_timeout",
+							"Longest time the write-back of a page into a watched table may take; 0 = no limit.",
+							"It runs the table's triggers, constraints and index expressions as the table's owner; past this time it is canceled and the persons stay in enrich.requests.",
+							&enrich_write_back_timeout_ms,
+							30000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

@@ -180,6 +180,23 @@ enrich_http_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return (QueryCancelPending || ProcDiePending) ? 1 : 0;
 }
 
+/*
+ * add_header appends a header to a transfer's list; when libcurl cannot,
+ * the list it had stays the transfer's (enrich_http_release frees it) and
+ * the call fails
+ */
+static void
+add_header(EnrichTransfer *t, const char *header)
+{
+	struct curl_slist *grown = curl_slist_append(t->headers, header);
+
+	if (grown == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory building HTTP headers")));
+	t->headers = grown;
+}
+
 /* enrich_http_prepare sets every option of one transfer */
 static void
 enrich_http_prepare(EnrichTransfer *t)
@@ -189,17 +206,13 @@ enrich_http_prepare(EnrichTransfer *t)
 	char	   *key_header;
 
 	key_header = psprintf("x-api-key: %s", call->api_key ? call->api_key : "");
-	t->headers = curl_slist_append(t->headers, key_header);
+	add_header(t, key_header);
 	memset(key_header, 0, strlen(key_header));
 	pfree(key_header);
-	t->headers = curl_slist_append(t->headers, "Accept: application/json");
-	t->headers = curl_slist_append(t->headers, "Expect:");
+	add_header(t, "Accept: application/json");
+	add_header(t, "Expect:");
 	if (call->body != NULL)
-		t->headers = curl_slist_append(t->headers, "Content-Type: application/json");
-	if (t->headers == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory building HTTP headers")));
+		add_header(t, "Content-Type: application/json");
 
 	curl_easy_setopt(easy, CURLOPT_URL, call->url);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -348,8 +361,10 @@ enrich_http_collect(void)
 /*
  * enrich_http_start begins a call and returns without waiting for it: the
  * request goes out while the caller does other work (the worker claims its
- * next requests), and enrich_http_finish fills in the answer.  The call
- * must stay in place until then.
+ * next requests; enrich_http_drive moves it on), and enrich_http_finish
+ * fills in the answer.  The call must stay in place until then.  Once it
+ * returns, the call counts as started, whatever fails next: it does nothing
+ * that could fail after the transfer is registered.
  */
 void
 enrich_http_start(EnrichHttpCall *call)
@@ -391,7 +406,6 @@ enrich_http_start(EnrichHttpCall *call)
 	}
 	PG_END_TRY();
 	enrich_http_started[enrich_http_nstarted++] = t;
-	enrich_http_drive();
 }
 
 /*

@@ -6,50 +6,22 @@
  *	  extension's owner can read; callers granted EXECUTE on enrich's
  *	  functions use the key without ever seeing it.
  *
- * The lookups run as the bootstrap superuser in a restricted security
- * context, with fixed, schema-qualified statements.
+ * The lookups run as the bootstrap superuser (security.c), with fixed,
+ * schema-qualified statements under a pinned search_path.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "catalog/pg_authid.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
 #include "enrich.h"
+#include "security.h"
 
 PG_FUNCTION_INFO_V1(enrich_set_api_key);
-
-/*
- * enrich_run_privileged runs one statement with SPI as the bootstrap
- * superuser and returns SPI's result code; the caller has connected SPI.
- */
-int
-enrich_run_privileged(const char *sql, int nargs, Oid *argtypes,
-					  Datum *values, const char *nulls, bool read_only)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	volatile int rc = 0;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
-	return rc;
-}
 
 /*
  * enrich_api_key_if_set returns the key of an environment, palloc'd in the
@@ -66,7 +38,7 @@ enrich_api_key_if_set(const char *environment)
 
 	values[0] = CStringGetTextDatum(environment);
 	SPI_connect();
-	rc = enrich_run_privileged("SELECT api_key FROM enrich.api_keys WHERE environment = $1",
+	rc = enrich_run_privileged("SELECT api_key FROM enrich.api_keys WHERE environment" SQL_OP(=) "$1",
 							   1, argtypes, values, NULL, true);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "enrich: reading enrich.api_keys failed: %s", SPI_result_code_string(rc));
@@ -141,11 +113,11 @@ enrich_set_api_key(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	if (PG_ARGISNULL(1))
-		rc = enrich_run_privileged("DELETE FROM enrich.api_keys WHERE environment = $1",
+		rc = enrich_run_privileged("DELETE FROM enrich.api_keys WHERE environment" SQL_OP(=) "$1",
 								   1, argtypes, values, NULL, false);
 	else
 		rc = enrich_run_privileged("INSERT INTO enrich.api_keys (environment, api_key, set_by) "
-								   "VALUES ($1, $2, $3) "
+								   "VALUES ($1, $2, $3::pg_catalog.name) "
 								   "ON CONFLICT (environment) DO UPDATE "
 								   "SET api_key = excluded.api_key, set_at = pg_catalog.now(), "
 								   "set_by = excluded.set_by",

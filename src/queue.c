@@ -31,7 +31,10 @@
 
 #include "enrich.h"
 #include "functions.h"
+#include "plans.h"
 #include "queue.h"
+#include "writeback.h"
+#include "security.h"
 
 /*
  * SUBMISSION_IN_DOUBT is true of a request r 'submitting' whose bulk enrich
@@ -40,7 +43,7 @@
  * requests stay 'submitting' until their items come back.
  */
 #define SUBMISSION_IN_DOUBT \
-	"NOT EXISTS (SELECT 1 FROM enrich.batches b WHERE b.submission = r.submission)"
+	"NOT EXISTS (SELECT 1 FROM enrich.batches b WHERE b.submission" SQL_OP(=) "r.submission)"
 
 /*
  * RECONCILED_HERE is true of a request r 'submitting' that this worker
@@ -51,8 +54,8 @@
  * to record or reconcile: it may be on its way to the API.
  */
 #define RECONCILED_HERE(running) \
-	"(r.claimed_by = pg_catalog.pg_backend_pid() " \
-	"OR NOT coalesce(coalesce(r.claimed_by, 0) = ANY (" running "), true))"
+	"(r.claimed_by" SQL_OP(=) "pg_catalog.pg_backend_pid() " \
+	"OR NOT coalesce(coalesce(r.claimed_by, 0)" SQL_OP(=) "ANY (" running "), true))"
 
 /*
  * BATCH_HERE is true of a batch row that this worker polls and pages, when
@@ -63,7 +66,7 @@
  * slot) leaves no batch unpolled
  */
 #define BATCH_HERE(running, rank) \
-	"pg_catalog.mod(pg_catalog.hashtext(batch_id) & 2147483647, " running ") = " rank
+	"pg_catalog.mod(pg_catalog.hashtext(batch_id)" SQL_OP(&) "2147483647, " running ")" SQL_OP(=) rank
 
 /*
  * RETRY_AT is when a request r is tried again after a retryable failure:
@@ -71,8 +74,10 @@
  * jitter"), base_ms and max_ms being the statement's parameters given
  */
 #define RETRY_AT(base_ms, max_ms) \
-	"pg_catalog.now() + pg_catalog.random() * LEAST(" max_ms "::float8, " \
-	base_ms "::float8 * pg_catalog.power(2, GREATEST(r.attempts - 1, 0))) * interval '1 millisecond'"
+	"pg_catalog.now()" SQL_OP(+) "(pg_catalog.random()" SQL_OP(*) \
+	"LEAST(" max_ms "::pg_catalog.float8, " base_ms "::pg_catalog.float8" SQL_OP(*) \
+	"pg_catalog.power(2::pg_catalog.float8, GREATEST(r.attempts" SQL_OP(-) "1, 0)::pg_catalog.float8))" \
+	SQL_OP(*) MILLISECONDS("1") ")"
 
 /*
  * NOT_FOR_INDEX wraps a condition that the planner must not match to a
@@ -82,6 +87,24 @@
  * for each batch or page.
  */
 #define NOT_FOR_INDEX(condition) "CASE WHEN " condition " THEN true ELSE false END"
+
+/* MILLISECONDS(ms) is an interval of ms milliseconds (an int4 or a float8) */
+#define MILLISECONDS(ms) \
+	"(" ms "::pg_catalog.float8" SQL_OP(*) "'1 millisecond'::pg_catalog.interval)"
+
+/*
+ * IDENTIFIER_CHECK(alias) is the check value of a request's identifier that
+ * the API echoes beside its request id (16 bits of a hash of it)
+ */
+#define IDENTIFIER_CHECK(alias) \
+	"(pg_catalog.hashtext(coalesce(" alias ".identifier, ''))" SQL_OP(&) "65535)"
+
+/* RETRIED is true of a request r whose item u failed and may be tried again */
+#define RETRIED "u.outcome" SQL_OP(=) "'retry' AND r.attempts" SQL_OP(<) "$7"
+
+/* STATE_IN(column, states): the column is one of the states given (in braces) */
+#define STATE_IN(column, states) \
+	column SQL_OP(=) "ANY ('" states "'::pg_catalog.text[])"
 
 /*
  * enrich_queue_record_batch records a batch that enrich_submit sent, in the
@@ -101,7 +124,7 @@ enrich_queue_record_batch(const char *batch_id, const char *environment, int nre
 	values[3] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
 	SPI_connect();
 	rc = enrich_run_privileged("INSERT INTO enrich.batches (batch_id, environment, origin, request_count, submitted_by) "
-							   "VALUES ($1, $2, 'submit', $3, $4) "
+							   "VALUES ($1, $2, 'submit', $3, $4::pg_catalog.name) "
 							   "ON CONFLICT (batch_id) DO NOTHING",
 							   4, argtypes, values, NULL, false);
 	if (rc != SPI_OK_INSERT)
@@ -119,7 +142,6 @@ typedef enum QueueStatement
 {
 	Q_EXTENSION_PRESENT,
 	Q_RECOVER,
-	Q_QUEUE_LOCK,
 	Q_DUE,
 	Q_IN_FLIGHT_LEADS,
 	Q_CLAIM_LEADS,
@@ -150,8 +172,6 @@ typedef enum QueueStatement
 	Q_CLOSE_BATCH,
 	Q_WATCH,
 	Q_NEXT_DUE,
-	Q_RECONCILE_LOCK,
-	Q_RECONCILE_UNLOCK,
 	Q_COUNT
 } QueueStatement;
 
@@ -164,36 +184,12 @@ static SPIPlanPtr queue_plans[Q_COUNT];
  * of rows: in a new database with repeated identifiers, settling duplicates
  * took 27 ms a page instead of 0.15 ms until autovacuum analyzed
  * enrich.requests, a minute later.  So kept plans are made again whenever
- * their table has doubled since (past REPLAN_MIN_BLOCKS), and the worker
+ * their table has doubled since (enrich_relation_outgrew), and the worker
  * analyzes enrich.requests itself the first time, when autovacuum never has.
  */
-#define REPLAN_MIN_BLOCKS 64
 
 /* enrich.requests' size in blocks when the kept queue plans were dropped last */
 static BlockNumber queue_plans_blocks = 0;
-
-/*
- * relation_outgrew says whether a table has doubled since *blocks (past
- * REPLAN_MIN_BLOCKS), and then sets *blocks to its size now; *analyzed says
- * whether it was ever analyzed
- */
-static bool
-relation_outgrew(Oid relid, BlockNumber *blocks, bool *analyzed)
-{
-	Relation	rel = try_relation_open(relid, AccessShareLock);
-	BlockNumber now;
-
-	if (rel == NULL)
-		return false;
-	now = RelationGetNumberOfBlocks(rel);
-	if (analyzed != NULL)
-		*analyzed = rel->rd_rel->reltuples >= 0;
-	relation_close(rel, AccessShareLock);
-	if (now <= Max(*blocks * 2, REPLAN_MIN_BLOCKS))
-		return false;
-	*blocks = now;
-	return true;
-}
 
 /*
  * enrich_queue_refresh_plans drops the kept queue plans when
@@ -207,7 +203,7 @@ enrich_queue_refresh_plans(void)
 	Oid			requests = OidIsValid(schema) ? get_relname_relid("requests", schema) : InvalidOid;
 	bool		analyzed = true;
 
-	if (!OidIsValid(requests) || !relation_outgrew(requests, &queue_plans_blocks, &analyzed))
+	if (!OidIsValid(requests) || !enrich_relation_outgrew(requests, &queue_plans_blocks, &analyzed))
 		return;
 	/* unless another worker (or autovacuum) is analyzing it right now */
 	if (!analyzed && ConditionalLockRelationOid(requests, ShareUpdateExclusiveLock))
@@ -227,85 +223,19 @@ enrich_queue_refresh_plans(void)
 	}
 }
 
-/* queue_plan prepares a statement on first use and keeps it */
+/* queue_plan prepares a statement of the worker on first use and keeps it */
 static SPIPlanPtr
 queue_plan(QueueStatement which, const char *sql, int nargs, Oid *argtypes)
 {
-	if (queue_plans[which] == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "enrich: could not prepare a queue statement: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		queue_plans[which] = plan;
-	}
-	return queue_plans[which];
+	return enrich_plan_prepare(&queue_plans[which], sql, nargs, argtypes);
 }
 
-/*
- * queue_run runs a prepared statement and checks SPI's answer.  SPI leaves
- * its own procedure context current after a call; the caller's context is
- * restored so that what the worker allocates next outlives SPI_finish.
- */
+/* queue_run runs a statement of the worker (enrich_plan_run) */
 static uint64
 queue_run(QueueStatement which, const char *sql, int nargs, Oid *argtypes,
 		  Datum *values, const char *nulls, bool read_only)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	SPIPlanPtr	plan = queue_plan(which, sql, nargs, argtypes);
-	int			rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
-
-	MemoryContextSwitchTo(caller);
-	if (rc < 0)
-		elog(ERROR, "enrich: queue statement %d failed: %s", (int) which,
-			 SPI_result_code_string(rc));
-	return SPI_processed;
-}
-
-/* int8_array makes a bigint[] datum */
-static Datum
-int8_array(const int64 *values, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		d[i] = Int64GetDatum(values[i]);
-	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
-/*
- * varlena_array makes a one-dimensional array datum of a varlena type
- * (text, jsonb) from pointers to its values; NULL pointers become NULL
- * elements
- */
-static Datum
-varlena_array(void **values, int n, Oid element_type)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-
-	for (int i = 0; i < n; i++)
-	{
-		nulls[i] = (values[i] == NULL);
-		d[i] = PointerGetDatum(values[i]);
-	}
-	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, element_type, -1, false,
-											  TYPALIGN_INT));
-}
-
-/* text_array makes a text[] datum; NULL strings become NULL elements */
-static Datum
-text_array(char **values, int n)
-{
-	void	  **texts = palloc(sizeof(void *) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		texts[i] = values[i] != NULL ? cstring_to_text(values[i]) : NULL;
-	return varlena_array(texts, n, TEXTOID);
+	return enrich_plan_run(&queue_plans[which], sql, nargs, argtypes, values, nulls, read_only);
 }
 
 static char *error_json(const char *code, const char *message);
@@ -363,35 +293,6 @@ lead_ids(const EnrichOutgoing *leads, int n)
 	return ids;
 }
 
-/* column_text returns a column of the current SPI result as a string or NULL */
-static char *
-column_text(uint64 row, int col)
-{
-	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
-}
-
-/* column_int64 returns a non-NULL integer column of the current SPI result */
-static int64
-column_int64(uint64 row, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
-
-	if (isnull)
-		return 0;
-	switch (SPI_gettypeid(SPI_tuptable->tupdesc, col))
-	{
-		case INT8OID:
-			return DatumGetInt64(d);
-		case INT4OID:
-			return DatumGetInt32(d);
-		case FLOAT8OID:
-			return (int64) DatumGetFloat8(d);
-		default:
-			return pg_strtoint64(column_text(row, col));
-	}
-}
-
 /*
  * settle_followers gives the duplicates of leads that left the in-flight
  * states their lead's outcome: done and failed are copied, and a requeued
@@ -409,13 +310,13 @@ settle_followers(Datum lead_array)
 					 "SET state = l.state, person = l.person, error = l.error, item_id = l.item_id, "
 					 "    completed_at = l.completed_at, next_attempt_at = l.next_attempt_at, "
 					 "    batch_id = l.batch_id, "
-					 "    duplicate_of = CASE WHEN l.state = 'queued' THEN NULL ELSE f.duplicate_of END, "
+					 "    duplicate_of = CASE WHEN l.state" SQL_OP(=) "'queued' THEN NULL ELSE f.duplicate_of END, "
 					 "    updated_at = pg_catalog.now() "
 					 "FROM enrich.requests l "
-					 "WHERE f.duplicate_of = ANY ($1) AND l.id = f.duplicate_of "
-					 "  AND " NOT_FOR_INDEX("f.state IN ('submitting', 'submitted')") " "
-					 "  AND l.state IN ('queued', 'done', 'failed') "
-					 "RETURNING f.id, f.state, f.source_relid, f.source_key::text, f.person",
+					 "WHERE f.duplicate_of" SQL_OP(=) "ANY ($1) AND l.id" SQL_OP(=) "f.duplicate_of "
+					 "  AND " NOT_FOR_INDEX(STATE_IN("f.state", "{submitting,submitted}")) " "
+					 "  AND " STATE_IN("l.state", "{queued,done,failed}") " "
+					 "RETURNING f.id, f.state, f.source_relid, f.source_key::pg_catalog.text, f.person",
 					 1, types, values, NULL, false);
 }
 
@@ -432,17 +333,23 @@ settle_returned_leads(uint64 n)
 		return 0;
 	ids = palloc(sizeof(int64) * n);
 	for (uint64 i = 0; i < n; i++)
-		ids[i] = column_int64(i, 1);
-	return settle_followers(int8_array(ids, (int) n));
+		ids[i] = enrich_column_int64(i, 1);
+	return settle_followers(enrich_int8_array(ids, (int) n));
 }
 
-/* enrich_queue_extension_present says whether this database has enrich */
-bool
-enrich_queue_extension_present(void)
+/*
+ * enrich_queue_catalog_version returns the version of the extension's
+ * catalog in this database (its extversion), or NULL when enrich is not
+ * installed here
+ */
+char *
+enrich_queue_catalog_version(void)
 {
-	return queue_run(Q_EXTENSION_PRESENT,
-					 "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'enrich'",
-					 0, NULL, NULL, NULL, true) > 0;
+	if (queue_run(Q_EXTENSION_PRESENT,
+				  "SELECT extversion FROM pg_catalog.pg_extension WHERE extname" SQL_OP(=) "'enrich'",
+				  0, NULL, NULL, NULL, true) == 0)
+		return NULL;
+	return enrich_column_text(0, 1);
 }
 
 /*
@@ -464,12 +371,12 @@ enrich_queue_recover(void)
 	rc = SPI_execute(psprintf("WITH orphan AS ("
 							  "  UPDATE enrich.requests f SET state = 'queued', duplicate_of = NULL, batch_id = NULL, "
 							  "      updated_at = pg_catalog.now() "
-							  "  WHERE f.duplicate_of IS NOT NULL AND f.state IN ('submitting', 'submitted') "
+							  "  WHERE f.duplicate_of IS NOT NULL AND " STATE_IN("f.state", "{submitting,submitted}") " "
 							  "    AND NOT EXISTS ("
-							  "      SELECT 1 FROM enrich.requests l WHERE l.id = f.duplicate_of "
-							  "        AND l.state IN ('submitting', 'submitted')) RETURNING f.id) "
+							  "      SELECT 1 FROM enrich.requests l WHERE l.id" SQL_OP(=) "f.duplicate_of "
+							  "        AND " STATE_IN("l.state", "{submitting,submitted}") ") RETURNING f.id) "
 							  "UPDATE enrich.batches SET next_poll_at = pg_catalog.now() "
-							  "WHERE NOT closed AND origin = 'worker' AND " BATCH_HERE("%d", "%d"),
+							  "WHERE NOT closed AND origin" SQL_OP(=) "'worker' AND " BATCH_HERE("%d", "%d"),
 							  DatumGetInt32(running), DatumGetInt32(rank)),
 					 false, 0);
 
@@ -496,39 +403,58 @@ enrich_queue_orphans(int environment, bool for_stopped, char **claimed_date, dou
 	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
 	values[1] = running_workers(for_stopped, &nulls[1]);
 	queue_run(Q_ORPHANS,
-			  "SELECT pg_catalog.to_char(min(r.claimed) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
-			  "    extract(epoch FROM pg_catalog.clock_timestamp() - min(r.claimed)) * 1000 "
-			  "FROM (SELECT r.submission, min(r.updated_at) AS claimed FROM enrich.requests r "
-			  "      WHERE r.state = 'submitting' AND r.environment = $1 AND " RECONCILED_HERE("$2") " "
+			  "SELECT pg_catalog.to_char(pg_catalog.min(r.claimed) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
+			  "    extract(epoch FROM pg_catalog.clock_timestamp()" SQL_OP(-) "pg_catalog.min(r.claimed))"
+			  SQL_OP(*) "1000 "
+			  "FROM (SELECT r.submission, pg_catalog.min(r.updated_at) AS claimed FROM enrich.requests r "
+			  "      WHERE r.state" SQL_OP(=) "'submitting' AND r.environment" SQL_OP(=) "$1 "
+			  "        AND " RECONCILED_HERE("$2") " "
 			  "      GROUP BY r.submission) AS r "
 			  "WHERE " SUBMISSION_IN_DOUBT,
 			  2, types, values, nulls, true);
-	*claimed_date = column_text(0, 1);
+	*claimed_date = enrich_column_text(0, 1);
 	if (*claimed_date == NULL)
 		return false;
-	*claimed_age_ms = strtod(column_text(0, 2), NULL);
+	*claimed_age_ms = strtod(enrich_column_text(0, 2), NULL);
 	return true;
 }
 
 /*
+ * The workers' own locks are advisory locks whose tag no SQL function can
+ * make (pg_advisory_lock and its kin set the last field of the tag to 1 or
+ * 2): no role can take one to stall the workers.  The tag names the
+ * database, enrich, what is locked and the environment.
+ */
+#define ENRICH_LOCK_FIELD4 0x454E	/* "EN" */
+#define ENRICH_LOCK_KEY 0x656E7269	/* "enri" */
+#define ENRICH_LOCK_CLAIM 1
+#define ENRICH_LOCK_RECONCILE 2
+
+/* worker_lock_tag sets the tag of one of the workers' locks */
+static void
+worker_lock_tag(LOCKTAG *tag, uint32 what, int environment)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, ENRICH_LOCK_KEY,
+						 (what << 16) | (uint32) (environment + 1), ENRICH_LOCK_FIELD4);
+}
+
+/*
  * enrich_queue_reconcile_lock takes (take, without waiting) or releases the
- * session advisory lock, keyed by the oid of enrich.requests, that the one
- * worker reconciling for the workers that stopped holds, so that no two
- * workers adopt or send again the same submission; returns whether this
- * worker holds it now (false after a release)
+ * session lock that the one worker reconciling for the workers that
+ * stopped holds, so that no two workers adopt or send again the same
+ * submission; returns whether this worker holds it now (false after a
+ * release)
  */
 bool
 enrich_queue_reconcile_lock(bool take)
 {
+	LOCKTAG		tag;
+
+	worker_lock_tag(&tag, ENRICH_LOCK_RECONCILE, -1);
 	if (take)
-		return queue_run(Q_RECONCILE_LOCK,
-						 "SELECT 1 WHERE pg_catalog.pg_try_advisory_lock("
-						 "    'enrich.requests'::pg_catalog.regclass::pg_catalog.oid::bigint)",
-						 0, NULL, NULL, NULL, false) > 0;
-	return queue_run(Q_RECONCILE_UNLOCK,
-					 "SELECT 1 WHERE NOT pg_catalog.pg_advisory_unlock("
-					 "    'enrich.requests'::pg_catalog.regclass::pg_catalog.oid::bigint)",
-					 0, NULL, NULL, NULL, false) > 0;
+		return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+	LockRelease(&tag, ExclusiveLock, true);
+	return false;
 }
 
 /* enrich_queue_known_batches returns which of the batch ids enrich recorded */
@@ -540,13 +466,13 @@ enrich_queue_known_batches(char **batch_ids, int n)
 	bool	   *known = palloc0(sizeof(bool) * Max(n, 1));
 	uint64		found;
 
-	values[0] = text_array(batch_ids, n);
+	values[0] = enrich_text_array(batch_ids, n);
 	found = queue_run(Q_KNOWN_BATCHES,
-					  "SELECT batch_id FROM enrich.batches WHERE batch_id = ANY ($1)",
+					  "SELECT batch_id FROM enrich.batches WHERE batch_id" SQL_OP(=) "ANY ($1)",
 					  1, types, values, NULL, true);
 	for (uint64 i = 0; i < found; i++)
 	{
-		char	   *id = column_text(i, 1);
+		char	   *id = enrich_column_text(i, 1);
 
 		for (int j = 0; j < n; j++)
 			if (strcmp(batch_ids[j], id) == 0)
@@ -577,19 +503,21 @@ enrich_queue_adopt(const char *batch_id, int environment, bool for_stopped, cons
 	int			matched = 0;
 
 	*why = NULL;
-	values[0] = int8_array(ids, nids);
+	values[0] = enrich_int8_array(ids, nids);
 	values[1] = CStringGetTextDatum(enrich_environment_name(environment));
-	values[2] = int8_array(checks, nids);
+	values[2] = enrich_int8_array(checks, nids);
 	values[3] = running_workers(for_stopped, &nulls[3]);
 	n = queue_run(Q_ADOPT_MATCH,
-				  "SELECT r.submission, count(*), "
-				  "    (SELECT count(*) FROM enrich.requests s "
-				  "     WHERE s.submission = r.submission AND s.state = 'submitting' AND s.environment = $2) "
+				  "SELECT r.submission, pg_catalog.count(*), "
+				  "    (SELECT pg_catalog.count(*) FROM enrich.requests s "
+				  "     WHERE s.submission" SQL_OP(=) "r.submission AND s.state" SQL_OP(=) "'submitting' "
+				  "       AND s.environment" SQL_OP(=) "$2) "
 				  "FROM (SELECT DISTINCT x, c FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($3)) "
 				  "      AS p(x, c)) AS i(id, checked) "
-				  "JOIN enrich.requests r ON r.id = i.id "
-				  "    AND (pg_catalog.hashtext(coalesce(r.identifier, '')) & 65535) = i.checked "
-				  "WHERE r.state = 'submitting' AND r.environment = $2 AND " SUBMISSION_IN_DOUBT " "
+				  "JOIN enrich.requests r ON r.id" SQL_OP(=) "i.id "
+				  "    AND " IDENTIFIER_CHECK("r") SQL_OP(=) "i.checked "
+				  "WHERE r.state" SQL_OP(=) "'submitting' AND r.environment" SQL_OP(=) "$2 "
+				  "  AND " SUBMISSION_IN_DOUBT " "
 				  "  AND " RECONCILED_HERE("$4") " "
 				  "GROUP BY r.submission",
 				  4, types, values, nulls, true);
@@ -600,16 +528,16 @@ enrich_queue_adopt(const char *batch_id, int environment, bool for_stopped, cons
 		*why = psprintf("its items name requests of %d different submissions", (int) n);
 		return 0;
 	}
-	submission = column_int64(0, 1);
-	matched = (int) column_int64(0, 2);
+	submission = enrich_column_int64(0, 1);
+	matched = (int) enrich_column_int64(0, 2);
 	if (matched < nids)
 		ereport(LOG,
 				(errmsg("enrich worker: %d items of batch %s echo a request id that names no request waiting to be reconciled",
 						nids - matched, batch_id)));
-	if (column_int64(0, 3) != total_count)
+	if (enrich_column_int64(0, 3) != total_count)
 	{
 		*why = psprintf("it has %d requests, the submission its items name has %lld",
-						total_count, (long long) column_int64(0, 3));
+						total_count, (long long) enrich_column_int64(0, 3));
 		return 0;
 	}
 
@@ -643,7 +571,7 @@ enrich_queue_batch_note(const char *batch_id, const char *message)
 	values[0] = CStringGetTextDatum(batch_id);
 	values[1] = CStringGetTextDatum(message);
 	queue_run(Q_BATCH_NOTE,
-			  "UPDATE enrich.batches SET last_error = $2 WHERE batch_id = $1",
+			  "UPDATE enrich.batches SET last_error = $2 WHERE batch_id" SQL_OP(=) "$1",
 			  2, types, values, NULL, false);
 }
 
@@ -657,11 +585,11 @@ enrich_queue_note_submitting(const EnrichOutgoing *leads, int n, const char *mes
 	Oid			types[2] = {INT8ARRAYOID, TEXTOID};
 	Datum		values[2];
 
-	values[0] = int8_array(lead_ids(leads, n), n);
+	values[0] = enrich_int8_array(lead_ids(leads, n), n);
 	values[1] = CStringGetTextDatum(error_json("answer_lost", message));
 	queue_run(Q_NOTE_SUBMITTING,
-			  "UPDATE enrich.requests SET error = $2::jsonb, updated_at = updated_at "
-			  "WHERE id = ANY ($1) AND " NOT_FOR_INDEX("state = 'submitting'"),
+			  "UPDATE enrich.requests SET error = $2::pg_catalog.jsonb, updated_at = updated_at "
+			  "WHERE id" SQL_OP(=) "ANY ($1) AND " NOT_FOR_INDEX("state" SQL_OP(=) "'submitting'"),
 			  2, types, values, NULL, false);
 }
 
@@ -684,9 +612,10 @@ enrich_queue_requeue_orphans(int environment, bool for_stopped, int grace_ms)
 	values[2] = running_workers(for_stopped, &nulls[2]);
 	n = queue_run(Q_REQUEUE_ORPHANS,
 				  "UPDATE enrich.requests r SET state = 'queued', batch_id = NULL, submission = NULL, "
-				  "    claimed_by = NULL, attempts = GREATEST(attempts - 1, 0), updated_at = pg_catalog.now() "
-				  "WHERE r.state = 'submitting' AND r.environment = $1 "
-				  "  AND r.updated_at < pg_catalog.clock_timestamp() - $2 * interval '1 millisecond' "
+				  "    claimed_by = NULL, attempts = GREATEST(attempts" SQL_OP(-) "1, 0), "
+				  "    updated_at = pg_catalog.now() "
+				  "WHERE r.state" SQL_OP(=) "'submitting' AND r.environment" SQL_OP(=) "$1 "
+				  "  AND r.updated_at" SQL_OP(<) "(pg_catalog.clock_timestamp()" SQL_OP(-) MILLISECONDS("$2") ") "
 				  "  AND " SUBMISSION_IN_DOUBT " AND " RECONCILED_HERE("$3") " "
 				  "RETURNING r.id",
 				  3, types, values, nulls, false);
@@ -722,12 +651,12 @@ expand_intake(Datum intake_ids, int64 submission)
 	PG_TRY();
 	{
 		n = queue_run(Q_EXPAND_INTAKE,
-					  "WITH i AS (DELETE FROM enrich.intake WHERE id = ANY ($1) RETURNING *) "
+					  "WITH i AS (DELETE FROM enrich.intake WHERE id" SQL_OP(=) "ANY ($1) RETURNING *) "
 					  "INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
 					  "    source_relid, source_key, state, attempts, submission, claimed_by, error, completed_at, "
 					  "    created_at) "
 					  "SELECT c.environment, c.linkedin_url, c.person_id, c.pdl_id, c.source_relid, "
-					  "    c.source_key::jsonb, "
+					  "    c.source_key::pg_catalog.jsonb, "
 					  "    CASE WHEN c.problem IS NULL THEN $2 ELSE 'failed' END, "
 					  "    CASE WHEN c.problem IS NULL AND $3 IS NOT NULL THEN 1 ELSE 0 END, "
 					  "    CASE WHEN c.problem IS NULL THEN $3 END, "
@@ -744,8 +673,8 @@ expand_intake(Datum intake_ids, int64 submission)
 					  "          pg_catalog.unnest(i.source_key)) "
 					  "          AS u(linkedin_url, person_id, pdl_id, source_key) "
 					  "      OFFSET 0) c "
-					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::text, "
-					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535, state",
+					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::pg_catalog.text, "
+					  "    " IDENTIFIER_CHECK("requests") ", state",
 					  3, types, values, nulls, false);
 	}
 	PG_FINALLY();
@@ -848,7 +777,7 @@ reserve_submission(void)
 	queue_run(Q_RESERVE_ID,
 			  "SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('enrich.requests', 'id'))",
 			  0, NULL, NULL, NULL, false);
-	return column_int64(0, 1);
+	return enrich_column_int64(0, 1);
 }
 
 /*
@@ -876,7 +805,8 @@ intake_due(Datum environment, int limit, int64 **ids_out, int *total_out)
 	portal = SPI_cursor_open(NULL,
 							 queue_plan(Q_INTAKE_DUE,
 										"SELECT id, pg_catalog.cardinality(source_key) FROM enrich.intake "
-										"WHERE environment = $1 ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED",
+										"WHERE environment" SQL_OP(=) "$1 ORDER BY id LIMIT 1000 "
+										"FOR UPDATE SKIP LOCKED",
 										1, types),
 							 values, NULL, false);
 	MemoryContextSwitchTo(caller);
@@ -888,13 +818,13 @@ intake_due(Datum environment, int limit, int64 **ids_out, int *total_out)
 			break;
 		for (uint64 i = 0; i < SPI_processed && !full; i++)
 		{
-			int			contacts = (int) column_int64(i, 2);
+			int			contacts = (int) enrich_column_int64(i, 2);
 
 			if (nids > 0 && total + contacts > limit)
 				full = true;	/* locked, not taken: free at commit */
 			else
 			{
-				ids[nids++] = column_int64(i, 1);
+				ids[nids++] = enrich_column_int64(i, 1);
 				total += contacts;
 				full = total >= limit;
 			}
@@ -934,12 +864,12 @@ claim_intake(Datum environment, int limit, int64 *submission)
 	if (nids == 0)
 		return -1;
 	if (total > limit)
-		return (int64) expand_intake(int8_array(ids, 1), 0);
+		return (int64) expand_intake(enrich_int8_array(ids, 1), 0);
 	*submission = reserve_submission();
-	if (expand_intake_claimed(int8_array(ids, nids), *submission, &made))
+	if (expand_intake_claimed(enrich_int8_array(ids, nids), *submission, &made))
 		return (int64) made;
 	*submission = 0;				/* a duplicate: queued, then claimed */
-	return (int64) expand_intake(int8_array(ids, nids), 0);
+	return (int64) expand_intake(enrich_int8_array(ids, nids), 0);
 }
 
 /*
@@ -960,15 +890,15 @@ enrich_queue_flush_intake(const char *environment)
 	else
 		nulls[0] = 'n';
 	n = queue_run(Q_INTAKE_ALL,
-				  "SELECT id FROM enrich.intake WHERE $1 IS NULL OR environment = $1 "
+				  "SELECT id FROM enrich.intake WHERE $1 IS NULL OR environment" SQL_OP(=) "$1 "
 				  "ORDER BY id FOR UPDATE",
 				  1, types, values, nulls, false);
 	if (n == 0)
 		return 0;
 	ids = palloc(sizeof(int64) * n);
 	for (uint64 i = 0; i < n; i++)
-		ids[i] = column_int64(i, 1);
-	return expand_intake(int8_array(ids, (int) n), 0);
+		ids[i] = enrich_column_int64(i, 1);
+	return expand_intake(enrich_int8_array(ids, (int) n), 0);
 }
 
 /* a claimed row's identifier and its position among the claimed */
@@ -1006,12 +936,12 @@ compare_identifiers(const void *a, const void *b)
 static void
 outgoing_from_row(uint64 row, EnrichOutgoing *out)
 {
-	out->request_id = column_int64(row, 1);
-	out->linkedin_url = column_text(row, 2);
-	out->person_id = column_text(row, 3);
-	out->pdl_id = column_text(row, 4);
-	out->metadata = column_text(row, 5);
-	out->check = (int32) column_int64(row, 6);
+	out->request_id = enrich_column_int64(row, 1);
+	out->linkedin_url = enrich_column_text(row, 2);
+	out->person_id = enrich_column_text(row, 3);
+	out->pdl_id = enrich_column_text(row, 4);
+	out->metadata = enrich_column_text(row, 5);
+	out->check = (int32) enrich_column_int64(row, 6);
 }
 
 /*
@@ -1027,7 +957,7 @@ made_leads(uint64 n, EnrichOutgoing **leads_out)
 
 	for (uint64 i = 0; i < n; i++)
 	{
-		char	   *state = column_text(i, 7);
+		char	   *state = enrich_column_text(i, 7);
 
 		if (state == NULL || strcmp(state, "submitting") != 0)
 			continue;
@@ -1063,14 +993,14 @@ claim_queued_step(void *arg)
 		Datum		values[2];
 		uint64		n;
 
-		values[0] = int8_array(claim->lead_ids, claim->nleads);
+		values[0] = enrich_int8_array(claim->lead_ids, claim->nleads);
 		values[1] = Int64GetDatum(reserve_submission());
 		n = queue_run(Q_CLAIM_LEADS,
-					  "UPDATE enrich.requests SET state = 'submitting', attempts = attempts + 1, "
+					  "UPDATE enrich.requests SET state = 'submitting', attempts = attempts" SQL_OP(+) "1, "
 					  "    submission = $2, claimed_by = pg_catalog.pg_backend_pid(), updated_at = pg_catalog.now() "
-					  "WHERE id = ANY ($1) "
-					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::text, "
-					  "    pg_catalog.hashtext(coalesce(identifier, '')) & 65535",
+					  "WHERE id" SQL_OP(=) "ANY ($1) "
+					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::pg_catalog.text, "
+					  "    " IDENTIFIER_CHECK("requests"),
 					  2, types, values, NULL, false);
 		for (uint64 i = 0; i < n; i++)
 			outgoing_from_row(i, &claim->leads[i]);
@@ -1081,34 +1011,32 @@ claim_queued_step(void *arg)
 		Oid			types[2] = {INT8ARRAYOID, INT8ARRAYOID};
 		Datum		values[2];
 
-		values[0] = int8_array(claim->follower_ids, claim->nfollowers);
-		values[1] = int8_array(claim->follower_leads, claim->nfollowers);
+		values[0] = enrich_int8_array(claim->follower_ids, claim->nfollowers);
+		values[1] = enrich_int8_array(claim->follower_leads, claim->nfollowers);
 		queue_run(Q_CLAIM_FOLLOWERS,
 				  "UPDATE enrich.requests r SET state = 'submitted', duplicate_of = f.lead, "
-				  "    batch_id = (SELECT l.batch_id FROM enrich.requests l WHERE l.id = f.lead), "
+				  "    batch_id = (SELECT l.batch_id FROM enrich.requests l WHERE l.id" SQL_OP(=) "f.lead), "
 				  "    submission = NULL, updated_at = pg_catalog.now() "
-				  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, lead) WHERE r.id = f.id",
+				  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, lead) "
+				  "WHERE r.id" SQL_OP(=) "f.id",
 				  2, types, values, NULL, false);
 	}
 }
 
 /*
  * queue_lock takes, without waiting, the lock of the queued requests of an
- * environment until the claim commits (a transaction advisory lock keyed
- * by the oid of enrich.requests and the environment), and says whether it
- * got it.  One worker at a time claims queued requests: two claims at once
- * would skip each other's rows and split the last chunk of the queue in
- * two bulk enriches.
+ * environment until the claim commits (one of the workers' own locks, see
+ * worker_lock_tag), and says whether it got it.  One worker at a time
+ * claims queued requests: two claims at once would skip each other's rows
+ * and split the last chunk of the queue in two bulk enriches.
  */
 static bool
 queue_lock(int environment)
 {
-	Datum		key = Int32GetDatum(environment + 1);
+	LOCKTAG		tag;
 
-	return queue_run(Q_QUEUE_LOCK,
-					 "SELECT 1 WHERE pg_catalog.pg_try_advisory_xact_lock("
-					 "    'enrich.requests'::pg_catalog.regclass::pg_catalog.oid::int4, $1)",
-					 1, (Oid[]) {INT4OID}, &key, NULL, false) > 0;
+	worker_lock_tag(&tag, ENRICH_LOCK_CLAIM, environment);
+	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
 /*
@@ -1153,7 +1081,8 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		ndue = !queue_claimable ? 0 :
 			queue_run(Q_DUE,
 					  "SELECT id, identifier FROM enrich.requests "
-					  "WHERE state = 'queued' AND environment = $1 AND next_attempt_at <= pg_catalog.now() "
+					  "WHERE state" SQL_OP(=) "'queued' AND environment" SQL_OP(=) "$1 "
+					  "  AND next_attempt_at" SQL_OP(<=) "pg_catalog.now() "
 					  "ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
 					  2, due_types, due_values, NULL, false);
 		if (ndue > 0)
@@ -1162,8 +1091,8 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 			identifiers = palloc(sizeof(char *) * ndue);
 			for (uint64 i = 0; i < ndue; i++)
 			{
-				ids[i] = column_int64(i, 1);
-				identifiers[i] = column_text(i, 2);
+				ids[i] = enrich_column_int64(i, 1);
+				identifiers[i] = enrich_column_text(i, 2);
 			}
 			nclaimed = ndue;
 			break;
@@ -1216,22 +1145,23 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		uint64		ninflight;
 
 		values[0] = due_values[0];
-		values[1] = text_array(identifiers, (int) nclaimed);
+		values[1] = enrich_text_array(identifiers, (int) nclaimed);
 		ninflight = queue_run(Q_IN_FLIGHT_LEADS,
 							  "SELECT u.identifier, l.id "
 							  "FROM (SELECT DISTINCT x FROM pg_catalog.unnest($2) AS x) AS u(identifier) "
 							  "CROSS JOIN LATERAL (SELECT r.id FROM enrich.requests r "
-							  "    WHERE r.environment = $1 AND r.identifier = u.identifier "
-							  "      AND r.state IN ('submitting', 'submitted') AND r.duplicate_of IS NULL "
+							  "    WHERE r.environment" SQL_OP(=) "$1 AND r.identifier" SQL_OP(=) "u.identifier "
+							  "      AND " STATE_IN("r.state", "{submitting,submitted}") " "
+							  "      AND r.duplicate_of IS NULL "
 							  /* LIMIT keeps it a probe per identifier: a join would be planned */
 							  "    LIMIT 1 FOR SHARE OF r) AS l",
 							  2, types, values, NULL, false);
 		for (uint64 j = 0; j < ninflight; j++)
 		{
-			ClaimedIdentifier key = {column_text(j, 1), 0};
+			ClaimedIdentifier key = {enrich_column_text(j, 1), 0};
 			ClaimedIdentifier *found = bsearch(&key, sorted, nsorted, sizeof(ClaimedIdentifier),
 											   compare_identifier);
-			int64		lead = column_int64(j, 2);
+			int64		lead = enrich_column_int64(j, 2);
 
 			/* every claimed row of that identifier follows the one in flight */
 			if (found == NULL)
@@ -1304,18 +1234,18 @@ enrich_queue_submitted(const char *batch_id, int environment,
 	values[1] = CStringGetTextDatum(enrich_environment_name(environment));
 	values[2] = Int32GetDatum(n);
 	values[3] = Int32GetDatum(first_poll_ms);
-	values[4] = int8_array(lead_ids(leads, n), n);
+	values[4] = enrich_int8_array(lead_ids(leads, n), n);
 	values[5] = Int64GetDatum(leads[0].request_id);
 	queue_run(Q_RECORD_BATCH,
 			  "INSERT INTO enrich.batches (batch_id, environment, origin, request_count, "
 			  "    next_poll_at, poll_interval_ms, submission) "
-			  "VALUES ($1, $2, 'worker', $3, pg_catalog.now() + $4 * interval '1 millisecond', $4, "
-			  "    (SELECT r.submission FROM enrich.requests r WHERE r.id = $6)) "
+			  "VALUES ($1, $2, 'worker', $3, pg_catalog.now()" SQL_OP(+) MILLISECONDS("$4") ", $4, "
+			  "    (SELECT r.submission FROM enrich.requests r WHERE r.id" SQL_OP(=) "$6)) "
 			  "ON CONFLICT (batch_id) DO NOTHING",
 			  6, types, values, NULL, false);
 	queue_run(Q_MARK_FOLLOWERS,
 			  "UPDATE enrich.requests SET batch_id = $1, updated_at = pg_catalog.now() "
-			  "WHERE duplicate_of = ANY ($2) AND " NOT_FOR_INDEX("state = 'submitted'"),
+			  "WHERE duplicate_of" SQL_OP(=) "ANY ($2) AND " NOT_FOR_INDEX("state" SQL_OP(=) "'submitted'"),
 			  2, (Oid[]) {TEXTOID, INT8ARRAYOID}, (Datum[]) {values[0], values[4]}, NULL, false);
 }
 
@@ -1350,7 +1280,7 @@ enrich_queue_requeue(const EnrichOutgoing *leads, int n, bool count_attempt,
 
 	if (n == 0)
 		return;
-	values[0] = int8_array(lead_ids(leads, n), n);
+	values[0] = enrich_int8_array(lead_ids(leads, n), n);
 	values[1] = BoolGetDatum(count_attempt);
 	values[2] = Int32GetDatum(delay_ms);
 	if (code != NULL)
@@ -1359,10 +1289,10 @@ enrich_queue_requeue(const EnrichOutgoing *leads, int n, bool count_attempt,
 		nulls[3] = 'n';
 	queue_run(Q_REQUEUE,
 			  "UPDATE enrich.requests SET state = 'queued', batch_id = NULL, "
-			  "    attempts = CASE WHEN $2 THEN attempts ELSE GREATEST(attempts - 1, 0) END, "
-			  "    next_attempt_at = pg_catalog.now() + $3 * interval '1 millisecond', "
-			  "    error = coalesce($4::jsonb, error), updated_at = pg_catalog.now() "
-			  "WHERE id = ANY ($1) AND " NOT_FOR_INDEX("state = 'submitting'"),
+			  "    attempts = CASE WHEN $2 THEN attempts ELSE GREATEST(attempts" SQL_OP(-) "1, 0) END, "
+			  "    next_attempt_at = pg_catalog.now()" SQL_OP(+) MILLISECONDS("$3") ", "
+			  "    error = coalesce($4::pg_catalog.jsonb, error), updated_at = pg_catalog.now() "
+			  "WHERE id" SQL_OP(=) "ANY ($1) AND " NOT_FOR_INDEX("state" SQL_OP(=) "'submitting'"),
 			  4, types, values, nulls, false);
 	settle_followers(values[0]);
 }
@@ -1376,12 +1306,12 @@ enrich_queue_fail(const EnrichOutgoing *leads, int n, const char *code, const ch
 
 	if (n == 0)
 		return;
-	values[0] = int8_array(lead_ids(leads, n), n);
+	values[0] = enrich_int8_array(lead_ids(leads, n), n);
 	values[1] = CStringGetTextDatum(error_json(code, message));
 	queue_run(Q_FAIL,
-			  "UPDATE enrich.requests SET state = 'failed', batch_id = NULL, error = $2::jsonb, "
+			  "UPDATE enrich.requests SET state = 'failed', batch_id = NULL, error = $2::pg_catalog.jsonb, "
 			  "    completed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
-			  "WHERE id = ANY ($1) AND " NOT_FOR_INDEX("state = 'submitting'"),
+			  "WHERE id" SQL_OP(=) "ANY ($1) AND " NOT_FOR_INDEX("state" SQL_OP(=) "'submitting'"),
 			  2, types, values, NULL, false);
 	settle_followers(values[0]);
 }
@@ -1399,9 +1329,10 @@ enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
 	n = queue_run(Q_DUE_BATCHES,
 				  "SELECT batch_id, environment, status, items_cursor, processed_count, items_received, "
 				  "    request_count, poll_interval_ms, "
-				  "    extract(epoch FROM pg_catalog.clock_timestamp() - submitted_at) * 1000 "
+				  "    extract(epoch FROM pg_catalog.clock_timestamp()" SQL_OP(-) "submitted_at)" SQL_OP(*) "1000 "
 				  "FROM enrich.batches "
-				  "WHERE NOT closed AND origin = 'worker' AND next_poll_at <= pg_catalog.clock_timestamp() "
+				  "WHERE NOT closed AND origin" SQL_OP(=) "'worker' "
+				  "  AND next_poll_at" SQL_OP(<=) "pg_catalog.clock_timestamp() "
 				  "  AND " BATCH_HERE("$2", "$3") " "
 				  "ORDER BY next_poll_at LIMIT $1",
 				  3, types, values, NULL, true);
@@ -1409,16 +1340,16 @@ enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
 	for (uint64 i = 0; i < n; i++)
 	{
 		EnrichOpenBatch *b = &batches[i];
-		char	   *age = column_text(i, 9);
+		char	   *age = enrich_column_text(i, 9);
 
-		b->batch_id = column_text(i, 1);
-		b->environment = enrich_environment_parse(column_text(i, 2));
-		b->status = column_text(i, 3);
-		b->cursor = column_text(i, 4);
-		b->processed_count = (int) column_int64(i, 5);
-		b->items_received = (int) column_int64(i, 6);
-		b->request_count = (int) column_int64(i, 7);
-		b->poll_interval_ms = (int) column_int64(i, 8);
+		b->batch_id = enrich_column_text(i, 1);
+		b->environment = enrich_environment_parse(enrich_column_text(i, 2));
+		b->status = enrich_column_text(i, 3);
+		b->cursor = enrich_column_text(i, 4);
+		b->processed_count = (int) enrich_column_int64(i, 5);
+		b->items_received = (int) enrich_column_int64(i, 6);
+		b->request_count = (int) enrich_column_int64(i, 7);
+		b->poll_interval_ms = (int) enrich_column_int64(i, 8);
 		b->age_ms = age ? strtod(age, NULL) : 0;
 	}
 	*batches_out = batches;
@@ -1443,9 +1374,9 @@ enrich_queue_batch_polled(const char *batch_id, const char *status,
 	values[4] = Int32GetDatum(took_ms);
 	queue_run(Q_BATCH_POLLED,
 			  "UPDATE enrich.batches SET status = $2, processed_count = $3, poll_interval_ms = $4, "
-			  "    next_poll_at = pg_catalog.now() + $4 * interval '1 millisecond', "
-			  "    took_ms = CASE WHEN $5 >= 0 THEN $5 ELSE took_ms END "
-			  "WHERE batch_id = $1",
+			  "    next_poll_at = pg_catalog.now()" SQL_OP(+) MILLISECONDS("$4") ", "
+			  "    took_ms = CASE WHEN $5" SQL_OP(>=) "0 THEN $5 ELSE took_ms END "
+			  "WHERE batch_id" SQL_OP(=) "$1",
 			  5, types, values, NULL, false);
 }
 
@@ -1464,12 +1395,13 @@ enrich_queue_typical_completion_ms(int environment)
 
 	values[0] = CStringGetTextDatum(enrich_environment_name(environment));
 	queue_run(Q_TYPICAL_COMPLETION,
-			  "SELECT pg_catalog.percentile_cont(0.5) WITHIN GROUP (ORDER BY b.took_ms) "
+			  "SELECT pg_catalog.percentile_cont(0.5::pg_catalog.float8) "
+			  "    WITHIN GROUP (ORDER BY b.took_ms::pg_catalog.float8) "
 			  "FROM (SELECT took_ms FROM enrich.batches "
-			  "      WHERE origin = 'worker' AND environment = $1 AND took_ms IS NOT NULL "
+			  "      WHERE origin" SQL_OP(=) "'worker' AND environment" SQL_OP(=) "$1 AND took_ms IS NOT NULL "
 			  "      ORDER BY submitted_at DESC LIMIT 10) AS b",
 			  1, types, values, NULL, true);
-	median = column_text(0, 1);
+	median = enrich_column_text(0, 1);
 	return median == NULL ? -1 : strtod(median, NULL);
 }
 
@@ -1491,234 +1423,11 @@ enrich_queue_batch_error(const char *batch_id, int next_poll_ms, const char *mes
 	values[3] = BoolGetDatum(forget_cursor);
 	queue_run(Q_BATCH_ERROR,
 			  "UPDATE enrich.batches SET last_error = $3, poll_interval_ms = $2, "
-			  "    next_poll_at = pg_catalog.now() + $2 * interval '1 millisecond', "
+			  "    next_poll_at = pg_catalog.now()" SQL_OP(+) MILLISECONDS("$2") ", "
 			  "    items_cursor = CASE WHEN $4 THEN NULL ELSE items_cursor END, "
 			  "    items_received = CASE WHEN $4 THEN 0 ELSE items_received END "
-			  "WHERE batch_id = $1",
+			  "WHERE batch_id" SQL_OP(=) "$1",
 			  4, types, values, NULL, false);
-}
-
-/* a group of persons to write back into one watched table */
-typedef struct WriteBack
-{
-	Oid			relid;
-	int			n;
-	int			cap;
-	char	  **keys;
-	Datum	   *persons;		/* jsonb, as the request row holds it */
-} WriteBack;
-
-/* write_back_add remembers a done request of a watched table */
-static void
-write_back_add(List **groups, Oid relid, char *key, Datum person)
-{
-	ListCell   *lc;
-	WriteBack  *wb = NULL;
-
-	foreach(lc, *groups)
-	{
-		if (((WriteBack *) lfirst(lc))->relid == relid)
-		{
-			wb = lfirst(lc);
-			break;
-		}
-	}
-	if (wb == NULL)
-	{
-		wb = palloc0(sizeof(WriteBack));
-		wb->relid = relid;
-		wb->cap = 16;
-		wb->keys = palloc(sizeof(char *) * wb->cap);
-		wb->persons = palloc(sizeof(Datum) * wb->cap);
-		*groups = lappend(*groups, wb);
-	}
-	if (wb->n == wb->cap)
-	{
-		wb->cap *= 2;
-		wb->keys = repalloc(wb->keys, sizeof(char *) * wb->cap);
-		wb->persons = repalloc(wb->persons, sizeof(Datum) * wb->cap);
-	}
-	wb->keys[wb->n] = key;
-	wb->persons[wb->n] = person;
-	wb->n++;
-}
-
-/* collect_done adds the done rows of the last RETURNING to the write-back */
-static void
-collect_done(List **groups, uint64 n)
-{
-	for (uint64 i = 0; i < n; i++)
-	{
-		char	   *state = column_text(i, 2);
-		char	   *relid = column_text(i, 3);
-		bool		isnull;
-		Datum		person;
-
-		if (relid == NULL || state == NULL || strcmp(state, "done") != 0)
-			continue;
-		person = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 5, &isnull);
-		if (isnull)
-			continue;
-		/* copied out of SPI's result, which the next statement replaces */
-		write_back_add(groups, (Oid) strtoul(relid, NULL, 10), column_text(i, 4),
-					   datumCopy(person, false, -1));
-	}
-}
-
-/* the kept plan of the write-back statement of one watched table */
-typedef struct WriteBackPlan
-{
-	Oid			relid;
-	char	   *sql;			/* the statement it was prepared from */
-	SPIPlanPtr	plan;
-	BlockNumber blocks;			/* the table's size when it was made again last */
-	struct WriteBackPlan *next;
-} WriteBackPlan;
-
-static WriteBackPlan *write_back_plans = NULL;
-
-/*
- * write_back_plan returns the kept plan of a table's write-back statement,
- * prepared on first use (as the table's owner, like every execution of it);
- * a statement whose text changed (another result column, a renamed table or
- * key type), or a table that doubled since, replaces the plan
- */
-static SPIPlanPtr
-write_back_plan(Oid relid, const char *sql)
-{
-	Oid			argtypes[2] = {TEXTARRAYOID, JSONBARRAYOID};
-	WriteBackPlan *entry;
-	SPIPlanPtr	plan;
-
-	for (entry = write_back_plans; entry != NULL; entry = entry->next)
-		if (entry->relid == relid)
-			break;
-	if (entry == NULL)
-	{
-		entry = MemoryContextAllocZero(TopMemoryContext, sizeof(WriteBackPlan));
-		entry->relid = relid;
-		entry->next = write_back_plans;
-		write_back_plans = entry;
-	}
-	if (entry->plan != NULL && strcmp(entry->sql, sql) == 0 &&
-		!relation_outgrew(relid, &entry->blocks, NULL))
-		return entry->plan;
-	if (entry->plan != NULL)
-		SPI_freeplan(entry->plan);
-	entry->plan = NULL;
-	if (entry->sql != NULL)
-		pfree(entry->sql);
-	entry->sql = NULL;
-	plan = SPI_prepare(sql, 2, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "enrich: could not prepare the write-back statement: %s",
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	entry->sql = MemoryContextStrdup(TopMemoryContext, sql);
-	entry->plan = plan;
-	return plan;
-}
-
-/*
- * write_back_one writes persons into the result column of one watched
- * table, by primary key, as the table's owner.  A table that is no longer
- * watched, or was dropped, is skipped; a row deleted meanwhile matches
- * nothing.  An error (a constraint or trigger of the user's table) is
- * logged and leaves the request rows done: the person is kept there.
- */
-static void
-write_back_one(WriteBack *wb)
-{
-	Oid			types[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(wb->relid)};
-	char	   *relname;
-	char	   *nspname;
-	char	   *result_column;
-	Datum		key_columns;
-	Datum		key_types;
-	Oid			owner;
-	bool		isnull;
-	StringInfoData sql;
-	ArrayType  *cols;
-	ArrayType  *typs;
-	Datum	   *col_values;
-	Datum	   *typ_values;
-	int			ncols;
-	int			ntyps;
-	Oid			save_userid;
-	int			save_sec_context;
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-
-	if (queue_run(Q_WATCH,
-				  "SELECT result_column::text, key_columns, key_types, owner FROM enrich.watches WHERE source = $1",
-				  1, types, values, NULL, true) != 1)
-		return;
-	relname = get_rel_name(wb->relid);
-	if (relname == NULL)
-		return;
-	nspname = get_namespace_name(get_rel_namespace(wb->relid));
-	result_column = column_text(0, 1);
-	key_columns = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	key_types = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-
-	cols = DatumGetArrayTypeP(key_columns);
-	typs = DatumGetArrayTypeP(key_types);
-	deconstruct_array(cols, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR, &col_values, NULL, &ncols);
-	deconstruct_array(typs, TEXTOID, -1, false, TYPALIGN_INT, &typ_values, NULL, &ntyps);
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "UPDATE %s t SET %s = u.person "
-					 "FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::jsonb[])) AS u(k, person) WHERE ",
-					 quote_qualified_identifier(nspname, relname),
-					 quote_identifier(result_column));
-	for (int i = 0; i < ncols && i < ntyps; i++)
-		appendStringInfo(&sql, "%st.%s = (u.k::jsonb ->> %d)::%s",
-						 i > 0 ? " AND " : "",
-						 quote_identifier(NameStr(*DatumGetName(col_values[i]))), i,
-						 TextDatumGetCString(typ_values[i]));
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		Datum		args[2];
-		int			rc;
-
-		args[0] = text_array(wb->keys, wb->n);
-		args[1] = PointerGetDatum(construct_array(wb->persons, wb->n, JSONBOID, -1, false,
-												  TYPALIGN_INT));
-		SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		rc = SPI_execute_plan(write_back_plan(wb->relid, sql.data), args, NULL, false, 0);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		if (rc < 0)
-			elog(ERROR, "enrich: writing back to %s failed: %s", relname, SPI_result_code_string(rc));
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("enrich could not write %d persons back to table %s: %s",
-						wb->n, quote_qualified_identifier(nspname, relname), edata->message),
-				 errdetail("The persons are kept in enrich.requests.")));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
 }
 
 /*
@@ -1744,7 +1453,6 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 	int			m = 0;
 	uint64		settled = 0;
 	List	   *groups = NIL;
-	ListCell   *lc;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -1768,51 +1476,50 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 		Datum		values[10];
 		uint64		nleads;
 
-		values[0] = int8_array(ids, m);
-		values[1] = text_array(outcomes, m);
-		values[2] = varlena_array((void **) persons, m, JSONBOID);
-		values[3] = varlena_array((void **) errors, m, JSONBOID);
-		values[4] = text_array(item_ids, m);
+		values[0] = enrich_int8_array(ids, m);
+		values[1] = enrich_text_array(outcomes, m);
+		values[2] = enrich_varlena_array((void **) persons, m, JSONBOID);
+		values[3] = enrich_varlena_array((void **) errors, m, JSONBOID);
+		values[4] = enrich_text_array(item_ids, m);
 		values[5] = CStringGetTextDatum(batch_id);
 		values[6] = Int32GetDatum(enrich_max_attempts);
 		values[7] = Int32GetDatum(enrich_retry_delay_ms);
 		values[8] = Int32GetDatum(enrich_retry_delay_max_ms);
-		values[9] = int8_array(checks, m);
+		values[9] = enrich_int8_array(checks, m);
 		nleads = queue_run(Q_APPLY_ITEMS,
 						   "WITH u AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
 						   "           pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
 						   "           pg_catalog.unnest($10)) "
 						   "           AS u(id, outcome, person, error, item_id, checked)) "
 						   "UPDATE enrich.requests r SET "
-						   "  state = CASE WHEN u.outcome = 'done' THEN 'done' "
-						   "               WHEN u.outcome = 'retry' AND r.attempts < $7 THEN 'queued' "
+						   "  state = CASE WHEN u.outcome" SQL_OP(=) "'done' THEN 'done' "
+						   "               WHEN " RETRIED " THEN 'queued' "
 						   "               ELSE 'failed' END, "
 						   "  person = u.person, error = u.error, item_id = u.item_id, "
-						   "  next_attempt_at = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 "
+						   "  next_attempt_at = CASE WHEN " RETRIED
 						   "      THEN " RETRY_AT("$8", "$9") " ELSE r.next_attempt_at END, "
-						   "  batch_id = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL ELSE $6 END, "
-						   "  completed_at = CASE WHEN u.outcome = 'retry' AND r.attempts < $7 THEN NULL "
+						   "  batch_id = CASE WHEN " RETRIED " THEN NULL ELSE $6 END, "
+						   "  completed_at = CASE WHEN " RETRIED " THEN NULL "
 						   "      ELSE pg_catalog.now() END, "
 						   "  updated_at = pg_catalog.now() "
-						   "FROM u WHERE r.id = u.id "
+						   "FROM u WHERE r.id" SQL_OP(=) "u.id "
 						   /*
 							* the rows are found by primary key only: an index
 							* on the batch would read every waiting row of it
 							* per page
 							*/
-						   "  AND " NOT_FOR_INDEX("r.submission = (SELECT b.submission FROM enrich.batches b "
-												  "WHERE b.batch_id = $6) AND r.state = 'submitting' "
+						   "  AND " NOT_FOR_INDEX("r.submission" SQL_OP(=) "(SELECT b.submission FROM enrich.batches b "
+												  "WHERE b.batch_id" SQL_OP(=) "$6) AND r.state" SQL_OP(=) "'submitting' "
 												  "AND r.duplicate_of IS NULL "
-												  "AND (pg_catalog.hashtext(coalesce(r.identifier, '')) & 65535) = u.checked") " "
-						   "RETURNING r.id, r.state, r.source_relid, r.source_key::text, r.person",
+												  "AND " IDENTIFIER_CHECK("r") SQL_OP(=) "u.checked") " "
+						   "RETURNING r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person",
 						   10, types, values, NULL, false);
 		settled = nleads;
-		collect_done(&groups, nleads);
-		collect_done(&groups, settle_returned_leads(nleads));
+		enrich_write_back_collect(&groups, nleads);
+		enrich_write_back_collect(&groups, settle_returned_leads(nleads));
 	}
 
-	foreach(lc, groups)
-		write_back_one((WriteBack *) lfirst(lc));
+	enrich_write_back(groups, false);
 
 	{
 		Oid			types[5] = {TEXTOID, TEXTOID, INT4OID, BOOLOID, INT4OID};
@@ -1829,10 +1536,10 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 		values[4] = Int32GetDatum(next_poll_ms);
 		queue_run(Q_BATCH_PAGE,
 				  "UPDATE enrich.batches SET items_cursor = coalesce($2, items_cursor), "
-				  "    items_received = items_received + $3, "
-				  "    next_poll_at = pg_catalog.now() + $5 * interval '1 millisecond', "
+				  "    items_received = items_received" SQL_OP(+) "$3, "
+				  "    next_poll_at = pg_catalog.now()" SQL_OP(+) MILLISECONDS("$5") ", "
 				  "    last_error = NULL "
-				  "WHERE batch_id = $1",
+				  "WHERE batch_id" SQL_OP(=) "$1",
 				  5, types, values, nulls, false);
 	}
 	if (closes_batch)
@@ -1862,21 +1569,22 @@ enrich_queue_close_batch(const char *batch_id, const char *status,
 	values[5] = CStringGetTextDatum(status);
 	n = queue_run(Q_LEFTOVERS,
 				  "UPDATE enrich.requests r SET "
-				  "  state = CASE WHEN r.attempts < $3 THEN 'queued' ELSE 'failed' END, "
-				  "  error = $2::jsonb, "
+				  "  state = CASE WHEN r.attempts" SQL_OP(<) "$3 THEN 'queued' ELSE 'failed' END, "
+				  "  error = $2::pg_catalog.jsonb, "
 				  "  next_attempt_at = " RETRY_AT("$4", "$5") ", "
-				  "  batch_id = CASE WHEN r.attempts < $3 THEN NULL ELSE $1 END, "
-				  "  completed_at = CASE WHEN r.attempts < $3 THEN NULL ELSE pg_catalog.now() END, "
+				  "  batch_id = CASE WHEN r.attempts" SQL_OP(<) "$3 THEN NULL ELSE $1 END, "
+				  "  completed_at = CASE WHEN r.attempts" SQL_OP(<) "$3 THEN NULL ELSE pg_catalog.now() END, "
 				  "  updated_at = pg_catalog.now() "
-				  "WHERE r.submission = (SELECT b.submission FROM enrich.batches b WHERE b.batch_id = $1) "
-				  "  AND r.state = 'submitting' AND r.duplicate_of IS NULL "
+				  "WHERE r.submission" SQL_OP(=) "(SELECT b.submission FROM enrich.batches b "
+				  "                      WHERE b.batch_id" SQL_OP(=) "$1) "
+				  "  AND r.state" SQL_OP(=) "'submitting' AND r.duplicate_of IS NULL "
 				  "RETURNING r.id",
 				  5, types, values, NULL, false);
 	settle_returned_leads(n);
 	queue_run(Q_CLOSE_BATCH,
 			  "UPDATE enrich.batches SET closed = true, status = $2, "
 			  "    completed_at = coalesce(completed_at, pg_catalog.now()), next_poll_at = NULL "
-			  "WHERE batch_id = $1",
+			  "WHERE batch_id" SQL_OP(=) "$1",
 			  2, (Oid[]) {TEXTOID, TEXTOID}, (Datum[]) {values[0], values[5]}, NULL, false);
 }
 
@@ -1900,19 +1608,22 @@ enrich_queue_next_due_ms(const bool *environment_active)
 			active[nactive++] = (char *) enrich_environment_name(i);
 	if (nactive == 0)
 		return -1;
-	values[0] = text_array(active, nactive);
+	values[0] = enrich_text_array(active, nactive);
 	batch_share(&values[1], &values[2]);
 	queue_run(Q_NEXT_DUE,
-			  "SELECT ceil(extract(epoch FROM LEAST("
-			  "  (SELECT min(next_attempt_at) FROM enrich.requests "
-			  "   WHERE state = 'queued' AND environment = ANY ($1)), "
-			  "  (SELECT min(created_at) FROM enrich.intake WHERE environment = ANY ($1)), "
-			  "  (SELECT min(next_poll_at) FROM enrich.batches "
-			  "   WHERE NOT closed AND origin = 'worker' AND environment = ANY ($1) "
+			  "SELECT pg_catalog.ceil(extract(epoch FROM LEAST("
+			  "  (SELECT pg_catalog.min(next_attempt_at) FROM enrich.requests "
+			  "   WHERE state" SQL_OP(=) "'queued' AND environment" SQL_OP(=) "ANY ($1)), "
+			  "  (SELECT pg_catalog.min(created_at) FROM enrich.intake "
+			  "   WHERE environment" SQL_OP(=) "ANY ($1)), "
+			  "  (SELECT pg_catalog.min(write_back_due) FROM enrich.requests "
+			  "   WHERE write_back_due IS NOT NULL), "
+			  "  (SELECT pg_catalog.min(next_poll_at) FROM enrich.batches "
+			  "   WHERE NOT closed AND origin" SQL_OP(=) "'worker' AND environment" SQL_OP(=) "ANY ($1) "
 			  "     AND " BATCH_HERE("$2", "$3") ")) "
-			  "  - pg_catalog.clock_timestamp()) * 1000)",
+			  SQL_OP(-) "pg_catalog.clock_timestamp())" SQL_OP(*) "1000)",
 			  3, types, values, NULL, true);
-	due = column_text(0, 1);
+	due = enrich_column_text(0, 1);
 	if (due == NULL)
 		return -1;
 	return Max(strtol(due, NULL, 10), 0);

@@ -26,7 +26,7 @@ typedef struct EnrichOpenBatch
 	double		age_ms;			/* since it was submitted */
 } EnrichOpenBatch;
 
-extern bool enrich_queue_extension_present(void);
+extern char *enrich_queue_catalog_version(void);
 extern void enrich_queue_recover(void);
 extern void enrich_queue_refresh_plans(void);
 extern int	enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads);

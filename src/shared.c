@@ -26,6 +26,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -34,10 +35,15 @@
 PG_FUNCTION_INFO_V1(enrich_wake);
 PG_FUNCTION_INFO_V1(enrich_worker_state);
 
+/*
+ * an environment as the workers see it: paused by a refused key (until the
+ * keys change), backing off (until a time), its last error
+ */
 typedef struct EnrichEnvShared
 {
-	EnrichWorkerEnvState state;
-	TimestampTz until;			/* end of a back-off */
+	bool		paused;
+	uint64		paused_generation;	/* keys_generation of the refused key */
+	TimestampTz backoff_until;	/* 0: not backing off */
 	char		last_error[256];
 } EnrichEnvShared;
 
@@ -61,6 +67,7 @@ typedef struct EnrichShared
 	slock_t		mutex;
 	EnrichWorkerSlot workers[ENRICH_MAX_WORKERS];
 	uint64		keys_generation;
+	uint64		wake_generation;	/* wakeups asked for so far */
 	EnrichEnvShared env[ENRICH_ENV_COUNT];
 	EnrichTokenBucket buckets[ENRICH_ENV_COUNT][ENRICH_TIER_COUNT];
 } EnrichShared;
@@ -70,6 +77,7 @@ bool		enrich_in_worker = false;
 static EnrichShared *enrich_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 static bool wake_pending = false;
 static bool keys_changed_pending = false;
 static bool xact_callback_registered = false;
@@ -105,9 +113,35 @@ enrich_shmem_startup(void)
 }
 
 /*
- * enrich_shared_init installs the shared memory hooks; without
- * shared_preload_libraries there is no shared memory and no worker, and
- * wakeups do nothing
+ * enrich_process_utility wakes the workers, and tells them the keys may
+ * have changed, when a COMMIT PREPARED commits: the transaction it ends
+ * asked for that at PREPARE TRANSACTION, in another session perhaps, where
+ * the wake could not be delivered (a prepared transaction is not committed
+ * yet).  A wake is cheap, so every COMMIT PREPARED gets one.
+ */
+static void
+enrich_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					   ProcessUtilityContext context, ParamListInfo params,
+					   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	if (IsA(pstmt->utilityStmt, TransactionStmt) &&
+		((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+	{
+		enrich_wake_at_commit();
+		enrich_keys_changed_at_commit();
+	}
+	if (prev_process_utility_hook)
+		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context, params,
+								  queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
+/*
+ * enrich_shared_init installs the shared memory hooks and the hook that
+ * sees COMMIT PREPARED; without shared_preload_libraries there is no
+ * shared memory and no worker, and wakeups do nothing
  */
 void
 enrich_shared_init(void)
@@ -118,6 +152,8 @@ enrich_shared_init(void)
 	shmem_request_hook = enrich_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = enrich_shmem_startup;
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = enrich_process_utility;
 }
 
 /*
@@ -132,6 +168,7 @@ enrich_shared_wake_workers(void)
 	if (enrich_shared == NULL)
 		return;
 	SpinLockAcquire(&enrich_shared->mutex);
+	enrich_shared->wake_generation++;
 	for (int i = 0; i < ENRICH_MAX_WORKERS; i++)
 		procnos[i] = enrich_shared->workers[i].procno;
 	SpinLockRelease(&enrich_shared->mutex);
@@ -161,6 +198,7 @@ enrich_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
+			/* a prepared transaction wakes at COMMIT PREPARED (below) */
 			wake_pending = keys_changed_pending = false;
 			break;
 		default:
@@ -229,8 +267,6 @@ enrich_shared_worker_started(int slot)
 	SpinLockAcquire(&enrich_shared->mutex);
 	enrich_shared->workers[slot].procno = MyProc->pgprocno;
 	enrich_shared->workers[slot].pid = MyProcPid;
-	for (int i = 0; i < ENRICH_ENV_COUNT; i++)
-		enrich_shared->env[i].state = ENRICH_ENV_RUNNING;
 	SpinLockRelease(&enrich_shared->mutex);
 	on_shmem_exit(enrich_shared_worker_exit, Int32GetDatum(slot));
 }
@@ -356,6 +392,20 @@ enrich_shared_block_tier(int environment, int tier, TimestampTz until)
 	SpinLockRelease(&enrich_shared->mutex);
 }
 
+/*
+ * enrich_shared_keys_changed counts a change of the keys that a worker
+ * found by reading them (one no wake told of): a pause ends with it
+ */
+void
+enrich_shared_keys_changed(void)
+{
+	if (enrich_shared == NULL)
+		return;
+	SpinLockAcquire(&enrich_shared->mutex);
+	enrich_shared->keys_generation++;
+	SpinLockRelease(&enrich_shared->mutex);
+}
+
 /* enrich_shared_keys_generation returns how many times keys changed */
 uint64
 enrich_shared_keys_generation(void)
@@ -371,12 +421,75 @@ enrich_shared_keys_generation(void)
 }
 
 /*
- * enrich_shared_set_env publishes the worker's state of an environment;
- * last_error NULL keeps the previous one
+ * enrich_shared_wake_generation returns how many wakeups were asked for so
+ * far: a worker that reads it before a round and finds it changed after
+ * knows a wake came during the round, even if a wait in the round consumed
+ * the latch it set
+ */
+uint64
+enrich_shared_wake_generation(void)
+{
+	uint64		generation;
+
+	if (enrich_shared == NULL)
+		return 0;
+	SpinLockAcquire(&enrich_shared->mutex);
+	generation = enrich_shared->wake_generation;
+	SpinLockRelease(&enrich_shared->mutex);
+	return generation;
+}
+
+/*
+ * enrich_shared_pause_env pauses an environment for every worker because
+ * the API refused its key, the one of keys_generation: until the keys
+ * change, no worker calls it, a worker started meanwhile included.
+ * Returns whether the environment was not paused already (to log once).
+ */
+bool
+enrich_shared_pause_env(int environment, uint64 keys_generation, const char *message)
+{
+	EnrichEnvShared *env;
+	bool		newly;
+
+	if (enrich_shared == NULL)
+		return true;
+	env = &enrich_shared->env[environment];
+	SpinLockAcquire(&enrich_shared->mutex);
+	newly = !(env->paused && env->paused_generation == keys_generation);
+	env->paused = true;
+	env->paused_generation = keys_generation;
+	strlcpy(env->last_error, message, sizeof(env->last_error));
+	SpinLockRelease(&enrich_shared->mutex);
+	return newly;
+}
+
+/* env_paused says whether an environment is paused (the spinlock is held) */
+static bool
+env_paused(const EnrichEnvShared *env)
+{
+	return env->paused && env->paused_generation == enrich_shared->keys_generation;
+}
+
+/* enrich_shared_env_paused says whether the API refused the current key */
+bool
+enrich_shared_env_paused(int environment)
+{
+	bool		paused;
+
+	if (enrich_shared == NULL)
+		return false;
+	SpinLockAcquire(&enrich_shared->mutex);
+	paused = env_paused(&enrich_shared->env[environment]);
+	SpinLockRelease(&enrich_shared->mutex);
+	return paused;
+}
+
+/*
+ * enrich_shared_set_backoff publishes that an environment backs off until
+ * a time (0: it no longer does); message NULL keeps the last error
  */
 void
-enrich_shared_set_env(int environment, EnrichWorkerEnvState state,
-					  TimestampTz until, const char *last_error)
+enrich_shared_set_backoff(int environment, TimestampTz until, const char *message)
 {
 	EnrichEnvShared *env;
 
@@ -384,10 +497,21 @@ enrich_shared_set_env(int environment, EnrichWorkerEnvState state,
 		return;
 	env = &enrich_shared->env[environment];
 	SpinLockAcquire(&enrich_shared->mutex);
-	env->state = state;
-	env->until = until;
-	if (last_error != NULL)
-		strlcpy(env->last_error, last_error, sizeof(env->last_error));
+	env->backoff_until = until;
+	if (message != NULL)
+		strlcpy(env->last_error, message, sizeof(env->last_error));
+	SpinLockRelease(&enrich_shared->mutex);
+}
+
+/* enrich_shared_set_last_error publishes the last error of an environment */
+void
+enrich_shared_set_last_error(int environment, const char *message)
+{
+	if (enrich_shared == NULL)
+		return;
+	SpinLockAcquire(&enrich_shared->mutex);
+	strlcpy(enrich_shared->env[environment].last_error, message,
+			sizeof(enrich_shared->env[environment].last_error));
 	SpinLockRelease(&enrich_shared->mutex);
 }
 
@@ -412,6 +536,7 @@ enrich_worker_state(PG_FUNCTION_ARGS)
 	int			environment;
 	EnrichEnvShared env;
 	bool		running = false;
+	bool		paused;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "enrich: worker_state must return a row");
@@ -429,15 +554,16 @@ enrich_worker_state(PG_FUNCTION_ARGS)
 	for (int i = 0; i < ENRICH_MAX_WORKERS; i++)
 		running |= enrich_shared->workers[i].pid != 0;
 	env = enrich_shared->env[environment];
+	paused = env_paused(&env);
 	SpinLockRelease(&enrich_shared->mutex);
 
 	if (!running)
 		values[0] = CStringGetTextDatum("not running");
-	else if (env.state == ENRICH_ENV_PAUSED)
+	else if (paused)
 		values[0] = CStringGetTextDatum("paused: unauthorized (set the key with enrich_set_api_key)");
-	else if (env.state == ENRICH_ENV_BACKING_OFF && env.until > GetCurrentTimestamp())
+	else if (env.backoff_until > GetCurrentTimestamp())
 		values[0] = CStringGetTextDatum(psprintf("backing off until %s",
-												 timestamptz_to_str(env.until)));
+												 timestamptz_to_str(env.backoff_until)));
 	else
 		values[0] = CStringGetTextDatum("running");
 	if (env.last_error[0] != '\0')

@@ -29,7 +29,12 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_inherits.h"
 #include "access/transam.h"
 #include "catalog/objectaddress.h"
 #include "catalog/pg_authid.h"
@@ -50,13 +55,18 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "storage/lmgr.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/queryenvironment.h"
+#include "utils/relcache.h"
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
 #include "api.h"
 #include "enrich.h"
 #include "queue.h"
+#include "security.h"
 
 PG_FUNCTION_INFO_V1(enrich_requests_check);
 PG_FUNCTION_INFO_V1(enrich_requests_wake);
@@ -658,96 +668,6 @@ enrich_request_problem(PG_FUNCTION_ARGS)
  * Watched tables
  */
 
-/*
- * fixed_output_settings sets, until the caller's GUC nest level ends, the
- * settings that change how values are written as text (key values of a
- * watched table become text here and are read back by the worker, under
- * its own settings): search_path = pg_catalog, pg_temp, ISO dates,
- * postgres intervals, and floats written exactly
- */
-static void
-fixed_output_settings(void)
-{
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("datestyle", "ISO, YMD",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("intervalstyle", "postgres",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("extra_float_digits", "3",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-}
-
-/*
- * run_privileged runs one statement with SPI (connected by the caller) as
- * the bootstrap superuser, with search_path = pg_catalog, pg_temp so that
- * no object of the caller's search path takes part (and values are written
- * as text under fixed_output_settings)
- */
-static int
-run_privileged(const char *sql, int nargs, Oid *argtypes, Datum *values,
-			   const char *nulls, bool read_only)
-{
-	int			nestlevel = NewGUCNestLevel();
-	int			rc;
-
-	fixed_output_settings();
-	rc = enrich_run_privileged(sql, nargs, argtypes, values, nulls, read_only);
-	AtEOXact_GUC(true, nestlevel);
-	return rc;
-}
-
-/*
- * run_kept_plan is run_privileged for a statement that is prepared once
- * and kept: it prepares sql into *plan when *plan is NULL (with the
- * cursor options given, CURSOR_OPT_CUSTOM_PLAN for a statement whose best
- * plan depends on the size of a transition table), then executes the plan,
- * both as the bootstrap superuser with search_path = pg_catalog, pg_temp.
- * Every execution runs under that search path, so a re-planning (after a
- * change of a table it reads, say) resolves names the same way.
- */
-static int
-run_kept_plan(SPIPlanPtr *plan, const char *sql, int cursor_options,
-			  int nargs, Oid *argtypes, Datum *values, const char *nulls,
-			  bool read_only)
-{
-	int			nestlevel = NewGUCNestLevel();
-	Oid			save_userid;
-	int			save_sec_context;
-	volatile int rc = 0;
-
-	fixed_output_settings();
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		if (*plan == NULL)
-		{
-			SPIPlanPtr	prepared = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
-
-			if (prepared == NULL)
-				elog(ERROR, "enrich: could not prepare a statement: %s",
-					 SPI_result_code_string(SPI_result));
-			SPI_keepplan(prepared);
-			*plan = prepared;
-		}
-		rc = SPI_execute_plan(*plan, values, nulls, read_only, 0);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
-	AtEOXact_GUC(true, nestlevel);
-	return rc;
-}
-
 /* relation_display_name returns a table's name as regclass writes it */
 static char *
 relation_display_name(Oid relid)
@@ -755,13 +675,47 @@ relation_display_name(Oid relid)
 	return DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(relid)));
 }
 
-/* check_owner raises the usual error unless the current user owns the table */
-static void
-check_owner(Oid relid)
+/*
+ * check_table refuses a relation that does not exist or is not a table,
+ * and a table the current user does not own (has not the privileges of
+ * its owner); it returns a copy of its pg_class row
+ */
+static Form_pg_class
+check_table(Oid relid)
 {
-	if (!pg_class_ownercheck(relid, GetUserId()))
-		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)),
-					   get_rel_name(relid));
+	HeapTuple	tup = SearchSysCacheCopy1(RELOID, ObjectIdGetDatum(relid));
+	Form_pg_class form;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	form = (Form_pg_class) GETSTRUCT(tup);
+	if (form->relkind != RELKIND_RELATION && form->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", relation_display_name(relid))));
+	if (!has_privs_of_role(GetUserId(), form->relowner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of table %s", relation_display_name(relid)),
+				 errhint("Only the owner of a table may have enrich write into it.")));
+	return form;
+}
+
+/*
+ * lock_table locks a table the current user owns by OID (mode), checked
+ * before (so that no other role can lock it through enrich) and again
+ * after the lock, and returns its pg_class row.  Whatever a function then
+ * reads of the table is of that table: it cannot be renamed, dropped or
+ * replaced while the lock is held.
+ */
+static Form_pg_class
+lock_table(Oid relid, LOCKMODE mode)
+{
+	(void) check_table(relid);
+	LockRelationOid(relid, mode);
+	return check_table(relid);
 }
 
 /* name_array_values returns the elements of a name[] datum as C strings */
@@ -802,7 +756,7 @@ watch_read(Oid relid, EnrichWatch *w)
 	bool		isnull;
 	int			rc;
 
-	rc = run_kept_plan(&watch_plan,
+	rc = enrich_run_privileged_plan(&watch_plan,
 					   "SELECT result_column::pg_catalog.text, linkedin_url_column::pg_catalog.text, "
 					   "person_id_column::pg_catalog.text, pdl_id_column::pg_catalog.text, "
 					   "environment, key_columns "
@@ -890,7 +844,7 @@ watch_columns(EnrichWatch *w, bool need_result)
 
 /*
  * append_source_rows appends a SELECT of the rows of "from" (a transition
- * table or the watched table, alias t) as (linkedin_url, person_id, pdl_id,
+ * table, alias t) as (linkedin_url, person_id, pdl_id,
  * source_key), identifiers as text and source_key a JSON array of the
  * primary key values as text.  Key values go through their type's output
  * function (format's %s), as intake_from_inserted writes them, so that no
@@ -922,6 +876,12 @@ append_source_rows(StringInfo buf, const EnrichWatch *w, const char *from,
 	if (where != NULL)
 		appendStringInfo(buf, " WHERE %s", where);
 }
+
+/*
+ * the name under which the backfill's statement reads the rows of the
+ * watched table it read in C (existing_rows)
+ */
+#define EXISTING_ROWS "enrich_existing"
 
 /*
  * enqueue_sql builds the one statement that queues the rows of a watched
@@ -968,12 +928,10 @@ enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
 
 	if (source == ENQUEUE_EXISTING)
 	{
-		char	   *table = quote_qualified_identifier(get_namespace_name(get_rel_namespace(w->relid)),
-													   get_rel_name(w->relid));
-		char	   *where = psprintf("t.%s IS NULL", quote_identifier(w->result_column));
-
-		append_source_rows(&sql, w, table, where);
-		appendStringInfoString(&sql, ") n");
+		/* the rows the backfill read, by OID (existing_rows) */
+		appendStringInfoString(&sql,
+							   "SELECT t.linkedin_url, t.person_id, t.pdl_id, "
+							   "t.source_key::pg_catalog.jsonb AS source_key FROM " EXISTING_ROWS " t) n");
 	}
 	else
 	{
@@ -1001,12 +959,10 @@ enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
 
 	if (source == ENQUEUE_UPDATED)
 	{
-		appendStringInfoString(&sql, " AND (o.source_key IS NULL");
-		for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
-			if (w->identifier_columns[i] != NULL)
-				appendStringInfo(&sql, " OR n.%s IS DISTINCT FROM o.%s",
-								 identifier_columns[i], identifier_columns[i]);
-		appendStringInfoChar(&sql, ')');
+		appendStringInfoString(&sql,
+							   " AND (o.source_key IS NULL OR "
+							   "pg_catalog.jsonb_build_array(n.linkedin_url, n.person_id, n.pdl_id)" SQL_OP(<>)
+							   "pg_catalog.jsonb_build_array(o.linkedin_url, o.person_id, o.pdl_id))");
 	}
 	else if (source == ENQUEUE_EXISTING)
 		appendStringInfoString(&sql,
@@ -1016,9 +972,8 @@ enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
 							   "AND (r.state OPERATOR(pg_catalog.=) ANY ('{queued,submitting,submitted}'::pg_catalog.text[]) "
 							   "OR (r.state OPERATOR(pg_catalog.=) 'failed' "
 							   "AND r.error OPERATOR(pg_catalog.->>) 'code' OPERATOR(pg_catalog.=) 'invalid_identifier' "
-							   "AND r.linkedin_url IS NOT DISTINCT FROM n.linkedin_url "
-							   "AND r.person_id IS NOT DISTINCT FROM n.person_id "
-							   "AND r.pdl_id IS NOT DISTINCT FROM n.pdl_id))) "
+							   "AND pg_catalog.jsonb_build_array(r.linkedin_url, r.person_id, r.pdl_id)" SQL_OP(=)
+							   "pg_catalog.jsonb_build_array(n.linkedin_url, n.person_id, n.pdl_id)))) "
 							   "AND NOT EXISTS (SELECT 1 FROM enrich.intake i "
 							   "CROSS JOIN LATERAL pg_catalog.unnest(i.source_key) AS k(source_key) "
 							   "WHERE i.source_relid OPERATOR(pg_catalog.=) $2 "
@@ -1139,9 +1094,9 @@ enqueue_run(const EnrichWatch *w, const char *sql, SPIPlanPtr *plan, int cursor_
 	PG_TRY();
 	{
 		if (plan != NULL)
-			rc = run_kept_plan(plan, sql, cursor_options, 2, argtypes, values, nulls, false);
+			rc = enrich_run_privileged_plan(plan, sql, cursor_options, 2, argtypes, values, nulls, false);
 		else
-			rc = run_privileged(sql, 2, argtypes, values, nulls, false);
+			rc = enrich_run_privileged(sql, 2, argtypes, values, nulls, false);
 	}
 	PG_FINALLY();
 	{
@@ -1173,6 +1128,91 @@ typedef struct IntakeColumn
 	FmgrInfo	output;			/* key columns: the type's output function */
 } IntakeColumn;
 
+/*
+ * How the rows of a watched table (or of one of its partitions, whose
+ * columns may have other numbers) are read in C: identifiers as text, the
+ * primary key as a JSON array of text, each value through its type's
+ * output function (under the pinned settings), so that nothing a user
+ * defined runs
+ */
+typedef struct SourceReader
+{
+	IntakeColumn identifiers[ENRICH_NIDENTIFIERS];
+	IntakeColumn *keys;
+	int			nkeys;
+	AttrNumber	result;			/* the result column */
+	StringInfoData key;			/* the key of the row read last */
+} SourceReader;
+
+/* source_reader_init prepares to read the rows of relid, w's table or a partition */
+static void
+source_reader_init(SourceReader *r, const EnrichWatch *w, Oid relid)
+{
+	memset(r, 0, sizeof(*r));
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+	{
+		r->identifiers[i].attnum = InvalidAttrNumber;
+		if (w->identifier_columns[i] == NULL)
+			continue;
+		r->identifiers[i].attnum = get_attnum(relid, w->identifier_columns[i]);
+		r->identifiers[i].trim = column_type(relid, w->identifier_columns[i]) == BPCHAROID;
+	}
+	r->nkeys = w->nkeys;
+	r->keys = palloc0(sizeof(IntakeColumn) * w->nkeys);
+	for (int i = 0; i < w->nkeys; i++)
+	{
+		Oid			output;
+		bool		varlena;
+
+		r->keys[i].attnum = get_attnum(relid, w->key_columns[i]);
+		getTypeOutputInfo(w->key_types[i], &output, &varlena);
+		fmgr_info(output, &r->keys[i].output);
+	}
+	r->result = get_attnum(relid, w->result_column);
+	initStringInfo(&r->key);
+}
+
+/*
+ * source_reader_read reads a row's identifiers into ids (NULL ones
+ * flagged), as text, and its key into r->key; it returns false for a row
+ * without any identifier
+ */
+static bool
+source_reader_read(SourceReader *r, TupleTableSlot *slot, Datum *ids, bool *id_null)
+{
+	bool		any = false;
+
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+	{
+		id_null[i] = true;
+		ids[i] = (Datum) 0;
+		if (r->identifiers[i].attnum == InvalidAttrNumber)
+			continue;
+		ids[i] = slot_getattr(slot, r->identifiers[i].attnum, &id_null[i]);
+		if (!id_null[i] && r->identifiers[i].trim)
+			ids[i] = DirectFunctionCall1(rtrim1, ids[i]);
+		any |= !id_null[i];
+	}
+	if (!any)
+		return false;
+	resetStringInfo(&r->key);
+	appendStringInfoChar(&r->key, '[');
+	for (int i = 0; i < r->nkeys; i++)
+	{
+		bool		isnull;
+		Datum		value = slot_getattr(slot, r->keys[i].attnum, &isnull);
+
+		if (i > 0)
+			appendStringInfoString(&r->key, ", ");
+		if (isnull)
+			appendStringInfoString(&r->key, "null");
+		else
+			escape_json(&r->key, OutputFunctionCall(&r->keys[i].output, value));
+	}
+	appendStringInfoChar(&r->key, ']');
+	return true;
+}
+
 /* intake_insert writes one row of enrich.intake from the arrays built */
 static void
 intake_insert(const EnrichWatch *w, ArrayBuildState **arrays)
@@ -1187,7 +1227,7 @@ intake_insert(const EnrichWatch *w, ArrayBuildState **arrays)
 	watch_arguments(w, values, nulls);
 	for (int i = 0; i < 4; i++)
 		values[2 + i] = makeArrayResult(arrays[i], CurrentMemoryContext);
-	rc = run_kept_plan(&plan,
+	rc = enrich_run_privileged_plan(&plan,
 					   "INSERT INTO enrich.intake (environment, source_relid, linkedin_url, person_id, "
 					   "pdl_id, source_key) "
 					   "VALUES (COALESCE($1, pg_catalog.current_setting('enrich.environment')), "
@@ -1213,86 +1253,40 @@ intake_from_inserted(TriggerData *trigdata, const EnrichWatch *w)
 	Tuplestorestate *store = trigdata->tg_newtable;
 	TupleDesc	tupdesc = RelationGetDescr(trigdata->tg_relation);
 	TupleTableSlot *slot = MakeSingleTupleTableSlot(tupdesc, &TTSOpsMinimalTuple);
-	IntakeColumn identifiers[ENRICH_NIDENTIFIERS];
-	IntakeColumn *keys = palloc0(sizeof(IntakeColumn) * w->nkeys);
+	SourceReader source;
 	MemoryContext chunk_context = AllocSetContextCreate(CurrentMemoryContext,
 														"enrich intake chunk",
 														ALLOCSET_DEFAULT_SIZES);
 	MemoryContext caller = CurrentMemoryContext;
 	ArrayBuildState *arrays[4] = {NULL, NULL, NULL, NULL};
-	StringInfoData key;
 	int			in_chunk = 0;
 	int			reader;
 	int			nestlevel;
 
-	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
-	{
-		identifiers[i].attnum = InvalidAttrNumber;
-		if (w->identifier_columns[i] == NULL)
-			continue;
-		identifiers[i].attnum = get_attnum(w->relid, w->identifier_columns[i]);
-		identifiers[i].trim = column_type(w->relid, w->identifier_columns[i]) == BPCHAROID;
-	}
-	for (int i = 0; i < w->nkeys; i++)
-	{
-		Oid			output;
-		bool		varlena;
-
-		keys[i].attnum = get_attnum(w->relid, w->key_columns[i]);
-		getTypeOutputInfo(w->key_types[i], &output, &varlena);
-		fmgr_info(output, &keys[i].output);
-	}
+	source_reader_init(&source, w, w->relid);
 
 	/* key values written as text as the worker will read them */
 	nestlevel = NewGUCNestLevel();
-	fixed_output_settings();
+	enrich_pin_settings(GUC_ACTION_SAVE);
 
 	/* a read pointer of our own, so that other triggers' reads are untouched */
 	reader = tuplestore_alloc_read_pointer(store, EXEC_FLAG_REWIND);
 	tuplestore_select_read_pointer(store, reader);
 	tuplestore_rescan(store);
-	initStringInfo(&key);
 	while (tuplestore_gettupleslot(store, true, false, slot))
 	{
 		Datum		ids[ENRICH_NIDENTIFIERS];
 		bool		id_null[ENRICH_NIDENTIFIERS];
-		bool		any = false;
-
-		for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
-		{
-			id_null[i] = true;
-			ids[i] = (Datum) 0;
-			if (identifiers[i].attnum == InvalidAttrNumber)
-				continue;
-			ids[i] = slot_getattr(slot, identifiers[i].attnum, &id_null[i]);
-			any |= !id_null[i];
-		}
-		if (!any)
-			continue;
 
 		MemoryContextSwitchTo(chunk_context);
+		if (!source_reader_read(&source, slot, ids, id_null))
+		{
+			MemoryContextSwitchTo(caller);
+			continue;
+		}
 		for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
-		{
-			if (!id_null[i] && identifiers[i].trim)
-				ids[i] = DirectFunctionCall1(rtrim1, ids[i]);
 			arrays[i] = accumArrayResult(arrays[i], ids[i], id_null[i], TEXTOID, chunk_context);
-		}
-		resetStringInfo(&key);
-		appendStringInfoChar(&key, '[');
-		for (int i = 0; i < w->nkeys; i++)
-		{
-			bool		isnull;
-			Datum		value = slot_getattr(slot, keys[i].attnum, &isnull);
-
-			if (i > 0)
-				appendStringInfoString(&key, ", ");
-			if (isnull)
-				appendStringInfoString(&key, "null");
-			else
-				escape_json(&key, OutputFunctionCall(&keys[i].output, value));
-		}
-		appendStringInfoChar(&key, ']');
-		arrays[3] = accumArrayResult(arrays[3], CStringGetTextDatum(key.data), false,
+		arrays[3] = accumArrayResult(arrays[3], CStringGetTextDatum(source.key.data), false,
 									 TEXTOID, chunk_context);
 		MemoryContextSwitchTo(caller);
 
@@ -1307,7 +1301,7 @@ intake_from_inserted(TriggerData *trigdata, const EnrichWatch *w)
 	if (in_chunk > 0)
 		intake_insert(w, arrays);
 	tuplestore_select_read_pointer(store, 0);
-	AtEOXact_GUC(true, nestlevel);
+	AtEOXact_GUC(false, nestlevel);
 	ExecDropSingleTupleTableSlot(slot);
 	MemoryContextDelete(chunk_context);
 }
@@ -1401,31 +1395,114 @@ relation_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 }
 
 /*
+ * existing_rows_of reads the rows of one table (a watched table, or a leaf
+ * partition of it) whose result column is NULL and that have an
+ * identifier into store, as (linkedin_url, person_id, pdl_id, source_key)
+ */
+static void
+existing_rows_of(const EnrichWatch *w, Oid relid, Tuplestorestate *store, TupleDesc rowdesc)
+{
+	Relation	rel = table_open(relid, NoLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TableScanDesc scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	MemoryContext row_context = AllocSetContextCreate(CurrentMemoryContext, "enrich backfill row",
+													  ALLOCSET_SMALL_SIZES);
+	MemoryContext caller = CurrentMemoryContext;
+	SourceReader source;
+
+	source_reader_init(&source, w, relid);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		Datum		values[4];
+		bool		nulls[4];
+
+		CHECK_FOR_INTERRUPTS();
+		if (!slot_attisnull(slot, source.result))
+			continue;
+		MemoryContextSwitchTo(row_context);
+		if (source_reader_read(&source, slot, values, nulls))
+		{
+			values[3] = CStringGetTextDatum(source.key.data);
+			nulls[3] = false;
+			tuplestore_putvalues(store, rowdesc, values, nulls);
+		}
+		MemoryContextSwitchTo(caller);
+		MemoryContextReset(row_context);
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+	MemoryContextDelete(row_context);
+}
+
+/*
+ * existing_rows reads the rows of a watched table (locked by the caller)
+ * that a backfill queues, in C and by OID, never by name: each leaf
+ * partition of a partitioned table is read in turn, a foreign one is
+ * skipped with a warning (enrich reads no server through a user mapping).
+ * It registers them with SPI (connected by the caller) as EXISTING_ROWS.
+ */
+static void
+existing_rows(const EnrichWatch *w)
+{
+	TupleDesc	rowdesc = CreateTemplateTupleDesc(4);
+	Tuplestorestate *store = tuplestore_begin_heap(false, false, work_mem);
+	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+	List	   *tables = find_all_inheritors(w->relid, AccessShareLock, NULL);
+	ListCell   *lc;
+	int			nestlevel = NewGUCNestLevel();
+
+	TupleDescInitEntry(rowdesc, 1, "linkedin_url", TEXTOID, -1, 0);
+	TupleDescInitEntry(rowdesc, 2, "person_id", TEXTOID, -1, 0);
+	TupleDescInitEntry(rowdesc, 3, "pdl_id", TEXTOID, -1, 0);
+	TupleDescInitEntry(rowdesc, 4, "source_key", TEXTOID, -1, 0);
+
+	/* key values written as text as the worker will read them */
+	enrich_pin_settings(GUC_ACTION_SAVE);
+	foreach(lc, tables)
+	{
+		Oid			relid = lfirst_oid(lc);
+		char		relkind = get_rel_relkind(relid);
+
+		if (relkind == RELKIND_RELATION)
+			existing_rows_of(w, relid, store, rowdesc);
+		else if (relkind == RELKIND_FOREIGN_TABLE)
+			ereport(WARNING,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("enrich did not backfill the rows of foreign partition %s",
+							relation_display_name(relid)),
+					 errdetail("A backfill reads the rows stored in this database only.")));
+	}
+	AtEOXact_GUC(false, nestlevel);
+
+	enr->md.name = EXISTING_ROWS;
+	enr->md.reliddesc = InvalidOid;
+	enr->md.tupdesc = rowdesc;
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = tuplestore_tuple_count(store);
+	enr->reldata = store;
+	if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
+		elog(ERROR, "enrich: could not register the rows of the backfill");
+}
+
+/*
  * enrich.enqueue_existing(source) queues the rows of a watched table whose
  * result column is NULL and that have no request queued or in flight (the
  * backfill of enrich_watch); a row already refused for the same malformed
  * identifiers is not queued again.  It returns how many requests it
- * queued.  Only the table's owner may call it.
+ * queued.  Only the table's owner may call it.  The table is locked by OID
+ * before anything is read, and read in C (existing_rows): no statement
+ * names it, so no relation that takes its name meanwhile is ever read.
  */
 Datum
 enrich_enqueue_existing(PG_FUNCTION_ARGS)
 {
 	Oid			relid = relation_arg(fcinfo, 0, "source");
-	char		relkind = get_rel_relkind(relid);
 	EnrichWatch w;
 	char	   *problem;
 	uint64		queued;
 
-	if (relkind == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	check_owner(relid);
-	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", relation_display_name(relid))));
-
+	(void) lock_table(relid, AccessShareLock);
 	SPI_connect();
 	if (!watch_read(relid, &w))
 		ereport(ERROR,
@@ -1439,6 +1516,7 @@ enrich_enqueue_existing(PG_FUNCTION_ARGS)
 				 errmsg("the watch of table %s no longer matches the table", relation_display_name(relid)),
 				 errdetail("The %s.", problem),
 				 errhint("Call enrich_unwatch and then enrich_watch with the table's columns now.")));
+	existing_rows(&w);
 	queued = enqueue_run(&w, enqueue_sql(&w, ENQUEUE_EXISTING, NULL, NULL), NULL, 0);
 	SPI_finish();
 	PG_RETURN_INT64((int64) queued);
@@ -1448,13 +1526,16 @@ enrich_enqueue_existing(PG_FUNCTION_ARGS)
  * enrich.flush_intake(environment) turns what the INSERT and COPY
  * statements on watched tables queued in enrich.intake (of one environment,
  * or of both when NULL) into queued requests now, rather than when the
- * worker claims it, and returns how many requests it made
+ * worker claims it, and returns how many requests it made.  Its statements
+ * are enrich's own, on enrich's tables: they run as the bootstrap
+ * superuser, so EXECUTE on it is all a role needs.
  */
 Datum
 enrich_flush_intake(PG_FUNCTION_ARGS)
 {
-	char	   *environment = NULL;
-	uint64		made;
+	char	   *volatile environment = NULL;
+	EnrichUserSwitch sw;
+	volatile uint64 made = 0;
 
 	if (!PG_ARGISNULL(0))
 	{
@@ -1462,61 +1543,149 @@ enrich_flush_intake(PG_FUNCTION_ARGS)
 		(void) enrich_environment_arg(environment);
 	}
 	SPI_connect();
-	made = enrich_queue_flush_intake(environment);
+	enrich_switch_user(&sw, BOOTSTRAP_SUPERUSERID);
+	PG_TRY();
+	{
+		made = enrich_queue_flush_intake(environment);
+	}
+	PG_CATCH();
+	{
+		SetUserIdAndSecContext(sw.saved_userid, sw.saved_sec_context);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	enrich_restore_user(&sw);
 	SPI_finish();
 	PG_RETURN_INT64((int64) made);
 }
 
 /*
+ * check_column refuses a column a watch names that the table lacks, or
+ * whose type is not one of the types given (a domain over them is not)
+ */
+static void
+check_column(Oid relid, const char *column, const char *role, const Oid *types, int ntypes,
+			 const char *type_words)
+{
+	Oid			type = column_type(relid, column);
+
+	if (type == InvalidOid)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of table %s does not exist", column, relation_display_name(relid))));
+	for (int i = 0; i < ntypes; i++)
+		if (type == types[i])
+			return;
+	ereport(ERROR,
+			(errcode(ERRCODE_DATATYPE_MISMATCH),
+			 errmsg("%s column \"%s\" must be of type %s", role, column, type_words)));
+}
+
+/*
+ * primary_key_columns returns the key columns of a table's primary key, in
+ * order, as a name[] datum, and their types as format_type writes them, as
+ * a text[] datum
+ */
+static void
+primary_key_columns(Oid relid, Datum *columns, Datum *types)
+{
+	Relation	rel = relation_open(relid, NoLock);
+	Oid			pk = RelationGetPrimaryKeyIndex(rel);
+	Relation	index;
+	int			n;
+	Datum	   *names;
+	Datum	   *typenames;
+
+	if (!OidIsValid(pk))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("table %s has no primary key", relation_display_name(relid)),
+				 errhint("enrich writes each person back to the row with its primary key.")));
+	index = index_open(pk, AccessShareLock);
+	n = IndexRelationGetNumberOfKeyAttributes(index);
+	names = palloc(sizeof(Datum) * n);
+	typenames = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		Form_pg_attribute attr = TupleDescAttr(RelationGetDescr(rel),
+											   index->rd_index->indkey.values[i] - 1);
+
+		names[i] = PointerGetDatum(palloc0(NAMEDATALEN));
+		namestrcpy(DatumGetName(names[i]), NameStr(attr->attname));
+		typenames[i] = CStringGetTextDatum(format_type_with_typemod(attr->atttypid, attr->atttypmod));
+	}
+	index_close(index, NoLock);
+	relation_close(rel, NoLock);
+	*columns = PointerGetDatum(construct_array(names, n, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR));
+	*types = PointerGetDatum(construct_array(typenames, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
  * enrich.register_watch(source, result_column, linkedin_url_column,
  * person_id_column, pdl_id_column, environment, key_columns, key_types)
- * records a watch in enrich.watches, which the caller cannot write.
- * enrich_watch checks the columns before it calls this; this checks again
- * that the caller owns the table, and refuses a second watch of it.
+ * records a watch in enrich.watches, which the caller cannot write.  It
+ * checks everything itself, whoever calls it: the table (locked by OID),
+ * that the caller owns it, the columns and their types; the key columns
+ * and their types are read from the table's primary key (the last two
+ * arguments, which enrich 1.0's enrich_watch passes, are not used).  A
+ * second watch of a table is refused.
  */
 Datum
 enrich_register_watch(PG_FUNCTION_ARGS)
 {
-	Oid			relid = relation_arg(fcinfo, 0, "source");
+	static const Oid result_types[] = {JSONBOID};
+	static const Oid identifier_types[] = {TEXTOID, VARCHAROID, BPCHAROID};
+	Oid			relid;
 	Oid			argtypes[10] = {OIDOID, TEXTOID, NAMEOID, NAMEOID, NAMEOID, NAMEOID,
 	TEXTOID, NAMEARRAYOID, TEXTARRAYOID, OIDOID};
 	Datum		values[10];
 	char		nulls[11] = "          ";
-	HeapTuple	classtup;
+	Form_pg_class form;
+	bool		any_identifier = false;
 	char	   *source_name;
 	int			rc;
 
-	if (PG_ARGISNULL(1) || PG_ARGISNULL(6) || PG_ARGISNULL(7))
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("result_column, key_columns and key_types must not be null")));
-	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(classtup))
+				 errmsg("source and result_column must not be null")));
+	relid = PG_GETARG_OID(0);
+	form = lock_table(relid, ShareRowExclusiveLock);
+	for (int i = 2; i <= 4; i++)
+		any_identifier |= !PG_ARGISNULL(i);
+	if (!any_identifier)
 		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	values[9] = ObjectIdGetDatum(((Form_pg_class) GETSTRUCT(classtup))->relowner);
-	ReleaseSysCache(classtup);
-	check_owner(relid);
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("at least one identifier column is required"),
+				 errhint("Name linkedin_url_column, person_id_column or pdl_id_column.")));
+	if (!PG_ARGISNULL(5))
+		(void) enrich_environment_arg(text_to_cstring(PG_GETARG_TEXT_PP(5)));
+	check_column(relid, NameStr(*PG_GETARG_NAME(1)), "result", result_types, 1, "jsonb");
+	for (int i = 2; i <= 4; i++)
+		if (!PG_ARGISNULL(i))
+			check_column(relid, NameStr(*PG_GETARG_NAME(i)), "identifier", identifier_types, 3,
+						 "text or varchar");
 
 	source_name = relation_display_name(relid);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = CStringGetTextDatum(source_name);
-	for (int i = 1; i <= 7; i++)
+	for (int i = 1; i <= 5; i++)
 	{
 		if (PG_ARGISNULL(i))
 			nulls[i + 1] = 'n';
 		else
 			values[i + 1] = PG_GETARG_DATUM(i);
 	}
+	primary_key_columns(relid, &values[7], &values[8]);
+	values[9] = ObjectIdGetDatum(form->relowner);
 
 	SPI_connect();
-	rc = run_privileged("INSERT INTO enrich.watches (source, source_name, result_column, "
-						"linkedin_url_column, person_id_column, pdl_id_column, environment, "
-						"key_columns, key_types, owner) "
-						"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-						"ON CONFLICT (source) DO NOTHING",
-						10, argtypes, values, nulls, false);
+	rc = enrich_run_privileged("INSERT INTO enrich.watches (source, source_name, result_column, "
+							   "linkedin_url_column, person_id_column, pdl_id_column, environment, "
+							   "key_columns, key_types, owner) "
+							   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+							   "ON CONFLICT (source) DO NOTHING",
+							   10, argtypes, values, nulls, false);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "enrich: writing enrich.watches failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
@@ -1544,14 +1713,14 @@ enrich_unregister_watch(PG_FUNCTION_ARGS)
 	int			rc;
 
 	if (exists)
-		check_owner(relid);
+		(void) check_table(relid);
 
 	SPI_connect();
 	if (!exists)
 	{
 		bool		isnull;
 
-		rc = run_privileged("SELECT owner FROM enrich.watches WHERE source OPERATOR(pg_catalog.=) $1",
+		rc = enrich_run_privileged("SELECT owner FROM enrich.watches WHERE source OPERATOR(pg_catalog.=) $1",
 							1, argtypes, values, NULL, true);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "enrich: reading enrich.watches failed: %s", SPI_result_code_string(rc));
@@ -1567,7 +1736,7 @@ enrich_unregister_watch(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("must be owner of the dropped table with OID %u to forget its watch", relid)));
 	}
-	rc = run_privileged("DELETE FROM enrich.watches WHERE source OPERATOR(pg_catalog.=) $1",
+	rc = enrich_run_privileged("DELETE FROM enrich.watches WHERE source OPERATOR(pg_catalog.=) $1",
 						1, argtypes, values, NULL, false);
 	if (rc != SPI_OK_DELETE)
 		elog(ERROR, "enrich: writing enrich.watches failed: %s", SPI_result_code_string(rc));

@@ -32,6 +32,7 @@
 #include <math.h>
 
 #include "access/xact.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -52,13 +53,14 @@
 #include "enrich.h"
 #include "http.h"
 #include "queue.h"
+#include "security.h"
+#include "writeback.h"
 
 PGDLLEXPORT void enrich_worker_main(Datum main_arg);
 
 /* what the worker knows of one environment between rounds */
 typedef struct EnvState
 {
-	bool		paused;			/* 401/403 until a key changes */
 	TimestampTz backoff_until;	/* API unavailable: no calls until then */
 	int			backoff_ms;		/* current back-off, doubled per failure */
 	int			chunk_limit;	/* requests per bulk enrich; halved on 400/413 */
@@ -87,14 +89,19 @@ typedef struct WorkerCall
 
 static int	worker_slot = -1;	/* this worker's slot among enrich.workers */
 
-static volatile sig_atomic_t shutdown_requested = false;
 static EnvState envs[ENRICH_ENV_COUNT];
 static uint64 keys_generation_seen = 0;
 static bool keys_loaded = false;
 static bool recovered = false;
 static bool reconcile_pending = true;	/* submissions may be in doubt */
 static TimestampTz reconcile_after = 0;
-static List *foreign_batches = NIL;	/* batches seen not to be ours */
+/*
+ * the batches reconciliation found not to be ours, as hashes of their ids,
+ * the last FOREIGN_BATCHES_KEPT of them: a fixed ring, nothing allocated
+ */
+#define FOREIGN_BATCHES_KEPT 1000
+static uint64 foreign_batches[FOREIGN_BATCHES_KEPT];
+static int	nforeign_batches = 0;	/* how many were ever kept */
 static MemoryContext loop_context = NULL;
 static bool batches_recorded = false;	/* this round recorded a new batch */
 static int32 others_seen[ENRICH_MAX_WORKERS];	/* other workers last round */
@@ -170,9 +177,7 @@ worker_error(int environment, const char *what)
 	ereport(LOG,
 			(errmsg("enrich worker: %s failed: %s", what, edata->message)));
 	if (environment >= 0)
-		enrich_shared_set_env(environment,
-							  envs[environment].paused ? ENRICH_ENV_PAUSED : ENRICH_ENV_RUNNING,
-							  0, edata->message);
+		enrich_shared_set_last_error(environment, edata->message);
 	MemoryContextSwitchTo(loop_context);
 }
 
@@ -226,7 +231,7 @@ env_backoff(int environment, const char *message)
 		Min(env->backoff_ms * 2, enrich_retry_delay_max_ms);
 	delay = Max(jitter(env->backoff_ms), 10);
 	env->backoff_until = GetCurrentTimestamp() + (int64) delay * 1000;
-	enrich_shared_set_env(environment, ENRICH_ENV_BACKING_OFF, env->backoff_until, message);
+	enrich_shared_set_backoff(environment, env->backoff_until, message);
 	return delay;
 }
 
@@ -240,57 +245,72 @@ env_reached(int environment)
 	{
 		env->backoff_ms = 0;
 		env->backoff_until = 0;
-		enrich_shared_set_env(environment, ENRICH_ENV_RUNNING, 0, NULL);
+		enrich_shared_set_backoff(environment, 0, NULL);
 	}
 }
 
-/* env_pause pauses an environment whose key the API refused, logging once */
+/*
+ * env_pause pauses an environment whose key the API refused, for every
+ * worker until the keys change; logged once
+ */
 static void
 env_pause(int environment, const char *message)
 {
-	EnvState   *env = &envs[environment];
-
-	if (!env->paused)
+	if (enrich_shared_pause_env(environment, keys_generation_seen, message))
 		ereport(WARNING,
 				(errmsg("enrich worker: the AggKnowledge API refused the key of environment \"%s\": %s",
 						enrich_environment_name(environment), message),
 				 errhint("The environment is paused until enrich_set_api_key('%s', ...) is called.",
 						 enrich_environment_name(environment))));
-	env->paused = true;
-	enrich_shared_set_env(environment, ENRICH_ENV_PAUSED, 0, message);
 }
 
 /*
- * worker_load_keys reads the keys when they changed (or at start), and
- * resumes the environments a refused key had paused.  The caller read the
+ * worker_load_keys reads the keys when they changed (or at start), and at
+ * least every enrich.idle_check; an environment a refused key paused
+ * resumes with a new key (a pause holds for the keys' generation it was
+ * made in, and a change found by reading makes a new one).  The caller read the
  * generation before its transaction's snapshot, so a key committed after
  * that snapshot shows as a newer generation in the next round.
  */
 static void
 worker_load_keys(uint64 generation)
 {
-	if (keys_loaded && generation == keys_generation_seen)
+	static TimestampTz read_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		told = !keys_loaded || generation != keys_generation_seen;
+	bool		changed = false;
+
+	/* read anyway every enrich.idle_check: a change no wake told of */
+	if (!told && !TimestampDifferenceExceeds(read_at, now, enrich_idle_check_ms))
 		return;
+	read_at = now;
 	for (int i = 0; i < ENRICH_ENV_COUNT; i++)
 	{
 		char	   *key = enrich_api_key_if_set(enrich_environment_name(i));
+		bool		same = keys_loaded && (key == NULL) == (envs[i].api_key == NULL) &&
+			(key == NULL || strcmp(key, envs[i].api_key) == 0);
 
+		if (same && !told)
+			continue;
+		changed |= !same;
 		if (envs[i].api_key)
 			pfree(envs[i].api_key);
 		envs[i].api_key = key ? MemoryContextStrdup(TopMemoryContext, key) : NULL;
-		if (envs[i].paused)
-		{
-			envs[i].paused = false;
-			enrich_shared_set_env(i, ENRICH_ENV_RUNNING, 0, NULL);
-		}
-		enrich_shared_set_env(i, ENRICH_ENV_RUNNING, 0,
-							  envs[i].api_key ? "" :
-							  psprintf("no API key is set for environment \"%s\"",
-									   enrich_environment_name(i)));
+		/* a key set: the environment's last error is forgotten */
+		enrich_shared_set_last_error(i, envs[i].api_key ? "" :
+									 psprintf("no API key is set for environment \"%s\"",
+											  enrich_environment_name(i)));
+	}
+	if (changed && !told)
+	{
+		/* found by reading: the other workers, and a pause, learn of it too */
+		enrich_shared_keys_changed();
+		generation = enrich_shared_keys_generation();
 	}
 	keys_generation_seen = generation;
 	keys_loaded = true;
-	reconcile_pending = true;	/* an environment may be callable again */
+	if (told || changed)
+		reconcile_pending = true;	/* an environment may be callable again */
 }
 
 /* env_callable says whether calls may go to an environment now */
@@ -299,7 +319,7 @@ env_callable(int environment, TimestampTz now, long *wait_ms)
 {
 	EnvState   *env = &envs[environment];
 
-	if (env->paused || env->api_key == NULL)
+	if (env->api_key == NULL || enrich_shared_env_paused(environment))
 		return false;
 	if (env->backoff_until > now)
 	{
@@ -338,13 +358,20 @@ clamp_poll(double ms)
 #define COLD_POLL_INTERVAL_MS 1000
 
 /*
+ * The longest a batch is believed to take: the API's timestamps can say
+ * anything (a completedAt in year 9999), and what is learned from them
+ * becomes a poll delay in milliseconds that must fit an int.
+ */
+#define COMPLETION_MS_MAX (24.0 * 3600 * 1000)
+
+/*
  * first_poll_ms is when to poll a new batch first, given how long batches
  * take: a little after it should be done
  */
 static double
 first_poll_ms(double took_ms)
 {
-	return took_ms * 1.1 + 20;
+	return Min(took_ms, COMPLETION_MS_MAX) * 1.1 + 20;
 }
 
 /*
@@ -378,6 +405,33 @@ plan_batch(EnrichOpenBatch *b, WorkerCall *call, EnrichHttpCall *http)
 }
 
 /*
+ * catalog_usable says whether the extension's catalog in this database is
+ * the version this library works with; a version it does not know (an
+ * ALTER EXTENSION UPDATE is due) is logged once
+ */
+static bool
+catalog_usable(const char *version)
+{
+	static char *logged = NULL;
+
+	if (version == NULL)
+		return false;			/* not installed here */
+	if (strcmp(version, ENRICH_CATALOG_VERSION) == 0)
+		return true;
+	if (logged == NULL || strcmp(logged, version) != 0)
+	{
+		ereport(LOG,
+				(errmsg("enrich worker: the catalog of extension enrich in database \"%s\" is version %s; this library works with version %s",
+						enrich_database, version, ENRICH_CATALOG_VERSION),
+				 errhint("Run ALTER EXTENSION enrich UPDATE in that database; the workers wait until then.")));
+		if (logged != NULL)
+			pfree(logged);
+		logged = MemoryContextStrdup(TopMemoryContext, version);
+	}
+	return false;
+}
+
+/*
  * worker_plan claims requests and picks due batches, filling calls and
  * starting each one (enrich_http_start); *started counts the calls
  * started, even when an error cuts the plan short, so that the caller
@@ -398,10 +452,10 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 	uint64		keys_generation = enrich_shared_keys_generation();
 
 	worker_begin("enrich: planning");
-	if (!enrich_queue_extension_present())
+	if (!catalog_usable(enrich_queue_catalog_version()))
 	{
 		worker_commit();
-		*sleep_ms = -1;			/* CREATE EXTENSION wakes the worker */
+		*sleep_ms = -1;			/* CREATE or ALTER EXTENSION wakes the worker */
 		return;
 	}
 	if (!recovered)
@@ -450,12 +504,17 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 			ncalls++;
 			enrich_http_start(&https[ncalls - 1]);
 			*started = ncalls;
+			/* sent while the next chunk is claimed */
+			enrich_http_drive();
 		}
 	}
 
 	/* poll or page the batches that are due */
 	worker_begin("enrich: planning");
 	nbatches = enrich_queue_due_batches(enrich_max_in_flight * 2, &batches);
+	/* and write back what rows locked at the time kept out */
+	if (enrich_write_back_retry(ENRICH_API_MAX_REQUESTS) > 0)
+		wait_ms = 0;
 	for (int i = 0; i < nbatches && ncalls < enrich_max_in_flight; i++)
 	{
 		EnrichOpenBatch *b = &batches[i];
@@ -492,6 +551,7 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 		enrich_http_start(&https[i]);
 		*started = i + 1;
 	}
+	enrich_http_drive();
 }
 
 /*
@@ -615,6 +675,7 @@ completion_ms(const EnrichBatchStatus *status)
 {
 	TimestampTz created;
 	TimestampTz completed;
+	double		took;
 
 	if (status->completed_at == NULL)
 		return -1;
@@ -626,7 +687,10 @@ completion_ms(const EnrichBatchStatus *status)
 														CStringGetDatum(status->completed_at),
 														ObjectIdGetDatum(InvalidOid),
 														Int32GetDatum(-1)));
-	return Max((completed - created) / 1000.0, 0.0);
+	took = (completed - created) / 1000.0;
+	if (took > COMPLETION_MS_MAX)
+		return -1;				/* not believed: nothing is learned from it */
+	return Max(took, 0.0);
 }
 
 /* record_batch_failure handles a failed status or items call of a batch */
@@ -802,6 +866,28 @@ record_items(WorkerCall *call, EnrichHttpCall *http)
 	}
 }
 
+/*
+ * postpone_batch puts off the next call of a batch whose answer could not
+ * be recorded, by its poll interval doubled, so that an error that lasts
+ * is not met again at once (and logged) in a loop
+ */
+static void
+postpone_batch(EnrichOpenBatch *b)
+{
+	PG_TRY();
+	{
+		worker_begin("enrich: postponing a batch");
+		enrich_queue_batch_error(b->batch_id, clamp_poll(Max(b->poll_interval_ms, 500) * 2.0),
+								 "its answer could not be recorded (see the server log)", false);
+		worker_commit();
+	}
+	PG_CATCH();
+	{
+		worker_error(b->environment, "postponing a batch");
+	}
+	PG_END_TRY();
+}
+
 /* worker_record records the answer to one call in its own transaction */
 static void
 worker_record(WorkerCall *call, EnrichHttpCall *http)
@@ -833,32 +919,36 @@ worker_record(WorkerCall *call, EnrichHttpCall *http)
 		worker_error(call->environment, activity[call->kind]);
 		/* a bulk enrich the API may have accepted is left 'submitting' */
 		reconcile_pending = true;
+		if (call->batch != NULL)
+			postpone_batch(call->batch);
 	}
 	PG_END_TRY();
+}
+
+/* batch_hash is the hash of a batch id that foreign_batches keeps */
+static uint64
+batch_hash(const char *batch_id)
+{
+	return hash_bytes_extended((const unsigned char *) batch_id, strlen(batch_id), 0);
 }
 
 /* batch_is_foreign says whether reconciliation already found a batch not ours */
 static bool
 batch_is_foreign(const char *batch_id)
 {
-	ListCell   *lc;
+	uint64		h = batch_hash(batch_id);
 
-	foreach(lc, foreign_batches)
-		if (strcmp((char *) lfirst(lc), batch_id) == 0)
+	for (int i = 0; i < Min(nforeign_batches, FOREIGN_BATCHES_KEPT); i++)
+		if (foreign_batches[i] == h)
 			return true;
 	return false;
 }
 
-/* remember_foreign remembers a batch that is not ours (at most 1000) */
+/* remember_foreign remembers a batch that is not ours, in place of the oldest */
 static void
 remember_foreign(const char *batch_id)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-	if (list_length(foreign_batches) >= 1000)
-		foreign_batches = list_delete_first(foreign_batches);
-	foreign_batches = lappend(foreign_batches, pstrdup(batch_id));
-	MemoryContextSwitchTo(old);
+	foreign_batches[nforeign_batches++ % FOREIGN_BATCHES_KEPT] = batch_hash(batch_id);
 }
 
 /* call_once makes one API call of an environment now */
@@ -1060,7 +1150,7 @@ worker_reconcile(void)
 		for_stopped = reconcile_lock(true);
 		for (int e = 0; e < ENRICH_ENV_COUNT; e++)
 		{
-			if (envs[e].paused || envs[e].api_key == NULL)
+			if (envs[e].api_key == NULL || enrich_shared_env_paused(e))
 				continue;		/* a new key sets reconcile_pending again */
 			if (!env_callable(e, now, &unused))
 			{
@@ -1180,44 +1270,63 @@ worker_round(void)
 }
 
 /*
- * enrich_worker_sigterm asks the worker to stop after the round under way:
- * the calls it made are answered and recorded first, so a stop never leaves
- * a request sent but unrecorded
+ * worker_ignore_idle_cancel forgets a cancel (pg_cancel_backend) that came
+ * while the worker slept: there was no statement to cancel.  A cancel
+ * during a round cancels the step under way, which is logged, and the
+ * worker goes on.
  */
 static void
-enrich_worker_sigterm(SIGNAL_ARGS)
+worker_ignore_idle_cancel(void)
 {
-	int			save_errno = errno;
-
-	shutdown_requested = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
+	QueryCancelPending = false;
 }
 
-/* worker_exit_if_asked ends the worker between rounds when SIGTERM came */
-static void
-worker_exit_if_asked(void)
+/*
+ * worker_iteration runs one round with every error caught (a cancel that
+ * reached a step outside the round's own handlers, say): logged, and the
+ * worker goes on a second later instead of exiting
+ */
+static long
+worker_iteration(void)
 {
-	if (!shutdown_requested)
-		return;
-	ereport(LOG, (errmsg("enrich worker shutting down")));
-	/* exit code 1: the postmaster starts the worker again unless it is stopping */
-	proc_exit(1);
+	volatile long sleep_ms = 0;
+
+	PG_TRY();
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		sleep_ms = worker_round();
+	}
+	PG_CATCH();
+	{
+		worker_error(-1, "a round");
+		sleep_ms = 1000;
+	}
+	PG_END_TRY();
+	return sleep_ms;
 }
 
 /*
  * enrich_worker_main is the worker's entry point: signals, the connection
- * to enrich.database, then the loop
+ * to enrich.database under pinned settings, then the loop.  SIGTERM (die)
+ * stops the worker at once, whatever it waits on: a bulk enrich sent and
+ * not recorded is reconciled by the workers that run (or by this one,
+ * started again).
  */
 void
 enrich_worker_main(Datum main_arg)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, enrich_worker_sigterm);
+	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	worker_slot = DatumGetInt32(main_arg);
 	BackgroundWorkerInitializeConnection(enrich_database, NULL, 0);
+	enrich_pin_worker_settings();
 	enrich_shared_worker_started(worker_slot);
 	pgstat_report_appname("enrich worker");
 	srandom((unsigned int) (MyProcPid ^ GetCurrentTimestamp()));
@@ -1236,32 +1345,27 @@ enrich_worker_main(Datum main_arg)
 	for (;;)
 	{
 		long		sleep_ms;
+		uint64		wakes = enrich_shared_wake_generation();
 
 		MemoryContextReset(loop_context);
 		MemoryContextSwitchTo(loop_context);
-		CHECK_FOR_INTERRUPTS();
-		worker_exit_if_asked();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-
-		sleep_ms = worker_round();
+		worker_ignore_idle_cancel();
+		sleep_ms = worker_iteration();
 
 		/*
-		 * A SIGTERM or SIGHUP that came during the round set the latch, but
-		 * a wait inside the round (for a lock, or for a buffer another
-		 * process reads in) may have reset it since: without this look at
-		 * the flags, a worker with nothing to do would sleep on through a
-		 * shutdown.
+		 * A wake that came during the round set the latch, but a wait
+		 * inside the round (for a lock, or for a buffer another process
+		 * reads in) may have reset it since, and the round may have looked
+		 * at the queue before the commit that asked for the wake: the
+		 * count of wakes tells.  A SIGHUP is looked at likewise.
 		 */
-		if (sleep_ms == 0 || shutdown_requested || ConfigReloadPending)
+		if (sleep_ms == 0 || ConfigReloadPending || wakes != enrich_shared_wake_generation())
 			continue;
 
+		/* with nothing pending, look anyway every enrich.idle_check */
 		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (sleep_ms > 0 ? WL_TIMEOUT : 0),
-						 sleep_ms > 0 ? sleep_ms : 0,
+						 WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | WL_TIMEOUT,
+						 sleep_ms > 0 ? Min(sleep_ms, enrich_idle_check_ms) : enrich_idle_check_ms,
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}

@@ -1,0 +1,168 @@
+/*-------------------------------------------------------------------------
+ *
+ * plans.c
+ *	  SPI helpers the worker's modules share: a statement prepared on first
+ *	  use and kept for the life of the process, run with its answer checked;
+ *	  the array datums the statements take; the columns of their results.
+ *
+ * The worker's session runs under the pinned settings (security.c), so a
+ * kept plan, made again after a change of a table it reads, resolves its
+ * names the same way every time.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "storage/bufmgr.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+
+#include "plans.h"
+
+/* enrich_plan_prepare prepares sql into *plan on first use and keeps it */
+SPIPlanPtr
+enrich_plan_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		MemoryContext caller = CurrentMemoryContext;
+		SPIPlanPtr	prepared = SPI_prepare(sql, nargs, argtypes);
+
+		MemoryContextSwitchTo(caller);
+		if (prepared == NULL)
+			elog(ERROR, "enrich: could not prepare a statement: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(prepared);
+		*plan = prepared;
+	}
+	return *plan;
+}
+
+/*
+ * enrich_plan_run prepares sql into *plan on first use (keeping it), runs
+ * it and checks SPI's answer; it returns how many rows it processed.  SPI
+ * leaves its own procedure context current after a call; the caller's
+ * context is restored so that what the caller allocates next outlives
+ * SPI_finish.
+ */
+uint64
+enrich_plan_run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+				Datum *values, const char *nulls, bool read_only)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	int			rc;
+
+	rc = SPI_execute_plan(enrich_plan_prepare(plan, sql, nargs, argtypes), values, nulls,
+						  read_only, 0);
+	MemoryContextSwitchTo(caller);
+	if (rc < 0)
+		elog(ERROR, "enrich: a statement failed: %s (%.60s...)", SPI_result_code_string(rc), sql);
+	return SPI_processed;
+}
+
+/*
+ * A kept plan suits the size and the statistics its tables had when it was
+ * made; the plans are made again when a table has doubled since, past
+ * REPLAN_MIN_BLOCKS.
+ */
+#define REPLAN_MIN_BLOCKS 64
+
+/*
+ * enrich_relation_outgrew says whether a table has doubled since *blocks (past
+ * REPLAN_MIN_BLOCKS), and then sets *blocks to its size now; *analyzed says
+ * whether it was ever analyzed
+ */
+bool
+enrich_relation_outgrew(Oid relid, BlockNumber *blocks, bool *analyzed)
+{
+	Relation	rel = try_relation_open(relid, AccessShareLock);
+	BlockNumber now;
+
+	if (rel == NULL)
+		return false;
+	now = RelationGetNumberOfBlocks(rel);
+	if (analyzed != NULL)
+		*analyzed = rel->rd_rel->reltuples >= 0;
+	relation_close(rel, AccessShareLock);
+	if (now <= Max(*blocks * 2, REPLAN_MIN_BLOCKS))
+		return false;
+	*blocks = now;
+	return true;
+}
+
+/* enrich_int8_array makes a bigint[] datum */
+Datum
+enrich_int8_array(const int64 *values, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(values[i]);
+	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * enrich_varlena_array makes a one-dimensional array datum of a varlena
+ * type (text, jsonb) from pointers to its values; NULL pointers become NULL
+ * elements
+ */
+Datum
+enrich_varlena_array(void **values, int n, Oid element_type)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+	{
+		nulls[i] = (values[i] == NULL);
+		d[i] = PointerGetDatum(values[i]);
+	}
+	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, element_type, -1, false,
+											  TYPALIGN_INT));
+}
+
+/* enrich_text_array makes a text[] datum; NULL strings become NULL elements */
+Datum
+enrich_text_array(char **values, int n)
+{
+	void	  **texts = palloc(sizeof(void *) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		texts[i] = values[i] != NULL ? cstring_to_text(values[i]) : NULL;
+	return enrich_varlena_array(texts, n, TEXTOID);
+}
+
+/* enrich_column_text returns a column of the current SPI result as a string or NULL */
+char *
+enrich_column_text(uint64 row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+/* enrich_column_int64 returns an integer column of the current SPI result (NULL: 0) */
+int64
+enrich_column_int64(uint64 row, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+
+	if (isnull)
+		return 0;
+	switch (SPI_gettypeid(SPI_tuptable->tupdesc, col))
+	{
+		case INT8OID:
+			return DatumGetInt64(d);
+		case INT4OID:
+			return DatumGetInt32(d);
+		case FLOAT8OID:
+			return (int64) DatumGetFloat8(d);
+		default:
+			return pg_strtoint64(enrich_column_text(row, col));
+	}
+}

@@ -1,0 +1,27 @@
+/*-------------------------------------------------------------------------
+ *
+ * plans.h
+ *	  SPI helpers the worker's modules share (plans.c): statements prepared
+ *	  once and kept, the array arguments they take and the columns of their
+ *	  results.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ENRICH_PLANS_H
+#define ENRICH_PLANS_H
+
+#include "executor/spi.h"
+#include "storage/block.h"
+
+extern SPIPlanPtr enrich_plan_prepare(SPIPlanPtr *plan, const char *sql, int nargs,
+									  Oid *argtypes);
+extern uint64 enrich_plan_run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+							  Datum *values, const char *nulls, bool read_only);
+extern bool enrich_relation_outgrew(Oid relid, BlockNumber *blocks, bool *analyzed);
+extern Datum enrich_int8_array(const int64 *values, int n);
+extern Datum enrich_varlena_array(void **values, int n, Oid element_type);
+extern Datum enrich_text_array(char **values, int n);
+extern char *enrich_column_text(uint64 row, int col);
+extern int64 enrich_column_int64(uint64 row, int col);
+
+#endif							/* ENRICH_PLANS_H */
