@@ -32,7 +32,7 @@
 /* The hostile kinds, by the name the setting uses. */
 const char *const mock_hostile_names[HOSTILE_COUNT] = {
 	"none", "oversized", "deep", "wrong_types", "missing_fields", "bad_values",
-	"duplicate_items", "replay_cursor", "rewind_cursor", "foreign_metadata"
+	"duplicate_items", "replay_cursor", "rewind_cursor", "foreign_metadata", "far_future"
 };
 
 static mock_faults current = NO_FAULTS;

@@ -19,6 +19,7 @@
  *	  rewind_cursor		the next cursor of a page after the first is that of
  *						the first page
  *	  foreign_metadata	an item echoes the metadata of another batch
+ *	  far_future		a completed batch's completedAt is 9999-12-31T23:59:59Z
  *
  *	  The three page faults are decided by store.c while it builds the page;
  *	  the others rewrite the reply the endpoint built.  Nothing here runs
@@ -75,6 +76,8 @@ hostile_applies(mock_hostile kind, mock_endpoint ep)
 			return ep == EP_LIST_ITEMS;
 		case HOSTILE_FOREIGN_METADATA:
 			return ep == EP_LIST_ITEMS || ep == EP_GET_ITEM;
+		case HOSTILE_FAR_FUTURE:
+			return ep == EP_BATCH_STATUS || ep == EP_LIST_BATCHES;
 		default:
 			return false;
 	}
@@ -252,8 +255,12 @@ mutate(json_object *v, const mock_faults *f)
 				changed = true;
 				continue;
 			}
-			repl = (f->hostile == HOSTILE_WRONG_TYPES) ? wrong_type(val) :
-				bad_value(keys[i], val);
+			if (f->hostile == HOSTILE_FAR_FUTURE)
+				repl = (strcmp(keys[i], "completedAt") == 0 && json_object_is_type(val, json_type_string)) ?
+					json_object_new_string("9999-12-31T23:59:59Z") : NULL;
+			else
+				repl = (f->hostile == HOSTILE_WRONG_TYPES) ? wrong_type(val) :
+					bad_value(keys[i], val);
 			if (repl)
 			{
 				json_object_object_add(v, keys[i], repl);
@@ -395,6 +402,7 @@ hostile_apply(const mock_faults *f, const mock_call *call, mock_reply *r)
 		case HOSTILE_MISSING_FIELDS:
 		case HOSTILE_BAD_VALUES:
 		case HOSTILE_FOREIGN_METADATA:
+		case HOSTILE_FAR_FUTURE:
 			changed = rewrite(f, call, r);
 			break;
 		case HOSTILE_DUPLICATE_ITEMS:

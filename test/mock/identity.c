@@ -270,6 +270,11 @@ identity_person_json(sbuf *b, const char *normalized, bool is_url)
 	}
 	else
 		sbuf_puts(b, "null");
-	sbuf_printf(b, ",\"skills\":[\"%s\",\"%s\",\"%s\"],\"yearsOfExperience\":%d}",
+	sbuf_printf(b, ",\"skills\":[\"%s\",\"%s\",\"%s\"],\"yearsOfExperience\":%d",
 				skills[s1], skills[s2], skills[s3], years);
+	/* integers beyond 64 bits, which a client must keep digit for digit */
+	if (contains_ci(normalized, "bignum"))
+		sbuf_puts(b, ",\"registryNumber\":123456789012345678901234567890123,"
+				  "\"balance\":-98765432109876543210987,\"ids\":[18446744073709551616,1e400,7]");
+	sbuf_puts(b, "}");
 }

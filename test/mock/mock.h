@@ -93,6 +93,7 @@ typedef enum mock_hostile
 	HOSTILE_REPLAY_CURSOR,		/* the next cursor is the one asked for */
 	HOSTILE_REWIND_CURSOR,		/* the next cursor is the first page's */
 	HOSTILE_FOREIGN_METADATA,	/* an item echoes metadata of another batch */
+	HOSTILE_FAR_FUTURE,			/* completedAt in year 9999 */
 	HOSTILE_COUNT
 } mock_hostile;
 
