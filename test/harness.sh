@@ -47,6 +47,10 @@ as_runner()
 # copy what the runner needs into the work directory it can read
 mkdir -p "$work/test"
 cp -r "$top/test/." "$work/test/"
+# the README too (a test runs its grant block exactly as written), and the C
+# sources (a test reads the SQL in them)
+cp "$top/README.md" "$work/README.md"
+cp -r "$top/src" "$work/src"
 
 # sanitized run: a pg_ctl first in PATH that preloads the runtimes, so that
 # the postmasters it starts (and their backends) can load a sanitized

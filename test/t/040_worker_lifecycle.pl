@@ -1,6 +1,7 @@
 # The worker's life: woken at commit (not by polling), idle without a single
 # query, settings reloaded on SIGHUP, paused by a refused key and resumed by
-# enrich_set_api_key, and stopped by SIGTERM mid-run with nothing lost.
+# enrich_set_api_key, and stopped by SIGTERM mid-run with nothing lost and
+# nothing paid twice (what it sent and did not record is reconciled).
 use strict;
 use warnings;
 use FindBin;
@@ -92,7 +93,8 @@ $node->wait_for(q{SELECT count(*) = 3000 FROM enrich.requests WHERE person_id LI
 my $subs = $other->stats->{submissions};
 is(scalar(grep { /^personId:p-term-/ } keys %$subs), 3000, 'each person was submitted');
 is(scalar(grep { /^personId:p-term-/ && $subs->{$_} > 1 } keys %$subs), 0, 'none twice');
-ok($node->log_contains(qr/enrich worker shutting down/), 'the worker logged its stop');
+ok($node->log_contains(qr/terminating background worker "enrich worker" due to administrator command/),
+	'the worker logged its stop');
 
 $node->stop;
 $mock->stop;

@@ -36,13 +36,12 @@ $node->wait_for(q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type =
 	'two workers run');
 is(sql(q{SELECT state FROM enrich.worker_state('test')}), 'running', 'their state is running');
 
-# SIGTERM while a worker waits for a lock: the wait resets the latch the
-# signal set, and the worker must still stop once its round ends, not
-# sleep on with nothing to do.  Nothing is queued yet: once their first
-# reconciliation is over (it runs once a second while pending), the workers
-# sleep until they are woken.  A lock wait's deadlock check would set the
-# latch again after deadlock_timeout, so that is made longer than the test
-# waits, for this test only.
+# SIGTERM while a worker waits for a lock stops it there and then, the lock
+# still held: nothing a worker waits on keeps it from stopping.  Nothing is
+# queued yet: once their first reconciliation is over (it runs once a
+# second while pending), the workers sleep until they are woken.  A lock
+# wait's deadlock check would set the latch after deadlock_timeout, so
+# that is made longer than the test waits, for this test only.
 sql(q{ALTER SYSTEM SET deadlock_timeout = '1min'; SELECT pg_reload_conf()});
 Time::HiRes::sleep(2);
 my $locker = $node->background_psql('postgres');
@@ -54,12 +53,13 @@ $node->wait_for(q{SELECT count(*) >= 1 FROM pg_stat_activity
 my $waiting = sql(q{SELECT min(pid) FROM pg_stat_activity
 		WHERE backend_type = 'enrich worker' AND wait_event_type = 'Lock'});
 sql("SELECT pg_terminate_backend($waiting)");
-Time::HiRes::sleep(0.2);
+$node->wait_for(qq{SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $waiting},
+	'the worker sent SIGTERM while it waited for a lock stopped with the lock still held');
 $locker->query_safe('COMMIT');
 $locker->quit;
 $node->wait_for(qq{SELECT count(*) = current_setting('enrich.workers')::int AND bool_and(pid <> $waiting)
 			FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
-	'the worker sent SIGTERM while it waited for a lock stopped after its round (and was started again)', 15);
+	'and was started again', 15);
 sql(q{ALTER SYSTEM RESET deadlock_timeout; SELECT pg_reload_conf()});
 
 # 200 requests queued by hand and 200 contacts of a watched table, in one

@@ -35,9 +35,11 @@ restart_after_crash = on
 $node->safe_psql('postgres', q{
 	CREATE TABLE contacts (id int PRIMARY KEY, url text, person jsonb);
 	CREATE TABLE person_writes (id int, n int);
+	-- it names its table's schema: the worker's write-back runs triggers
+	-- under search_path = pg_catalog, pg_temp
 	CREATE FUNCTION count_person_writes() RETURNS trigger LANGUAGE plpgsql AS $$
 	BEGIN
-		INSERT INTO person_writes
+		INSERT INTO public.person_writes
 		SELECT n.id, 1 FROM new_rows n JOIN old_rows o USING (id)
 		WHERE n.person IS DISTINCT FROM o.person;
 		RETURN NULL;
