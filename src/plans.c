@@ -19,6 +19,7 @@
 #include "utils/array.h"
 #include "storage/bufmgr.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 
 #include "plans.h"
@@ -92,6 +93,43 @@ enrich_relation_outgrew(Oid relid, BlockNumber *blocks, bool *analyzed)
 		return false;
 	*blocks = now;
 	return true;
+}
+
+/*
+ * enrich_plan_slot returns where the kept plan of a statement of a table
+ * (relid, and kind, a number of the caller's) is, in the caller's list
+ * *slots.  The statement is built on every call from the catalog as it is
+ * then: a slot that held another text (another watch, a changed column
+ * type, a renamed table), or, with replan_grown, whose table has doubled
+ * since, is emptied, its plan freed, to be prepared again.
+ */
+SPIPlanPtr *
+enrich_plan_slot(EnrichPlanSlot **slots, Oid relid, int kind, const char *sql, bool replan_grown)
+{
+	EnrichPlanSlot *slot;
+
+	for (slot = *slots; slot != NULL; slot = slot->next)
+		if (slot->relid == relid && slot->kind == kind)
+			break;
+	if (slot == NULL)
+	{
+		slot = MemoryContextAllocZero(TopMemoryContext, sizeof(EnrichPlanSlot));
+		slot->relid = relid;
+		slot->kind = kind;
+		slot->next = *slots;
+		*slots = slot;
+	}
+	if (slot->sql == NULL || strcmp(slot->sql, sql) != 0 ||
+		(replan_grown && enrich_relation_outgrew(relid, &slot->blocks, NULL)))
+	{
+		if (slot->plan != NULL)
+			SPI_freeplan(slot->plan);
+		slot->plan = NULL;
+		if (slot->sql != NULL)
+			pfree(slot->sql);
+		slot->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	}
+	return &slot->plan;
 }
 
 /* enrich_int8_array makes a bigint[] datum */

@@ -13,6 +13,19 @@
 #include "executor/spi.h"
 #include "storage/block.h"
 
+/* the kept plan of a statement built for one table (enrich_plan_slot) */
+typedef struct EnrichPlanSlot
+{
+	Oid			relid;
+	int			kind;			/* which statement of the table, the caller's */
+	char	   *sql;			/* the text it was prepared from */
+	SPIPlanPtr	plan;			/* NULL until prepared */
+	BlockNumber blocks;			/* the table's size when it was made */
+	struct EnrichPlanSlot *next;
+} EnrichPlanSlot;
+
+extern SPIPlanPtr *enrich_plan_slot(EnrichPlanSlot **slots, Oid relid, int kind,
+									const char *sql, bool replan_grown);
 extern SPIPlanPtr enrich_plan_prepare(SPIPlanPtr *plan, const char *sql, int nargs,
 									  Oid *argtypes);
 extern uint64 enrich_plan_run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,

@@ -4,8 +4,9 @@
  *	  All SQL on enrich's own tables of requests and batches: the batch that
  *	  enrich_submit records, and every step of the worker (claiming due
  *	  requests with their duplicates, recording submitted batches, polls,
- *	  pages of items applied with their cursor, retries, recovery at start)
- *	  and the write-back of persons into watched tables.
+ *	  pages of items applied with their cursor, retries, recovery at start);
+ *	  the persons a page settles are handed to writeback.c.  The workers'
+ *	  session runs under the pinned settings (security.c).
  *
  *-------------------------------------------------------------------------
  */

@@ -15,15 +15,16 @@
  * queued from a watched table is judged exactly as a row inserted by hand.
  *
  * The users who insert contacts have no privilege on enrich's tables, so
- * the statements on them run as the bootstrap superuser in a restricted
- * security context (enrich_run_privileged, or run_kept_plan for the
- * statements the trigger prepares once per backend and keeps), with
- * search_path set to pg_catalog.  Those statements evaluate nothing that a
- * table owner could have defined: identifier columns are text, varchar or
- * bpchar, primary key values of a user-defined type are turned into text
- * by the type's output function (format's %s), never by a cast a user may
- * have created, and rows are matched on that text, never with the type's
- * operators.
+ * the statements on them run as the bootstrap superuser (security.c:
+ * enrich_run_privileged, or enrich_run_privileged_plan for the statements
+ * the trigger prepares once per backend and keeps), under the pinned
+ * settings.  Those statements evaluate nothing that a table owner could
+ * have defined, and read no user table by name: the trigger reads its
+ * transition tables, a backfill reads the table in C by OID; identifier
+ * columns are text, varchar or bpchar, primary key values of a
+ * user-defined type are turned into text by the type's output function
+ * (format's %s), never by a cast a user may have created, and rows are
+ * matched on that text, never with the type's operators.
  *
  *-------------------------------------------------------------------------
  */
@@ -65,6 +66,7 @@
 
 #include "api.h"
 #include "enrich.h"
+#include "plans.h"
 #include "queue.h"
 #include "security.h"
 
@@ -1029,51 +1031,8 @@ watch_arguments(const EnrichWatch *w, Datum *values, char *nulls)
 	values[1] = ObjectIdGetDatum(w->relid);
 }
 
-/* the kept plan of the statement that queues the rows of a watched table */
-typedef struct EnqueuePlan
-{
-	Oid			relid;
-	EnrichEnqueueSource source;
-	char	   *sql;			/* the statement it is prepared from */
-	SPIPlanPtr	plan;			/* NULL until prepared */
-	struct EnqueuePlan *next;
-} EnqueuePlan;
-
-static EnqueuePlan *enqueue_plans = NULL;
-
-/*
- * enqueue_plan_slot returns where the kept plan of a watched table's
- * statement is.  The statement is built on every call from the watch and
- * the table's columns as they are then; a different text (another watch,
- * a changed column type) replaces the plan.
- */
-static SPIPlanPtr *
-enqueue_plan_slot(Oid relid, EnrichEnqueueSource source, const char *sql)
-{
-	EnqueuePlan *entry;
-
-	for (entry = enqueue_plans; entry != NULL; entry = entry->next)
-		if (entry->relid == relid && entry->source == source)
-			break;
-	if (entry == NULL)
-	{
-		entry = MemoryContextAllocZero(TopMemoryContext, sizeof(EnqueuePlan));
-		entry->relid = relid;
-		entry->source = source;
-		entry->next = enqueue_plans;
-		enqueue_plans = entry;
-	}
-	if (entry->sql == NULL || strcmp(entry->sql, sql) != 0)
-	{
-		if (entry->plan != NULL)
-			SPI_freeplan(entry->plan);
-		entry->plan = NULL;
-		if (entry->sql != NULL)
-			pfree(entry->sql);
-		entry->sql = MemoryContextStrdup(TopMemoryContext, sql);
-	}
-	return &entry->plan;
-}
+/* the kept plans of the statements that queue the rows of watched tables */
+static EnrichPlanSlot *enqueue_plans = NULL;
 
 /*
  * enqueue_run runs the statement of enqueue_sql as the bootstrap superuser
@@ -1378,7 +1337,8 @@ enrich_enqueue_from_source(PG_FUNCTION_ARGS)
 					  trigdata->tg_trigger->tgoldtable);
 
 	/* the join of an UPDATE's statement is planned for each statement's sizes */
-	enqueue_run(&w, sql, enqueue_plan_slot(w.relid, source, sql), CURSOR_OPT_CUSTOM_PLAN);
+	enqueue_run(&w, sql, enrich_plan_slot(&enqueue_plans, w.relid, (int) source, sql, false),
+				CURSOR_OPT_CUSTOM_PLAN);
 	SPI_finish();
 	return PointerGetDatum(NULL);
 }

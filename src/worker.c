@@ -12,7 +12,7 @@
  * (a hash of the id, whichever worker sent them, shared among the workers
  * that run); they share the token buckets of the rate tiers.  A worker
  * reconciles the submissions it claimed itself, and one at a time (the one
- * that holds an advisory lock) also those of workers that stopped.
+ * that holds the workers' reconcile lock) also those of workers that stopped.
  *
  * One round of the loop claims requests, a chunk per short transaction,
  * and picks the due batches; each call starts as soon as what it carries
@@ -668,7 +668,7 @@ record_submit(WorkerCall *call, EnrichHttpCall *http)
 
 /*
  * completion_ms reads how long a completed batch took on the server
- * (completedAt - createdAt), or -1
+ * (completedAt - createdAt), or -1 when it is unknown or beyond COMPLETION_MS_MAX
  */
 static double
 completion_ms(const EnrichBatchStatus *status)

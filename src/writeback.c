@@ -89,18 +89,8 @@ typedef enum WriteBackStatement
 	WB_NSTATEMENTS
 } WriteBackStatement;
 
-/* the kept plan of a statement of one table */
-typedef struct WriteBackPlan
-{
-	Oid			relid;
-	WriteBackStatement which;
-	char	   *sql;			/* the statement it was prepared from */
-	SPIPlanPtr	plan;
-	BlockNumber blocks;			/* the table's size when it was made */
-	struct WriteBackPlan *next;
-} WriteBackPlan;
-
-static WriteBackPlan *write_back_plans = NULL;
+/* the kept plans of the statements of the watched tables */
+static EnrichPlanSlot *write_back_plans = NULL;
 
 /* what a page's write did with each key of a group */
 typedef enum KeyOutcome
@@ -418,35 +408,14 @@ write_back_plan(const WriteBackTarget *t, WriteBackStatement which)
 {
 	Oid			argtypes[2] = {TEXTARRAYOID, JSONBARRAYOID};
 	char	   *sql = write_back_sql(t, which);
-	WriteBackPlan *entry;
+	SPIPlanPtr *plan = enrich_plan_slot(&write_back_plans, t->relid, (int) which, sql, true);
 
-	for (entry = write_back_plans; entry != NULL; entry = entry->next)
-		if (entry->relid == t->relid && entry->which == which)
-			break;
-	if (entry == NULL)
-	{
-		entry = MemoryContextAllocZero(TopMemoryContext, sizeof(WriteBackPlan));
-		entry->relid = t->relid;
-		entry->which = which;
-		entry->next = write_back_plans;
-		write_back_plans = entry;
-	}
-	if (entry->plan == NULL || strcmp(entry->sql, sql) != 0 ||
-		enrich_relation_outgrew(t->relid, &entry->blocks, NULL))
-	{
-		if (entry->plan != NULL)
-			SPI_freeplan(entry->plan);
-		entry->plan = NULL;
-		if (entry->sql != NULL)
-			pfree(entry->sql);
-		entry->sql = MemoryContextStrdup(TopMemoryContext, sql);
-		(void) enrich_plan_prepare(&entry->plan, sql, which == WB_UPDATE ? 2 : 1, argtypes);
-	}
-	if (!plan_names_only(entry->plan, t->relid))
+	(void) enrich_plan_prepare(plan, sql, which == WB_UPDATE ? 2 : 1, argtypes);
+	if (!plan_names_only(*plan, t->relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("the name %s no longer means the watched table with OID %u", t->name, t->relid)));
-	return entry->plan;
+	return *plan;
 }
 
 /* run_keys runs a statement of a table with keys (and persons, for an update) */
