@@ -24,7 +24,51 @@
 
 #include "plans.h"
 
-/* enrich_plan_prepare prepares sql into *plan on first use and keeps it */
+/*
+ * Every place a kept plan of the worker's is kept in, so that all of them
+ * can be made again at once (enrich_plans_forget): a plan made while
+ * enrich.requests was empty reads it with a sequential scan for good.
+ */
+static SPIPlanPtr **kept_plans = NULL;
+static int	nkept_plans = 0;
+static int	kept_plans_cap = 0;
+
+/* remember_kept_plan adds a place a plan is kept in, once */
+static void
+remember_kept_plan(SPIPlanPtr *plan)
+{
+	for (int i = 0; i < nkept_plans; i++)
+		if (kept_plans[i] == plan)
+			return;
+	if (nkept_plans == kept_plans_cap)
+	{
+		kept_plans_cap = Max(64, kept_plans_cap * 2);
+		kept_plans = kept_plans == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(SPIPlanPtr *) * kept_plans_cap) :
+			repalloc(kept_plans, sizeof(SPIPlanPtr *) * kept_plans_cap);
+	}
+	kept_plans[nkept_plans++] = plan;
+}
+
+/*
+ * enrich_plans_forget frees every kept plan, each to be prepared again at
+ * its next use, with the statistics of now
+ */
+void
+enrich_plans_forget(void)
+{
+	for (int i = 0; i < nkept_plans; i++)
+	{
+		if (*kept_plans[i] != NULL)
+			SPI_freeplan(*kept_plans[i]);
+		*kept_plans[i] = NULL;
+	}
+}
+
+/*
+ * enrich_plan_prepare prepares sql into *plan on first use and keeps it;
+ * *plan must live as long as the process (a static, or a kept slot)
+ */
 SPIPlanPtr
 enrich_plan_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 {
@@ -39,6 +83,7 @@ enrich_plan_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 				 SPI_result_code_string(SPI_result));
 		SPI_keepplan(prepared);
 		*plan = prepared;
+		remember_kept_plan(plan);
 	}
 	return *plan;
 }

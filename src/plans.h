@@ -24,6 +24,7 @@ typedef struct EnrichPlanSlot
 	struct EnrichPlanSlot *next;
 } EnrichPlanSlot;
 
+extern void enrich_plans_forget(void);
 extern SPIPlanPtr *enrich_plan_slot(EnrichPlanSlot **slots, Oid relid, int kind,
 									const char *sql, bool replan_grown);
 extern SPIPlanPtr enrich_plan_prepare(SPIPlanPtr *plan, const char *sql, int nargs,

@@ -193,7 +193,7 @@ static SPIPlanPtr queue_plans[Q_COUNT];
 static BlockNumber queue_plans_blocks = 0;
 
 /*
- * enrich_queue_refresh_plans drops the kept queue plans when
+ * enrich_queue_refresh_plans drops the kept plans of the worker when
  * enrich.requests has doubled since they were made, each to be made again
  * at its next use; a table never analyzed is analyzed first
  */
@@ -216,12 +216,8 @@ enrich_queue_refresh_plans(void)
 		if (rc < 0)
 			elog(ERROR, "enrich: analyzing enrich.requests failed: %s", SPI_result_code_string(rc));
 	}
-	for (int i = 0; i < Q_COUNT; i++)
-	{
-		if (queue_plans[i] != NULL)
-			SPI_freeplan(queue_plans[i]);
-		queue_plans[i] = NULL;
-	}
+	/* the write-back's plans too, whose statements read enrich.requests */
+	enrich_plans_forget();
 }
 
 /* queue_plan prepares a statement of the worker on first use and keeps it */

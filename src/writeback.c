@@ -690,11 +690,20 @@ enrich_write_back_retry(int limit)
 	Datum		arg = Int32GetDatum(limit);
 	List	   *groups = NIL;
 	uint64		n;
+	char	   *due;
 
-	if (enrich_plan_run(&any_plan,
-						"SELECT 1 FROM enrich.requests "
-						"WHERE write_back_due" SQL_OP(<=) "pg_catalog.now() LIMIT 1",
-						0, NULL, NULL, NULL, true) == 0)
+	/*
+	 * min() over the partial index, which holds only what is due: whatever
+	 * the statistics, never a scan of the table, which a LIMIT 1 with a
+	 * condition the planner cannot estimate would be (it read every request
+	 * once per round)
+	 */
+	enrich_plan_run(&any_plan,
+					"SELECT pg_catalog.min(write_back_due)" SQL_OP(<=) "pg_catalog.now() "
+					"FROM enrich.requests WHERE write_back_due IS NOT NULL",
+					0, NULL, NULL, NULL, true);
+	due = enrich_column_text(0, 1);
+	if (due == NULL || strcmp(due, "t") != 0)
 		return 0;
 	enrich_plan_run(&superseded_plan,
 					"UPDATE enrich.requests r SET write_back_due = NULL "
