@@ -20,6 +20,9 @@ typedef enum EnrichEnvironment
 
 #define ENRICH_ENV_COUNT 2
 
+/* the identifier columns of a request: linkedin_url, person_id, pdl_id */
+#define ENRICH_NIDENTIFIERS 3
+
 /* the version of the extension's catalog this library works with */
 #define ENRICH_CATALOG_VERSION "1.1"
 
@@ -86,7 +89,7 @@ extern void enrich_shared_set_backoff(int environment, TimestampTz until, const 
 extern void enrich_shared_set_last_error(int environment, const char *message);
 extern uint64 enrich_shared_wake_generation(void);
 
-/* trigger.c: the statement that copies what enrich's trigger queued */
+/* request.c: the statement that copies what enrich's trigger queued */
 extern void enrich_allow_source_rows(bool allow);
 
 /* worker.c */

@@ -13,6 +13,16 @@
 #include "executor/spi.h"
 #include "storage/block.h"
 
+#include "security.h"
+
+/*
+ * IDENTIFIER_CHECK(alias) is the check value of a request's identifier that
+ * the API echoes beside its request id (16 bits of a hash of it)
+ */
+#define IDENTIFIER_CHECK(alias) \
+	"(pg_catalog.hashtext(coalesce(" alias ".identifier, ''))" SQL_OP(&) "65535)"
+
+
 /* the kept plan of a statement built for one table (enrich_plan_slot) */
 typedef struct EnrichPlanSlot
 {

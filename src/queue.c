@@ -32,6 +32,7 @@
 
 #include "enrich.h"
 #include "functions.h"
+#include "intake.h"
 #include "plans.h"
 #include "queue.h"
 #include "writeback.h"
@@ -93,13 +94,6 @@
 #define MILLISECONDS(ms) \
 	"(" ms "::pg_catalog.float8" SQL_OP(*) "'1 millisecond'::pg_catalog.interval)"
 
-/*
- * IDENTIFIER_CHECK(alias) is the check value of a request's identifier that
- * the API echoes beside its request id (16 bits of a hash of it)
- */
-#define IDENTIFIER_CHECK(alias) \
-	"(pg_catalog.hashtext(coalesce(" alias ".identifier, ''))" SQL_OP(&) "65535)"
-
 /* RETRIED is true of a request r whose item u failed and may be tried again */
 #define RETRIED "u.outcome" SQL_OP(=) "'retry' AND r.attempts" SQL_OP(<) "$7"
 
@@ -147,9 +141,7 @@ typedef enum QueueStatement
 	Q_IN_FLIGHT_LEADS,
 	Q_CLAIM_LEADS,
 	Q_INTAKE_DUE,
-	Q_INTAKE_ALL,
 	Q_RESERVE_ID,
-	Q_EXPAND_INTAKE,
 	Q_CLAIM_FOLLOWERS,
 	Q_RECORD_BATCH,
 	Q_MARK_FOLLOWERS,
@@ -621,68 +613,6 @@ enrich_queue_requeue_orphans(int environment, bool for_stopped, int grace_ms)
 }
 
 /*
- * expand_intake turns rows of enrich.intake into requests, deleting them:
- * into claimed requests ('submitting', attempt 1, of the given submission)
- * or into queued ones (submission 0).  A contact whose identifiers
- * enrich.request_problem refuses becomes a failed request with the reason,
- * as the trigger of enrich.requests would refuse it.  Each request keeps
- * the time its contact was queued.  The rows made are SPI's result, in the
- * order of the intake: the columns outgoing_from_row reads, then state.
- * (The intake rows are sorted and each one's contacts unnested in place:
- * sorting every contact took a sixth of the statement.)
- */
-static uint64
-expand_intake(Datum intake_ids, int64 submission)
-{
-	Oid			types[3] = {INT8ARRAYOID, TEXTOID, INT8OID};
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	volatile uint64 n = 0;
-
-	values[0] = intake_ids;
-	values[1] = CStringGetTextDatum(submission != 0 ? "submitting" : "queued");
-	values[2] = Int64GetDatum(submission);
-	if (submission == 0)
-		nulls[2] = 'n';
-	enrich_allow_source_rows(true);
-	PG_TRY();
-	{
-		n = queue_run(Q_EXPAND_INTAKE,
-					  "WITH i AS (DELETE FROM enrich.intake WHERE id" SQL_OP(=) "ANY ($1) RETURNING *) "
-					  "INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
-					  "    source_relid, source_key, state, attempts, submission, claimed_by, error, completed_at, "
-					  "    created_at) "
-					  "SELECT c.environment, c.linkedin_url, c.person_id, c.pdl_id, c.source_relid, "
-					  "    c.source_key::pg_catalog.jsonb, "
-					  "    CASE WHEN c.problem IS NULL THEN $2 ELSE 'failed' END, "
-					  "    CASE WHEN c.problem IS NULL AND $3 IS NOT NULL THEN 1 ELSE 0 END, "
-					  "    CASE WHEN c.problem IS NULL THEN $3 END, "
-					  "    CASE WHEN c.problem IS NULL AND $3 IS NOT NULL THEN pg_catalog.pg_backend_pid() END, "
-					  "    CASE WHEN c.problem IS NOT NULL THEN pg_catalog.jsonb_build_object("
-					  "        'code', 'invalid_identifier', 'message', c.problem) END, "
-					  "    CASE WHEN c.problem IS NOT NULL THEN pg_catalog.now() END, "
-					  "    c.created_at "
-					  "FROM (SELECT i.id AS intake_id, i.environment, i.source_relid, i.created_at, u.*, "
-					  "          enrich.request_problem(u.linkedin_url, u.person_id, u.pdl_id, NULL) AS problem "
-					  "      FROM (SELECT * FROM i ORDER BY i.id OFFSET 0) AS i "
-					  "      CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(i.linkedin_url), "
-					  "          pg_catalog.unnest(i.person_id), pg_catalog.unnest(i.pdl_id), "
-					  "          pg_catalog.unnest(i.source_key)) "
-					  "          AS u(linkedin_url, person_id, pdl_id, source_key) "
-					  "      OFFSET 0) c "
-					  "RETURNING id, linkedin_url, person_id, pdl_id, metadata::pg_catalog.text, "
-					  "    " IDENTIFIER_CHECK("requests") ", state",
-					  3, types, values, nulls, false);
-	}
-	PG_FINALLY();
-	{
-		enrich_allow_source_rows(false);
-	}
-	PG_END_TRY();
-	return n;
-}
-
-/*
  * in_subtransaction runs step(arg) in a subtransaction.  When a claim there
  * collides with another worker's (the unique index of identifiers in
  * flight refuses a row, or the two wait on each other's rows), the
@@ -738,7 +668,7 @@ expand_intake_step(void *arg)
 {
 	IntakeClaim *claim = (IntakeClaim *) arg;
 
-	claim->made = expand_intake(claim->intake_ids, claim->submission);
+	claim->made = enrich_intake_expand(claim->intake_ids, claim->submission);
 }
 
 /*
@@ -861,41 +791,12 @@ claim_intake(Datum environment, int limit, int64 *submission)
 	if (nids == 0)
 		return -1;
 	if (total > limit)
-		return (int64) expand_intake(enrich_int8_array(ids, 1), 0);
+		return (int64) enrich_intake_expand(enrich_int8_array(ids, 1), 0);
 	*submission = reserve_submission();
 	if (expand_intake_claimed(enrich_int8_array(ids, nids), *submission, &made))
 		return (int64) made;
 	*submission = 0;				/* a duplicate: queued, then claimed */
-	return (int64) expand_intake(enrich_int8_array(ids, nids), 0);
-}
-
-/*
- * enrich_queue_flush_intake turns every row of enrich.intake of an
- * environment (NULL: of both) into queued requests; returns how many
- */
-uint64
-enrich_queue_flush_intake(const char *environment)
-{
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
-	char		nulls[1] = {' '};
-	uint64		n;
-	int64	   *ids;
-
-	if (environment != NULL)
-		values[0] = CStringGetTextDatum(environment);
-	else
-		nulls[0] = 'n';
-	n = queue_run(Q_INTAKE_ALL,
-				  "SELECT id FROM enrich.intake WHERE $1 IS NULL OR environment" SQL_OP(=) "$1 "
-				  "ORDER BY id FOR UPDATE",
-				  1, types, values, nulls, false);
-	if (n == 0)
-		return 0;
-	ids = palloc(sizeof(int64) * n);
-	for (uint64 i = 0; i < n; i++)
-		ids[i] = enrich_column_int64(i, 1);
-	return expand_intake(enrich_int8_array(ids, (int) n), 0);
+	return (int64) enrich_intake_expand(enrich_int8_array(ids, nids), 0);
 }
 
 /* a claimed row's identifier and its position among the claimed */

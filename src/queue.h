@@ -56,6 +56,5 @@ extern int	enrich_queue_adopt(const char *batch_id, int environment, bool for_st
 extern void enrich_queue_batch_note(const char *batch_id, const char *message);
 extern void enrich_queue_note_submitting(const EnrichOutgoing *leads, int n, const char *message);
 extern int	enrich_queue_requeue_orphans(int environment, bool for_stopped, int grace_ms);
-extern uint64 enrich_queue_flush_intake(const char *environment);
 
 #endif							/* ENRICH_QUEUE_H */
