@@ -11,6 +11,7 @@
 #define ENRICH_QUEUE_H
 
 #include "api.h"
+#include "storage/lock.h"
 
 /* a batch the worker submitted and has not finished with */
 typedef struct EnrichOpenBatch
@@ -26,6 +27,17 @@ typedef struct EnrichOpenBatch
 	double		age_ms;			/* since it was submitted */
 } EnrichOpenBatch;
 
+/* queue.c: what the statements of claim.c, reconcile.c and batches.c share */
+#define ENRICH_LOCK_CLAIM 1		/* the lock of an environment's claims */
+#define ENRICH_LOCK_RECONCILE 2	/* the lock of the reconciling worker */
+
+extern void enrich_queue_batch_share(Datum *running, Datum *rank);
+extern Datum enrich_queue_running_workers(bool for_stopped, char *null);
+extern int64 *enrich_queue_lead_ids(const EnrichOutgoing *leads, int n);
+extern uint64 enrich_queue_settle_followers(Datum lead_array);
+extern uint64 enrich_queue_settle_returned_leads(uint64 n);
+extern char *enrich_queue_error_json(const char *code, const char *message);
+extern void enrich_queue_lock_tag(LOCKTAG *tag, uint32 what, int environment);
 extern char *enrich_queue_catalog_version(void);
 extern void enrich_queue_recover(void);
 extern void enrich_queue_refresh_plans(void);
