@@ -1120,7 +1120,9 @@ url_path(const char *url)
  * enrich_api_check raises the error that a failed call deserves, with a
  * SQLSTATE fitting the cause, the API's message, the method, path and
  * status in the detail, and a hint where one helps.  It returns when the
- * call got the expected status.
+ * call got the expected status.  It is one table of the causes a user may
+ * meet, each with its error: longer than a screen, kept whole so that the
+ * README's table of SQLSTATEs can be read against it.
  */
 void
 enrich_api_check(EnrichHttpCall *call, const char *environment, long expected_status)

@@ -44,8 +44,6 @@ static SPIPlanPtr due_batches_plan = NULL;
 static SPIPlanPtr batch_polled_plan = NULL;
 static SPIPlanPtr typical_completion_plan = NULL;
 static SPIPlanPtr batch_error_plan = NULL;
-static SPIPlanPtr apply_items_plan = NULL;
-static SPIPlanPtr batch_page_plan = NULL;
 static SPIPlanPtr leftovers_plan = NULL;
 static SPIPlanPtr close_batch_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
@@ -278,18 +276,16 @@ enrich_queue_batch_error(const char *batch_id, int next_poll_ms, const char *mes
 }
 
 /*
- * enrich_queue_apply_page applies one page of items of a batch: each item
- * finds its request by the id echoed in its metadata (never by position),
- * and only a request still waiting in that batch changes, so a page applied
- * twice writes nothing twice.  Successes are done and written back to their
- * watched table; retryable failures go back to the queue with back-off
- * until enrich.max_attempts; others fail.  The saved cursor commits with
- * them.  It returns how many items of the page settled a request.
+ * settle_items settles the requests the items of a page answer, each found
+ * by the request id echoed in its metadata (never by position), and only
+ * while it still waits in that batch, so a page applied twice writes
+ * nothing twice; the done ones (their duplicates with them) are added to
+ * *groups for write-back.  It returns how many items settled a request.
  */
-int
-enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
-						bool closes_batch, int next_poll_ms)
+static uint64
+settle_items(const char *batch_id, const EnrichItemsPage *page, List **groups)
 {
+	static SPIPlanPtr plan = NULL;
 	int			n = page->nitems;
 	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
 	char	  **outcomes = palloc(sizeof(char *) * Max(n, 1));
@@ -298,8 +294,10 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 	char	  **item_ids = palloc(sizeof(char *) * Max(n, 1));
 	int64	   *checks = palloc(sizeof(int64) * Max(n, 1));
 	int			m = 0;
-	uint64		settled = 0;
-	List	   *groups = NIL;
+	Oid			types[10] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
+	TEXTARRAYOID, TEXTOID, INT4OID, INT4OID, INT4OID, INT8ARRAYOID};
+	Datum		values[10];
+	uint64		settled;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -315,80 +313,94 @@ enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
 		checks[m] = item->request_check;
 		m++;
 	}
+	if (m == 0)
+		return 0;
 
-	if (m > 0)
-	{
-		Oid			types[10] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
-		TEXTARRAYOID, TEXTOID, INT4OID, INT4OID, INT4OID, INT8ARRAYOID};
-		Datum		values[10];
-		uint64		nleads;
+	values[0] = enrich_int8_array(ids, m);
+	values[1] = enrich_text_array(outcomes, m);
+	values[2] = enrich_varlena_array((void **) persons, m, JSONBOID);
+	values[3] = enrich_varlena_array((void **) errors, m, JSONBOID);
+	values[4] = enrich_text_array(item_ids, m);
+	values[5] = CStringGetTextDatum(batch_id);
+	values[6] = Int32GetDatum(enrich_max_attempts);
+	values[7] = Int32GetDatum(enrich_retry_delay_ms);
+	values[8] = Int32GetDatum(enrich_retry_delay_max_ms);
+	values[9] = enrich_int8_array(checks, m);
+	settled = enrich_plan_run(&plan,
+							  "WITH u AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+							  "           pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+							  "           pg_catalog.unnest($10)) "
+							  "           AS u(id, outcome, person, error, item_id, checked)) "
+							  "UPDATE enrich.requests r SET "
+							  "  state = CASE WHEN u.outcome" SQL_OP(=) "'done' THEN 'done' "
+							  "               WHEN " RETRIED " THEN 'queued' "
+							  "               ELSE 'failed' END, "
+							  "  person = u.person, error = u.error, item_id = u.item_id, "
+							  "  next_attempt_at = CASE WHEN " RETRIED
+							  "      THEN " RETRY_AT("$8", "$9") " ELSE r.next_attempt_at END, "
+							  "  batch_id = CASE WHEN " RETRIED " THEN NULL ELSE $6 END, "
+							  "  completed_at = CASE WHEN " RETRIED " THEN NULL "
+							  "      ELSE pg_catalog.now() END, "
+							  "  updated_at = pg_catalog.now() "
+							  "FROM u WHERE r.id" SQL_OP(=) "u.id "
+	/*
+	 * the rows are found by primary key only: an index on the batch would
+	 * read every waiting row of it per page
+	 */
+							  "  AND " NOT_FOR_INDEX("r.submission" SQL_OP(=) "(SELECT b.submission FROM enrich.batches b "
+													 "WHERE b.batch_id" SQL_OP(=) "$6) AND r.state" SQL_OP(=) "'submitting' "
+													 "AND r.duplicate_of IS NULL "
+													 "AND " IDENTIFIER_CHECK("r") SQL_OP(=) "u.checked") " "
+							  "RETURNING r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person",
+							  10, types, values, NULL, false);
+	enrich_write_back_collect(groups, settled);
+	enrich_write_back_collect(groups, enrich_queue_settle_returned_leads(settled));
+	return settled;
+}
 
-		values[0] = enrich_int8_array(ids, m);
-		values[1] = enrich_text_array(outcomes, m);
-		values[2] = enrich_varlena_array((void **) persons, m, JSONBOID);
-		values[3] = enrich_varlena_array((void **) errors, m, JSONBOID);
-		values[4] = enrich_text_array(item_ids, m);
-		values[5] = CStringGetTextDatum(batch_id);
-		values[6] = Int32GetDatum(enrich_max_attempts);
-		values[7] = Int32GetDatum(enrich_retry_delay_ms);
-		values[8] = Int32GetDatum(enrich_retry_delay_max_ms);
-		values[9] = enrich_int8_array(checks, m);
-		nleads = enrich_plan_run(&apply_items_plan,
-						   "WITH u AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-						   "           pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
-						   "           pg_catalog.unnest($10)) "
-						   "           AS u(id, outcome, person, error, item_id, checked)) "
-						   "UPDATE enrich.requests r SET "
-						   "  state = CASE WHEN u.outcome" SQL_OP(=) "'done' THEN 'done' "
-						   "               WHEN " RETRIED " THEN 'queued' "
-						   "               ELSE 'failed' END, "
-						   "  person = u.person, error = u.error, item_id = u.item_id, "
-						   "  next_attempt_at = CASE WHEN " RETRIED
-						   "      THEN " RETRY_AT("$8", "$9") " ELSE r.next_attempt_at END, "
-						   "  batch_id = CASE WHEN " RETRIED " THEN NULL ELSE $6 END, "
-						   "  completed_at = CASE WHEN " RETRIED " THEN NULL "
-						   "      ELSE pg_catalog.now() END, "
-						   "  updated_at = pg_catalog.now() "
-						   "FROM u WHERE r.id" SQL_OP(=) "u.id "
-						   /*
-							* the rows are found by primary key only: an index
-							* on the batch would read every waiting row of it
-							* per page
-							*/
-						   "  AND " NOT_FOR_INDEX("r.submission" SQL_OP(=) "(SELECT b.submission FROM enrich.batches b "
-												  "WHERE b.batch_id" SQL_OP(=) "$6) AND r.state" SQL_OP(=) "'submitting' "
-												  "AND r.duplicate_of IS NULL "
-												  "AND " IDENTIFIER_CHECK("r") SQL_OP(=) "u.checked") " "
-						   "RETURNING r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person",
-						   10, types, values, NULL, false);
-		settled = nleads;
-		enrich_write_back_collect(&groups, nleads);
-		enrich_write_back_collect(&groups, enrich_queue_settle_returned_leads(nleads));
-	}
+/* save_cursor records where the next page of a batch starts, and its next call */
+static void
+save_cursor(const char *batch_id, const EnrichItemsPage *page, int next_poll_ms)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[4] = {TEXTOID, TEXTOID, INT4OID, INT4OID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(batch_id);
+	if (page->cursor)
+		values[1] = CStringGetTextDatum(page->cursor);
+	else
+		nulls[1] = 'n';
+	values[2] = Int32GetDatum(page->nitems);
+	values[3] = Int32GetDatum(next_poll_ms);
+	enrich_plan_run(&plan,
+					"UPDATE enrich.batches SET items_cursor = coalesce($2, items_cursor), "
+					"    items_received = items_received" SQL_OP(+) "$3, "
+					"    next_poll_at = pg_catalog.now()" SQL_OP(+) MILLISECONDS("$4") ", "
+					"    last_error = NULL "
+					"WHERE batch_id" SQL_OP(=) "$1",
+					4, types, values, nulls, false);
+}
+
+/*
+ * enrich_queue_apply_page applies one page of items of a batch: each item
+ * finds its request by the id echoed in its metadata (never by position),
+ * and only a request still waiting in that batch changes, so a page applied
+ * twice writes nothing twice.  Successes are done and written back to their
+ * watched table; retryable failures go back to the queue with back-off
+ * until enrich.max_attempts; others fail.  The saved cursor commits with
+ * them.  It returns how many items of the page settled a request.
+ */
+int
+enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
+						bool closes_batch, int next_poll_ms)
+{
+	List	   *groups = NIL;
+	uint64		settled = settle_items(batch_id, page, &groups);
 
 	enrich_write_back(groups, false);
-
-	{
-		Oid			types[5] = {TEXTOID, TEXTOID, INT4OID, BOOLOID, INT4OID};
-		Datum		values[5];
-		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-
-		values[0] = CStringGetTextDatum(batch_id);
-		if (page->cursor)
-			values[1] = CStringGetTextDatum(page->cursor);
-		else
-			nulls[1] = 'n';
-		values[2] = Int32GetDatum(page->nitems);
-		values[3] = BoolGetDatum(closes_batch);
-		values[4] = Int32GetDatum(next_poll_ms);
-		enrich_plan_run(&batch_page_plan,
-				  "UPDATE enrich.batches SET items_cursor = coalesce($2, items_cursor), "
-				  "    items_received = items_received" SQL_OP(+) "$3, "
-				  "    next_poll_at = pg_catalog.now()" SQL_OP(+) MILLISECONDS("$5") ", "
-				  "    last_error = NULL "
-				  "WHERE batch_id" SQL_OP(=) "$1",
-				  5, types, values, nulls, false);
-	}
+	save_cursor(batch_id, page, next_poll_ms);
 	if (closes_batch)
 		enrich_queue_close_batch(batch_id, "completed", "missing_item",
 								 "the batch completed without an item for this request");

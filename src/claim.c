@@ -37,8 +37,6 @@
 static SPIPlanPtr reserve_id_plan = NULL;
 static SPIPlanPtr claim_leads_plan = NULL;
 static SPIPlanPtr claim_followers_plan = NULL;
-static SPIPlanPtr due_plan = NULL;
-static SPIPlanPtr in_flight_leads_plan = NULL;
 static SPIPlanPtr intake_due_plan = NULL;
 
 
@@ -367,6 +365,160 @@ queue_lock(int environment)
 	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
+/* the due queued requests a claim locked: their ids and identifiers */
+typedef struct DueRequests
+{
+	int64	   *ids;
+	char	  **identifiers;
+	int			n;
+} DueRequests;
+
+/*
+ * claim_due locks up to limit due queued requests of an environment (FOR
+ * UPDATE SKIP LOCKED) into *due, and returns how many
+ */
+static int
+claim_due(Datum environment, int limit, DueRequests *due)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		values[2] = {environment, Int32GetDatum(limit)};
+	uint64		n;
+
+	n = enrich_plan_run(&plan,
+						"SELECT id, identifier FROM enrich.requests "
+						"WHERE state" SQL_OP(=) "'queued' AND environment" SQL_OP(=) "$1 "
+						"  AND next_attempt_at" SQL_OP(<=) "pg_catalog.now() "
+						"ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+						2, types, values, NULL, false);
+	due->n = (int) n;
+	due->ids = palloc(sizeof(int64) * Max(n, 1));
+	due->identifiers = palloc(sizeof(char *) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		due->ids[i] = enrich_column_int64(i, 1);
+		due->identifiers[i] = enrich_column_text(i, 2);
+	}
+	return due->n;
+}
+
+/*
+ * sort_by_identifier returns the claimed rows that have an identifier,
+ * by identifier then position: duplicates side by side
+ */
+static ClaimedIdentifier *
+sort_by_identifier(const DueRequests *due, int *nsorted)
+{
+	ClaimedIdentifier *sorted = palloc(sizeof(ClaimedIdentifier) * Max(due->n, 1));
+
+	*nsorted = 0;
+	for (int i = 0; i < due->n; i++)
+	{
+		if (due->identifiers[i] == NULL)
+			continue;
+		sorted[*nsorted].identifier = due->identifiers[i];
+		sorted[(*nsorted)++].position = i;
+	}
+	qsort(sorted, *nsorted, sizeof(ClaimedIdentifier), compare_identifiers);
+	return sorted;
+}
+
+/*
+ * follow_leads_in_flight sets lead_of of every claimed row whose
+ * identifier is already in flight to the request in flight (one at most,
+ * by the unique index): one index probe per identifier, a plan that stays
+ * right before the table was ever analyzed (one scan with = ANY was
+ * measured to pick a plan 200 times slower).  Each lead found is locked
+ * FOR SHARE until this claim commits: another worker settling it (its item
+ * came back, or it went back to the queue) waits for the claim and then
+ * settles the followers the claim made; a lead that worker settled
+ * meanwhile is no longer found, and the claimed row leads instead.
+ * Without the lock, a follower attached to a lead settled in between
+ * would wait for it forever.
+ */
+static void
+follow_leads_in_flight(Datum environment, const DueRequests *due,
+					   const ClaimedIdentifier *sorted, int nsorted, int64 *lead_of)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[2] = {TEXTOID, TEXTARRAYOID};
+	Datum		values[2];
+	uint64		n;
+
+	values[0] = environment;
+	values[1] = enrich_text_array(due->identifiers, due->n);
+	n = enrich_plan_run(&plan,
+						"SELECT u.identifier, l.id "
+						"FROM (SELECT DISTINCT x FROM pg_catalog.unnest($2) AS x) AS u(identifier) "
+						"CROSS JOIN LATERAL (SELECT r.id FROM enrich.requests r "
+						"    WHERE r.environment" SQL_OP(=) "$1 AND r.identifier" SQL_OP(=) "u.identifier "
+						"      AND " STATE_IN("r.state", "{submitting,submitted}") " "
+						"      AND r.duplicate_of IS NULL "
+	/* LIMIT keeps it a probe per identifier: a join would be planned */
+						"    LIMIT 1 FOR SHARE OF r) AS l",
+						2, types, values, NULL, false);
+	for (uint64 j = 0; j < n; j++)
+	{
+		ClaimedIdentifier key = {enrich_column_text(j, 1), 0};
+		const ClaimedIdentifier *found = bsearch(&key, sorted, nsorted, sizeof(ClaimedIdentifier),
+												 compare_identifier);
+		int64		lead = enrich_column_int64(j, 2);
+
+		/* every claimed row of that identifier follows the one in flight */
+		if (found == NULL)
+			continue;
+		while (found > sorted && strcmp(found[-1].identifier, key.identifier) == 0)
+			found--;
+		for (; found < sorted + nsorted && strcmp(found->identifier, key.identifier) == 0; found++)
+			lead_of[found->position] = lead;
+	}
+}
+
+/*
+ * follow_first_of_each sets lead_of of the claimed rows that repeat an
+ * identifier (and follow nothing in flight) to the first of them
+ */
+static void
+follow_first_of_each(const DueRequests *due, const ClaimedIdentifier *sorted, int nsorted,
+					 int64 *lead_of)
+{
+	for (int i = 0; i < nsorted; i++)
+	{
+		const ClaimedIdentifier *first = &sorted[i];
+
+		while (i + 1 < nsorted && strcmp(sorted[i + 1].identifier, first->identifier) == 0)
+		{
+			i++;
+			if (lead_of[sorted[i].position] == 0)
+				lead_of[sorted[i].position] = due->ids[first->position];
+		}
+	}
+}
+
+/*
+ * queued_claim splits the claimed rows into leads and followers (lead_of
+ * 0: it leads) for claim_queued_step
+ */
+static void
+queued_claim(const DueRequests *due, const int64 *lead_of, QueuedClaim *claim)
+{
+	memset(claim, 0, sizeof(*claim));
+	claim->lead_ids = palloc(sizeof(int64) * Max(due->n, 1));
+	claim->follower_ids = palloc(sizeof(int64) * Max(due->n, 1));
+	claim->follower_leads = palloc(sizeof(int64) * Max(due->n, 1));
+	claim->leads = palloc0(sizeof(EnrichOutgoing) * Max(due->n, 1));
+	for (int i = 0; i < due->n; i++)
+	{
+		if (lead_of[i] == 0)
+			claim->lead_ids[claim->nleads++] = due->ids[i];
+		else
+		{
+			claim->follower_ids[claim->nfollowers] = due->ids[i];
+			claim->follower_leads[claim->nfollowers++] = lead_of[i];
+		}
+	}
+}
+
 /*
  * enrich_queue_claim claims up to limit requests of an environment and
  * returns the ones to send: due queued requests (FOR UPDATE SKIP LOCKED),
@@ -379,55 +531,21 @@ queue_lock(int environment)
 int
 enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 {
-	Oid			due_types[2] = {TEXTOID, INT4OID};
-	Datum		due_values[2];
-	uint64		ndue;
-	uint64		nclaimed = 0;
-	int64		submission = 0;
-	int64	   *ids;
-	char	  **identifiers;
-	int64	   *lead_of;		/* per claimed row: its lead, or 0 when it leads */
-	int64	   *lead_list;
-	int			nleads = 0;
-	int64	   *follower_ids;
-	int64	   *follower_leads;
-	int			nfollowers = 0;
+	Datum		env = CStringGetTextDatum(enrich_environment_name(environment));
+	bool		queue_claimable = queue_lock(environment);
+	DueRequests due = {NULL, NULL, 0};
 	ClaimedIdentifier *sorted;
-	int			nsorted = 0;
-	EnrichOutgoing *leads;
+	int			nsorted;
+	int64	   *lead_of;		/* per claimed row: its lead, or 0 when it leads */
 	QueuedClaim claim;
-	bool		queue_claimable;
 
 	*leads_out = NULL;
-	due_values[0] = CStringGetTextDatum(enrich_environment_name(environment));
-	due_values[1] = Int32GetDatum(limit);
-	queue_claimable = queue_lock(environment);
-	for (;;)
+	while (!queue_claimable || claim_due(env, limit, &due) == 0)
 	{
-		int64		made;
+		int64		submission;
+		int64		made = claim_intake(env, limit, &submission);
+		int			nleads;
 
-		ndue = !queue_claimable ? 0 :
-			enrich_plan_run(&due_plan,
-					  "SELECT id, identifier FROM enrich.requests "
-					  "WHERE state" SQL_OP(=) "'queued' AND environment" SQL_OP(=) "$1 "
-					  "  AND next_attempt_at" SQL_OP(<=) "pg_catalog.now() "
-					  "ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-					  2, due_types, due_values, NULL, false);
-		if (ndue > 0)
-		{
-			ids = palloc(sizeof(int64) * ndue);
-			identifiers = palloc(sizeof(char *) * ndue);
-			for (uint64 i = 0; i < ndue; i++)
-			{
-				ids[i] = enrich_column_int64(i, 1);
-				identifiers[i] = enrich_column_text(i, 2);
-			}
-			nclaimed = ndue;
-			break;
-		}
-
-		/* nothing due: the intake */
-		made = claim_intake(due_values[0], limit, &submission);
 		if (made < 0)
 			return 0;			/* nothing waits there either */
 		if (submission == 0)
@@ -442,99 +560,12 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 			return nleads;
 		/* every contact of it was refused (failed with the reason): go on */
 	}
-	lead_of = palloc0(sizeof(int64) * nclaimed);
 
-	/* the claimed rows by identifier, then position: duplicates side by side */
-	sorted = palloc(sizeof(ClaimedIdentifier) * nclaimed);
-	for (uint64 i = 0; i < nclaimed; i++)
-	{
-		if (identifiers[i] == NULL)
-			continue;
-		sorted[nsorted].identifier = identifiers[i];
-		sorted[nsorted++].position = (int) i;
-	}
-	qsort(sorted, nsorted, sizeof(ClaimedIdentifier), compare_identifiers);
-
-	/*
-	 * requests already in flight for the same identifiers (one at most, by
-	 * the unique index): one index probe per identifier, a plan that stays
-	 * right before the table was ever analyzed (one scan with = ANY was
-	 * measured to pick a plan 200 times slower).  Each lead found is locked
-	 * FOR SHARE until this claim commits: another worker settling it (its
-	 * item came back, or it went back to the queue) waits for the claim and
-	 * then settles the followers the claim made; a lead that worker settled
-	 * meanwhile is no longer found, and the claimed row leads instead.
-	 * Without the lock, a follower attached to a lead settled in between
-	 * would wait for it forever.
-	 */
-	{
-		Oid			types[2] = {TEXTOID, TEXTARRAYOID};
-		Datum		values[2];
-		uint64		ninflight;
-
-		values[0] = due_values[0];
-		values[1] = enrich_text_array(identifiers, (int) nclaimed);
-		ninflight = enrich_plan_run(&in_flight_leads_plan,
-							  "SELECT u.identifier, l.id "
-							  "FROM (SELECT DISTINCT x FROM pg_catalog.unnest($2) AS x) AS u(identifier) "
-							  "CROSS JOIN LATERAL (SELECT r.id FROM enrich.requests r "
-							  "    WHERE r.environment" SQL_OP(=) "$1 AND r.identifier" SQL_OP(=) "u.identifier "
-							  "      AND " STATE_IN("r.state", "{submitting,submitted}") " "
-							  "      AND r.duplicate_of IS NULL "
-							  /* LIMIT keeps it a probe per identifier: a join would be planned */
-							  "    LIMIT 1 FOR SHARE OF r) AS l",
-							  2, types, values, NULL, false);
-		for (uint64 j = 0; j < ninflight; j++)
-		{
-			ClaimedIdentifier key = {enrich_column_text(j, 1), 0};
-			ClaimedIdentifier *found = bsearch(&key, sorted, nsorted, sizeof(ClaimedIdentifier),
-											   compare_identifier);
-			int64		lead = enrich_column_int64(j, 2);
-
-			/* every claimed row of that identifier follows the one in flight */
-			if (found == NULL)
-				continue;
-			while (found > sorted && strcmp(found[-1].identifier, key.identifier) == 0)
-				found--;
-			for (; found < sorted + nsorted && strcmp(found->identifier, key.identifier) == 0; found++)
-				lead_of[found->position] = lead;
-		}
-	}
-
-	/* among the claimed, the first of each identifier leads the others */
-	for (int i = 0; i < nsorted; i++)
-	{
-		const ClaimedIdentifier *first = &sorted[i];
-
-		while (i + 1 < nsorted && strcmp(sorted[i + 1].identifier, first->identifier) == 0)
-		{
-			i++;
-			if (lead_of[sorted[i].position] == 0)
-				lead_of[sorted[i].position] = ids[first->position];
-		}
-	}
-
-	lead_list = palloc(sizeof(int64) * nclaimed);
-	follower_ids = palloc(sizeof(int64) * nclaimed);
-	follower_leads = palloc(sizeof(int64) * nclaimed);
-	leads = palloc0(sizeof(EnrichOutgoing) * nclaimed);
-	for (uint64 i = 0; i < nclaimed; i++)
-	{
-		if (lead_of[i] == 0)
-			lead_list[nleads++] = ids[i];
-		else
-		{
-			follower_ids[nfollowers] = ids[i];
-			follower_leads[nfollowers++] = lead_of[i];
-		}
-	}
-
-	claim.lead_ids = lead_list;
-	claim.nleads = nleads;
-	claim.follower_ids = follower_ids;
-	claim.follower_leads = follower_leads;
-	claim.nfollowers = nfollowers;
-	claim.leads = leads;
+	lead_of = palloc0(sizeof(int64) * due.n);
+	sorted = sort_by_identifier(&due, &nsorted);
+	follow_leads_in_flight(env, &due, sorted, nsorted, lead_of);
+	follow_first_of_each(&due, sorted, nsorted, lead_of);
+	queued_claim(&due, lead_of, &claim);
 	if (!in_subtransaction(claim_queued_step, &claim))
 	{
 		/* another worker claimed one of these identifiers meanwhile */
@@ -542,7 +573,6 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 				(errmsg("enrich worker: a claim collided with another worker's, trying again")));
 		return 0;
 	}
-	nleads = claim.nleads;
-	*leads_out = leads;
-	return nleads;
+	*leads_out = claim.leads;
+	return claim.nleads;
 }

@@ -97,7 +97,11 @@ enrich_environment_arg(const char *name)
 	return environment;
 }
 
-/* enrich_worker_guc_init defines the settings of the background worker */
+/*
+ * enrich_worker_guc_init defines the settings of the background workers:
+ * one definition after another, a list longer than a screen that reads as
+ * the README's table of settings
+ */
 static void
 enrich_worker_guc_init(void)
 {

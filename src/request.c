@@ -430,6 +430,78 @@ text_equals(Datum value, const char *s)
 }
 
 /*
+ * refuse_source_change refuses a row that names a source row (or changes
+ * the one it names) unless enrich's own statement writes it
+ */
+static void
+refuse_source_change(TriggerData *trigdata, HeapTuple tuple, TupleDesc tupdesc, const int *columns)
+{
+	bool		relid_null;
+	bool		key_null;
+	Datum		relid = heap_getattr(tuple, columns[RC_SOURCE_RELID], tupdesc, &relid_null);
+	Datum		key = heap_getattr(tuple, columns[RC_SOURCE_KEY], tupdesc, &key_null);
+	bool		changed;
+
+	if (enqueue_active)
+		return;
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		changed = !relid_null || !key_null;
+	else
+	{
+		bool		old_relid_null;
+		bool		old_key_null;
+		Datum		old_relid = heap_getattr(trigdata->tg_trigtuple, columns[RC_SOURCE_RELID],
+											 tupdesc, &old_relid_null);
+		Datum		old_key = heap_getattr(trigdata->tg_trigtuple, columns[RC_SOURCE_KEY],
+										   tupdesc, &old_key_null);
+
+		changed = relid_null != old_relid_null || key_null != old_key_null ||
+			(!relid_null && DatumGetObjectId(relid) != DatumGetObjectId(old_relid)) ||
+			(!key_null && !DatumGetBool(DirectFunctionCall2(jsonb_eq, key, old_key)));
+	}
+	if (changed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("source_relid and source_key of enrich.requests are set by enrich only"),
+				 errdetail("They name the watched row a person is written back to."),
+				 errhint("Use enrich_watch on a table you own to enrich its rows.")));
+}
+
+/*
+ * refuse_invalid_request refuses a request whose environment, identifiers
+ * or metadata are not valid, with an error naming the column
+ */
+static void
+refuse_invalid_request(HeapTuple tuple, TupleDesc tupdesc, const int *columns,
+					   const EnrichRequestFields *r)
+{
+	EnrichRowProblem p;
+	bool		isnull;
+	Datum		value = heap_getattr(tuple, columns[RC_ENVIRONMENT], tupdesc, &isnull);
+
+	/* a NULL environment is left to the column's NOT NULL constraint */
+	if (!isnull && !text_equals(value, "live") && !text_equals(value, "test"))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid environment for an enrichment request"),
+				 errdetail("%s is not an environment.", quote_value(TextDatumGetCString(value))),
+				 errhint("The environment is 'live' or 'test'.")));
+	if (enrich_request_check(r, &p))
+		return;
+	if (p.column == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", p.reason),
+				 errhint("Set at least one of them.")));
+	p.reason[0] = pg_toupper((unsigned char) p.reason[0]);
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid %s for an enrichment request", p.column),
+			 errdetail("%s.", p.reason),
+			 p.hint ? errhint("%s", p.hint) : 0));
+}
+
+/*
  * enrich.requests_check() is the BEFORE INSERT OR UPDATE row trigger of
  * enrich.requests: it refuses an invalid request with an error naming the
  * column, and sets identifier.  A row inserted as failed (a watched table's
@@ -444,7 +516,6 @@ enrich_requests_check(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	HeapTuple	tuple;
 	EnrichRequestFields r;
-	EnrichRowProblem p;
 	char	   *identifier;
 	int			attnum;
 	Datum		value;
@@ -475,36 +546,7 @@ enrich_requests_check(PG_FUNCTION_ARGS)
 	if (!isnull)
 		r.metadata = DatumGetJsonbP(value);
 
-	if (!enqueue_active)
-	{
-		bool		relid_null;
-		bool		key_null;
-		Datum		relid = heap_getattr(tuple, columns[RC_SOURCE_RELID], tupdesc, &relid_null);
-		Datum		key = heap_getattr(tuple, columns[RC_SOURCE_KEY], tupdesc, &key_null);
-		bool		changed;
-
-		if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
-			changed = !relid_null || !key_null;
-		else
-		{
-			bool		old_relid_null;
-			bool		old_key_null;
-			Datum		old_relid = heap_getattr(trigdata->tg_trigtuple, columns[RC_SOURCE_RELID],
-												 tupdesc, &old_relid_null);
-			Datum		old_key = heap_getattr(trigdata->tg_trigtuple, columns[RC_SOURCE_KEY],
-											   tupdesc, &old_key_null);
-
-			changed = relid_null != old_relid_null || key_null != old_key_null ||
-				(!relid_null && DatumGetObjectId(relid) != DatumGetObjectId(old_relid)) ||
-				(!key_null && !DatumGetBool(DirectFunctionCall2(jsonb_eq, key, old_key)));
-		}
-		if (changed)
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("source_relid and source_key of enrich.requests are set by enrich only"),
-					 errdetail("They name the watched row a person is written back to."),
-					 errhint("Use enrich_watch on a table you own to enrich its rows.")));
-	}
+	refuse_source_change(trigdata, tuple, tupdesc, columns);
 
 	/*
 	 * enrich's own statements (enqueue_active) judged every row with
@@ -513,31 +555,7 @@ enrich_requests_check(PG_FUNCTION_ARGS)
 	 */
 	value = heap_getattr(tuple, columns[RC_STATE], tupdesc, &isnull);
 	if (!enqueue_active && (isnull || !text_equals(value, "failed")))
-	{
-		/* a NULL environment is left to the column's NOT NULL constraint */
-		value = heap_getattr(tuple, columns[RC_ENVIRONMENT], tupdesc, &isnull);
-		if (!isnull && !text_equals(value, "live") && !text_equals(value, "test"))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid environment for an enrichment request"),
-					 errdetail("%s is not an environment.", quote_value(TextDatumGetCString(value))),
-					 errhint("The environment is 'live' or 'test'.")));
-
-		if (!enrich_request_check(&r, &p))
-		{
-			if (p.column == NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("%s", p.reason),
-						 errhint("Set at least one of them.")));
-			p.reason[0] = pg_toupper((unsigned char) p.reason[0]);
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid %s for an enrichment request", p.column),
-					 errdetail("%s.", p.reason),
-					 p.hint ? errhint("%s", p.hint) : 0));
-		}
-	}
+		refuse_invalid_request(tuple, tupdesc, columns, &r);
 
 	identifier = enrich_request_identifier(&r);
 	attnum = columns[RC_IDENTIFIER];

@@ -278,6 +278,62 @@ append_source_rows(StringInfo buf, const EnrichWatch *w, const char *from,
 #define EXISTING_ROWS "enrich_existing"
 
 /*
+ * append_not_queued appends the conditions of a backfill on a row n: no
+ * request of it queued or in flight, none refused for the same malformed
+ * identifiers (it would only be refused again), none waiting in
+ * enrich.intake
+ */
+static void
+append_not_queued(StringInfo sql)
+{
+	appendStringInfoString(sql,
+							   " AND NOT EXISTS (SELECT 1 FROM enrich.requests r "
+							   "WHERE r.source_relid OPERATOR(pg_catalog.=) $2 "
+							   "AND r.source_key OPERATOR(pg_catalog.=) n.source_key "
+							   "AND (r.state OPERATOR(pg_catalog.=) ANY ('{queued,submitting,submitted}'::pg_catalog.text[]) "
+							   "OR (r.state OPERATOR(pg_catalog.=) 'failed' "
+							   "AND r.error OPERATOR(pg_catalog.->>) 'code' OPERATOR(pg_catalog.=) 'invalid_identifier' "
+							   "AND pg_catalog.jsonb_build_array(r.linkedin_url, r.person_id, r.pdl_id)" SQL_OP(=)
+							   "pg_catalog.jsonb_build_array(n.linkedin_url, n.person_id, n.pdl_id)))) "
+							   "AND NOT EXISTS (SELECT 1 FROM enrich.intake i "
+							   "CROSS JOIN LATERAL pg_catalog.unnest(i.source_key) AS k(source_key) "
+							   "WHERE i.source_relid OPERATOR(pg_catalog.=) $2 "
+							   "AND k.source_key::pg_catalog.jsonb OPERATOR(pg_catalog.=) n.source_key)");
+}
+
+/*
+ * append_backfill_inserts appends what a backfill does with its rows c: it
+ * queues them the way INSERT and COPY do, in enrich.intake, 1,000 contacts
+ * a row; refused ones are failed requests; the statement returns how many
+ * it queued, refused ones included
+ */
+static void
+append_backfill_inserts(StringInfo sql)
+{
+	appendStringInfoString(sql,
+						   " OFFSET 0), "
+						   "refused AS (INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
+						   "source_relid, source_key, state, error, completed_at) "
+						   "SELECT COALESCE($1, pg_catalog.current_setting('enrich.environment')), "
+						   "c.linkedin_url, c.person_id, c.pdl_id, $2, c.source_key, 'failed', "
+						   "pg_catalog.jsonb_build_object('code', 'invalid_identifier', 'message', c.problem), "
+						   "pg_catalog.now() FROM c WHERE c.problem IS NOT NULL RETURNING 1), "
+						   "queued AS (INSERT INTO enrich.intake (environment, source_relid, linkedin_url, "
+						   "person_id, pdl_id, source_key) "
+						   "SELECT COALESCE($1, pg_catalog.current_setting('enrich.environment')), $2, "
+						   "pg_catalog.array_agg(q.linkedin_url ORDER BY q.n), "
+						   "pg_catalog.array_agg(q.person_id ORDER BY q.n), "
+						   "pg_catalog.array_agg(q.pdl_id ORDER BY q.n), "
+						   "pg_catalog.array_agg(q.source_key::pg_catalog.text ORDER BY q.n) "
+						   "FROM (SELECT c.*, pg_catalog.row_number() OVER () OPERATOR(pg_catalog.-) 1 AS n "
+						   "FROM c WHERE c.problem IS NULL) q "
+						   "GROUP BY q.n OPERATOR(pg_catalog./) 1000 "
+						   "RETURNING pg_catalog.cardinality(source_key) AS contacts) "
+						   "SELECT (SELECT pg_catalog.count(*) FROM refused) OPERATOR(pg_catalog.+) "
+						   "(SELECT COALESCE(pg_catalog.sum(contacts), 0) FROM queued)");
+}
+
+/*
  * enqueue_sql builds the one statement that queues the rows of a watched
  * table: $1 is the environment (NULL: enrich.environment), $2 the table's
  * oid.  Rows without any identifier are skipped; a row whose identifiers
@@ -359,19 +415,7 @@ enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
 							   "pg_catalog.jsonb_build_array(o.linkedin_url, o.person_id, o.pdl_id))");
 	}
 	else if (source == ENQUEUE_EXISTING)
-		appendStringInfoString(&sql,
-							   " AND NOT EXISTS (SELECT 1 FROM enrich.requests r "
-							   "WHERE r.source_relid OPERATOR(pg_catalog.=) $2 "
-							   "AND r.source_key OPERATOR(pg_catalog.=) n.source_key "
-							   "AND (r.state OPERATOR(pg_catalog.=) ANY ('{queued,submitting,submitted}'::pg_catalog.text[]) "
-							   "OR (r.state OPERATOR(pg_catalog.=) 'failed' "
-							   "AND r.error OPERATOR(pg_catalog.->>) 'code' OPERATOR(pg_catalog.=) 'invalid_identifier' "
-							   "AND pg_catalog.jsonb_build_array(r.linkedin_url, r.person_id, r.pdl_id)" SQL_OP(=)
-							   "pg_catalog.jsonb_build_array(n.linkedin_url, n.person_id, n.pdl_id)))) "
-							   "AND NOT EXISTS (SELECT 1 FROM enrich.intake i "
-							   "CROSS JOIN LATERAL pg_catalog.unnest(i.source_key) AS k(source_key) "
-							   "WHERE i.source_relid OPERATOR(pg_catalog.=) $2 "
-							   "AND k.source_key::pg_catalog.jsonb OPERATOR(pg_catalog.=) n.source_key)");
+		append_not_queued(&sql);
 
 	/* OFFSET 0 keeps request_problem from being evaluated once per use */
 	if (source != ENQUEUE_EXISTING)
@@ -380,31 +424,7 @@ enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
 		return sql.data;
 	}
 
-	/*
-	 * a backfill queues its rows the way INSERT and COPY do, in
-	 * enrich.intake, 1,000 contacts a row; refused ones are failed requests
-	 */
-	appendStringInfoString(&sql,
-						   " OFFSET 0), "
-						   "refused AS (INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
-						   "source_relid, source_key, state, error, completed_at) "
-						   "SELECT COALESCE($1, pg_catalog.current_setting('enrich.environment')), "
-						   "c.linkedin_url, c.person_id, c.pdl_id, $2, c.source_key, 'failed', "
-						   "pg_catalog.jsonb_build_object('code', 'invalid_identifier', 'message', c.problem), "
-						   "pg_catalog.now() FROM c WHERE c.problem IS NOT NULL RETURNING 1), "
-						   "queued AS (INSERT INTO enrich.intake (environment, source_relid, linkedin_url, "
-						   "person_id, pdl_id, source_key) "
-						   "SELECT COALESCE($1, pg_catalog.current_setting('enrich.environment')), $2, "
-						   "pg_catalog.array_agg(q.linkedin_url ORDER BY q.n), "
-						   "pg_catalog.array_agg(q.person_id ORDER BY q.n), "
-						   "pg_catalog.array_agg(q.pdl_id ORDER BY q.n), "
-						   "pg_catalog.array_agg(q.source_key::pg_catalog.text ORDER BY q.n) "
-						   "FROM (SELECT c.*, pg_catalog.row_number() OVER () OPERATOR(pg_catalog.-) 1 AS n "
-						   "FROM c WHERE c.problem IS NULL) q "
-						   "GROUP BY q.n OPERATOR(pg_catalog./) 1000 "
-						   "RETURNING pg_catalog.cardinality(source_key) AS contacts) "
-						   "SELECT (SELECT pg_catalog.count(*) FROM refused) OPERATOR(pg_catalog.+) "
-						   "(SELECT COALESCE(pg_catalog.sum(contacts), 0) FROM queued)");
+	append_backfill_inserts(&sql);
 	return sql.data;
 }
 

@@ -432,36 +432,25 @@ catalog_usable(const char *version)
 }
 
 /*
- * worker_plan claims requests and picks due batches, filling calls and
- * starting each one (enrich_http_start); *started counts the calls
- * started, even when an error cuts the plan short, so that the caller
- * still finishes and records them.  Each chunk of requests is claimed in
- * its own transaction and its bulk enrich starts as soon as that commits:
- * the API reads one while the next is claimed.  When it makes no call it
- * sets *sleep_ms to when the next thing is due (-1: nothing pending).
+ * worker_start_round begins a round in a transaction of its own: it says
+ * whether the catalog is one to work with, recovers once at start (and
+ * learns how long batches take from enrich.batches), reads the keys when
+ * they changed, and makes the kept plans again when due
  */
-static void
-worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, long *sleep_ms)
+static bool
+worker_start_round(void)
 {
-	int			ncalls = 0;
-	long		wait_ms = LONG_MAX;
-	bool		active[ENRICH_ENV_COUNT];
-	TimestampTz now = GetCurrentTimestamp();
-	EnrichOpenBatch *batches;
-	int			nbatches;
 	uint64		keys_generation = enrich_shared_keys_generation();
 
 	worker_begin("enrich: planning");
 	if (!catalog_usable(enrich_queue_catalog_version()))
 	{
 		worker_commit();
-		*sleep_ms = -1;			/* CREATE or ALTER EXTENSION wakes the worker */
-		return;
+		return false;
 	}
 	if (!recovered)
 	{
 		enrich_queue_recover();
-		/* what the batches table says of how long batches take */
 		for (int e = 0; e < ENRICH_ENV_COUNT; e++)
 		{
 			double		typical = enrich_queue_typical_completion_ms(e);
@@ -477,58 +466,105 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 	worker_load_keys(keys_generation);
 	enrich_queue_refresh_plans();
 	worker_commit();
+	return true;
+}
 
-	/* submit: one bulk enrich per chunk of due requests */
-	for (int e = 0; e < ENRICH_ENV_COUNT; e++)
+/*
+ * plan_submits claims the due requests of an environment, a chunk per
+ * short transaction, and starts each chunk's bulk enrich as soon as its
+ * claim commits (the API reads one while the next is claimed), while calls
+ * and tokens of tier 3 last
+ */
+static void
+plan_submits(int e, TimestampTz now, WorkerCall *calls, EnrichHttpCall *https, int *ncalls,
+			 volatile int *started, long *wait_ms)
+{
+	while (*ncalls < enrich_max_in_flight && bucket_take(e, ENRICH_TIER_BULK, now, wait_ms))
 	{
-		active[e] = env_callable(e, now, &wait_ms);
-		while (active[e] && ncalls < enrich_max_in_flight &&
-			   bucket_take(e, ENRICH_TIER_BULK, now, &wait_ms))
+		WorkerCall *call = &calls[*ncalls];
+		int			limit = Min(enrich_batch_size, envs[e].chunk_limit);
+
+		worker_begin("enrich: claiming requests");
+		call->nleads = enrich_queue_claim(e, limit, &call->leads);
+		worker_commit();
+		if (call->nleads == 0)
 		{
-			WorkerCall *call = &calls[ncalls];
-			int			limit = Min(enrich_batch_size, envs[e].chunk_limit);
-
-			worker_begin("enrich: claiming requests");
-			call->nleads = enrich_queue_claim(e, limit, &call->leads);
-			worker_commit();
-			if (call->nleads == 0)
-			{
-				bucket_give_back(e, ENRICH_TIER_BULK);
-				break;
-			}
-			call->kind = CALL_SUBMIT;
-			call->environment = e;
-			prepare_call(&https[ncalls], "POST",
-						 enrich_api_url_bulk_enrich(enrich_environment_name(e)), e,
-						 enrich_api_build_worker_body(call->leads, call->nleads));
-			ncalls++;
-			enrich_http_start(&https[ncalls - 1]);
-			*started = ncalls;
-			/* sent while the next chunk is claimed */
-			enrich_http_drive();
+			bucket_give_back(e, ENRICH_TIER_BULK);
+			return;
 		}
+		call->kind = CALL_SUBMIT;
+		call->environment = e;
+		prepare_call(&https[*ncalls], "POST",
+					 enrich_api_url_bulk_enrich(enrich_environment_name(e)), e,
+					 enrich_api_build_worker_body(call->leads, call->nleads));
+		(*ncalls)++;
+		enrich_http_start(&https[*ncalls - 1]);
+		*started = *ncalls;
+		/* sent while the next chunk is claimed */
+		enrich_http_drive();
 	}
+}
 
-	/* poll or page the batches that are due */
-	worker_begin("enrich: planning");
-	nbatches = enrich_queue_due_batches(enrich_max_in_flight * 2, &batches);
-	/* and write back what rows locked at the time kept out */
-	if (enrich_write_back_retry(ENRICH_API_MAX_REQUESTS) > 0)
-		wait_ms = 0;
-	for (int i = 0; i < nbatches && ncalls < enrich_max_in_flight; i++)
+/*
+ * plan_polls plans a status poll or a page of items of each of this
+ * worker's batches that are due, while calls and tokens of tier 4 last
+ * (inside the caller's transaction)
+ */
+static void
+plan_polls(TimestampTz now, WorkerCall *calls, EnrichHttpCall *https, int *ncalls, long *wait_ms)
+{
+	EnrichOpenBatch *batches;
+	int			nbatches = enrich_queue_due_batches(enrich_max_in_flight * 2, &batches);
+
+	for (int i = 0; i < nbatches && *ncalls < enrich_max_in_flight; i++)
 	{
 		EnrichOpenBatch *b = &batches[i];
 
-		if (b->environment < 0 || !env_callable(b->environment, now, &wait_ms))
+		if (b->environment < 0 || !env_callable(b->environment, now, wait_ms))
 			continue;
 		if (strcmp(b->status, "failed") == 0)
 			continue;			/* closed when its status was recorded */
-		if (!bucket_take(b->environment, ENRICH_TIER_READ, now, &wait_ms))
+		if (!bucket_take(b->environment, ENRICH_TIER_READ, now, wait_ms))
 			continue;
-		plan_batch(b, &calls[ncalls], &https[ncalls]);
-		ncalls++;
+		plan_batch(b, &calls[*ncalls], &https[*ncalls]);
+		(*ncalls)++;
+	}
+}
+
+/*
+ * worker_plan claims requests and picks due batches, filling calls and
+ * starting each one (enrich_http_start); *started counts the calls
+ * started, even when an error cuts the plan short, so that the caller
+ * still finishes and records them.  Each chunk of requests is claimed in
+ * its own transaction and its bulk enrich starts as soon as that commits:
+ * the API reads one while the next is claimed.  When it makes no call it
+ * sets *sleep_ms to when the next thing is due (-1: nothing pending).
+ */
+static void
+worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, long *sleep_ms)
+{
+	int			ncalls = 0;
+	long		wait_ms = LONG_MAX;
+	bool		active[ENRICH_ENV_COUNT];
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!worker_start_round())
+	{
+		*sleep_ms = -1;			/* CREATE or ALTER EXTENSION wakes the worker */
+		return;
+	}
+	for (int e = 0; e < ENRICH_ENV_COUNT; e++)
+	{
+		active[e] = env_callable(e, now, &wait_ms);
+		if (active[e])
+			plan_submits(e, now, calls, https, &ncalls, started, &wait_ms);
 	}
 
+	worker_begin("enrich: planning");
+	plan_polls(now, calls, https, &ncalls, &wait_ms);
+	/* and write back what rows locked at the time kept out */
+	if (enrich_write_back_retry(ENRICH_API_MAX_REQUESTS) > 0)
+		wait_ms = 0;
 	if (ncalls == 0)
 	{
 		/*
