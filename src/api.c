@@ -25,7 +25,7 @@
 #include "utils/memutils.h"
 
 #include "api.h"
-#include "enrich.h"
+#include "guc.h"
 
 /*
  * The metadata key that carries enrich's request id beside the caller's own

@@ -29,8 +29,7 @@
 #include "utils/rel.h"
 #include "utils/resowner.h"
 
-#include "enrich.h"
-#include "functions.h"
+#include "guc.h"
 #include "plans.h"
 #include "queue.h"
 #include "writeback.h"

@@ -28,7 +28,7 @@
 #include "utils/rel.h"
 #include "utils/resowner.h"
 
-#include "enrich.h"
+#include "guc.h"
 #include "intake.h"
 #include "plans.h"
 #include "queue.h"

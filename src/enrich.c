@@ -10,7 +10,9 @@
 
 #include "fmgr.h"
 
-#include "enrich.h"
+#include "guc.h"
+#include "shared.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 

@@ -18,9 +18,11 @@
 #include "utils/jsonb.h"
 
 #include "api.h"
-#include "enrich.h"
+#include "guc.h"
+#include "keys.h"
 #include "functions.h"
 #include "http.h"
+#include "queue.h"
 
 PG_FUNCTION_INFO_V1(enrich_submit);
 PG_FUNCTION_INFO_V1(enrich_status);

@@ -25,8 +25,5 @@ extern void enrich_call_api(EnrichHttpCall *call, const char *method, char *url,
 extern void enrich_status_values(const EnrichBatchStatus *s, Datum *values, bool *nulls);
 extern void enrich_item_values(const EnrichItem *item, Datum *values, bool *nulls);
 
-/* queue.c */
-extern void enrich_queue_record_batch(const char *batch_id, const char *environment,
-									  int nrequests);
 
 #endif							/* ENRICH_FUNCTIONS_H */

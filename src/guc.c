@@ -12,7 +12,7 @@
 
 #include "utils/guc.h"
 
-#include "enrich.h"
+#include "guc.h"
 
 char	   *enrich_api_url = NULL;
 int			enrich_environment = ENRICH_ENV_LIVE;

@@ -23,7 +23,7 @@
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
-#include "enrich.h"
+#include "guc.h"
 #include "http.h"
 
 /* how long one wait for network activity lasts before interrupts are checked */

@@ -32,7 +32,8 @@
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
 
-#include "enrich.h"
+#include "guc.h"
+#include "request.h"
 #include "intake.h"
 #include "plans.h"
 #include "security.h"

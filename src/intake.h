@@ -14,7 +14,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 
-#include "enrich.h"
+#include "guc.h"
 
 /* a watched table, as enrich.watches records it */
 typedef struct EnrichWatch

@@ -23,7 +23,8 @@
 #include "utils/memutils.h"
 
 #include "api.h"
-#include "enrich.h"
+#include "guc.h"
+#include "keys.h"
 #include "functions.h"
 
 PG_FUNCTION_INFO_V1(enrich_items_stream);

@@ -18,7 +18,9 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
-#include "enrich.h"
+#include "guc.h"
+#include "shared.h"
+#include "keys.h"
 #include "security.h"
 
 PG_FUNCTION_INFO_V1(enrich_set_api_key);

@@ -31,7 +31,8 @@
 #include "utils/rel.h"
 #include "utils/resowner.h"
 
-#include "enrich.h"
+#include "guc.h"
+#include "shared.h"
 #include "plans.h"
 #include "queue.h"
 

@@ -41,6 +41,9 @@ extern void enrich_queue_lock_tag(LOCKTAG *tag, uint32 what, int environment);
 extern char *enrich_queue_catalog_version(void);
 extern void enrich_queue_recover(void);
 extern void enrich_queue_refresh_plans(void);
+/* batches.c: the batch enrich_submit sent, recorded in the caller's transaction */
+extern void enrich_queue_record_batch(const char *batch_id, const char *environment,
+									  int nrequests);
 extern int	enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads);
 extern void enrich_queue_submitted(const char *batch_id, int environment,
 								   const EnrichOutgoing *leads, int n, int first_poll_ms);

@@ -29,7 +29,8 @@
 #include "utils/rel.h"
 
 #include "api.h"
-#include "enrich.h"
+#include "guc.h"
+#include "shared.h"
 #include "request.h"
 
 PG_FUNCTION_INFO_V1(enrich_requests_check);

@@ -9,7 +9,10 @@
 #ifndef ENRICH_REQUEST_H
 #define ENRICH_REQUEST_H
 
-#include "enrich.h"
+#include "guc.h"
+
+/* the statement that copies what enrich's trigger queued */
+extern void enrich_allow_source_rows(bool allow);
 
 /* the identifier columns of a request, in the order the API prefers them */
 extern const char *const enrich_identifier_columns[ENRICH_NIDENTIFIERS];

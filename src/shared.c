@@ -30,7 +30,8 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "guc.h"
+#include "shared.h"
 
 PG_FUNCTION_INFO_V1(enrich_wake);
 PG_FUNCTION_INFO_V1(enrich_worker_state);

@@ -51,7 +51,8 @@
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
-#include "enrich.h"
+#include "guc.h"
+#include "shared.h"
 #include "intake.h"
 #include "plans.h"
 #include "request.h"

@@ -50,7 +50,10 @@
 #include "utils/wait_event.h"
 
 #include "api.h"
-#include "enrich.h"
+#include "guc.h"
+#include "shared.h"
+#include "keys.h"
+#include "worker.h"
 #include "http.h"
 #include "queue.h"
 #include "security.h"

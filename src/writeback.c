@@ -51,7 +51,7 @@
 #include "utils/syscache.h"
 #include "utils/timeout.h"
 
-#include "enrich.h"
+#include "guc.h"
 #include "plans.h"
 #include "security.h"
 #include "writeback.h"
