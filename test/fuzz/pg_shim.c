@@ -26,7 +26,7 @@
 #include "utils/memutils.h"
 
 #include "http.h"
-#include "enrich.h"
+#include "guc.h"
 #include "pg_shim.h"
 
 /* the shim's output uses the C library, not PostgreSQL's port/snprintf.c */
