@@ -12,6 +12,7 @@
 
 #include "utils/jsonb.h"
 
+#include "compat.h"
 #include "http.h"
 
 /* requests of one bulk enrich, as the API caps them */
@@ -143,7 +144,7 @@ extern EnrichCallOutcome enrich_api_outcome(EnrichHttpCall *call, long expected_
 /* SQL callers: raise the error an unexpected answer deserves */
 extern void enrich_api_check(EnrichHttpCall *call, const char *environment,
 							 long expected_status);
-extern void enrich_api_malformed(EnrichHttpCall *call, const char *problem) pg_attribute_noreturn();
+ENRICH_NORETURN extern void enrich_api_malformed(EnrichHttpCall *call, const char *problem);
 
 /* jsonc_jsonb.c */
 extern Jsonb *enrich_jsonb_from_json(struct json_object *object);

@@ -30,6 +30,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "guc.h"
 #include "shared.h"
 
@@ -174,7 +175,7 @@ enrich_shared_wake_workers(void)
 		procnos[i] = enrich_shared->workers[i].procno;
 	SpinLockRelease(&enrich_shared->mutex);
 	for (int i = 0; i < ENRICH_MAX_WORKERS; i++)
-		if (procnos[i] >= 0 && procnos[i] != MyProc->pgprocno)
+		if (procnos[i] >= 0 && procnos[i] != ENRICH_MY_PROC_NUMBER)
 			SetLatch(&ProcGlobal->allProcs[procnos[i]].procLatch);
 }
 
@@ -266,7 +267,7 @@ enrich_shared_worker_started(int slot)
 	if (enrich_shared == NULL)
 		return;
 	SpinLockAcquire(&enrich_shared->mutex);
-	enrich_shared->workers[slot].procno = MyProc->pgprocno;
+	enrich_shared->workers[slot].procno = ENRICH_MY_PROC_NUMBER;
 	enrich_shared->workers[slot].pid = MyProcPid;
 	SpinLockRelease(&enrich_shared->mutex);
 	on_shmem_exit(enrich_shared_worker_exit, Int32GetDatum(slot));

@@ -990,9 +990,9 @@ remember_foreign(const char *batch_id)
 	foreign_batches[nforeign_batches++ % FOREIGN_BATCHES_KEPT] = batch_hash(batch_id);
 }
 
-/* call_once makes one API call of an environment now */
+/* call_api_now makes one API call of an environment now */
 static EnrichCallOutcome
-call_once(EnrichHttpCall *http, int environment, char *url, long expected, char **message)
+call_api_now(EnrichHttpCall *http, int environment, char *url, long expected, char **message)
 {
 	prepare_call(http, "GET", url, environment, NULL);
 	enrich_http_perform(http, 1);
@@ -1016,7 +1016,7 @@ probe_batch(int environment, bool for_stopped, const EnrichBatchStatus *status)
 	int			nids = 0;
 	int			adopted;
 
-	if (call_once(&http, environment,
+	if (call_api_now(&http, environment,
 				  enrich_api_url_items(enrich_environment_name(environment),
 									   status->batch_id, NULL, ENRICH_API_MAX_PAGE),
 				  200, &message) != ENRICH_OUTCOME_OK ||
@@ -1086,7 +1086,7 @@ reconcile_environment(int environment, bool for_stopped)
 		char	  **ids;
 		bool	   *known;
 
-		if (call_once(&http, environment,
+		if (call_api_now(&http, environment,
 					  enrich_api_url_batches(enrich_environment_name(environment),
 											 claimed_date, 100, offset),
 					  200, &message) != ENRICH_OUTCOME_OK ||

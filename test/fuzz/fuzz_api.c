@@ -41,7 +41,7 @@ static bool selftest_leak = false;
 static bool selftest_read = false;
 static volatile char selftest_sink;
 
-static void fuzz_fail(const char *target, const char *what) pg_attribute_noreturn();
+ENRICH_NORETURN static void fuzz_fail(const char *target, const char *what);
 
 /* fuzz_fail reports a broken contract and aborts, which libFuzzer records */
 static void

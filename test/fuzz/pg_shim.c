@@ -26,6 +26,7 @@
 #include "utils/memutils.h"
 
 #include "http.h"
+#include "compat.h"
 #include "guc.h"
 #include "pg_shim.h"
 
@@ -47,7 +48,7 @@ int			enrich_timeout_ms = 30000;
 int			enrich_connect_timeout_ms = 5000;
 int			enrich_max_response_size_kb = 16384;
 
-static void shim_fail(const char *what) pg_attribute_noreturn();
+ENRICH_NORETURN static void shim_fail(const char *what);
 
 /* shim_fail reports what the wire module must never do, and aborts */
 static void
@@ -266,7 +267,7 @@ enlargeStringInfo(StringInfo str, int needed)
 }
 
 void
-appendBinaryStringInfo(StringInfo str, const char *data, int datalen)
+appendBinaryStringInfo(StringInfo str, ENRICH_BINARY_DATA data, int datalen)
 {
 	enlargeStringInfo(str, datalen);
 	memcpy(str->data + str->len, data, datalen);
