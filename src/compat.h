@@ -41,4 +41,14 @@
 #define ENRICH_BINARY_DATA const char *
 #endif
 
+/*
+ * ENRICH_PRIMARY_KEY_INDEX returns the OID of a table's primary key index,
+ * deferrable or not: PostgreSQL 18 asks whether a deferrable one will do
+ */
+#if PG_VERSION_NUM >= 180000
+#define ENRICH_PRIMARY_KEY_INDEX(rel) RelationGetPrimaryKeyIndex((rel), true)
+#else
+#define ENRICH_PRIMARY_KEY_INDEX(rel) RelationGetPrimaryKeyIndex(rel)
+#endif
+
 #endif							/* ENRICH_COMPAT_H */

@@ -51,6 +51,7 @@
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
+#include "compat.h"
 #include "guc.h"
 #include "shared.h"
 #include "intake.h"
@@ -721,7 +722,7 @@ static void
 primary_key_columns(Oid relid, Datum *columns, Datum *types)
 {
 	Relation	rel = relation_open(relid, NoLock);
-	Oid			pk = RelationGetPrimaryKeyIndex(rel);
+	Oid			pk = ENRICH_PRIMARY_KEY_INDEX(rel);
 	Relation	index;
 	int			n;
 	Datum	   *names;

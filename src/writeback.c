@@ -51,6 +51,7 @@
 #include "utils/syscache.h"
 #include "utils/timeout.h"
 
+#include "compat.h"
 #include "guc.h"
 #include "plans.h"
 #include "security.h"
@@ -245,7 +246,7 @@ operator_sql(Oid opno)
 static char *
 key_match(Relation rel, char **key_columns, int nkeys, char **problem)
 {
-	Oid			pk = RelationGetPrimaryKeyIndex(rel);
+	Oid			pk = ENRICH_PRIMARY_KEY_INDEX(rel);
 	Relation	index;
 	StringInfoData match;
 
