@@ -179,7 +179,7 @@ RESET ROLE;
 SELECT count(*) AS intake_rows, sum(cardinality(source_key)) AS contacts FROM enrich.intake;
 SELECT enrich.flush_intake() AS flushed;
 SELECT source, source_key, environment, identifier, state, code, problem, completed
-FROM queue WHERE id > :mark ORDER BY id;
+FROM queue WHERE id > :mark ORDER BY state, source_key;  -- a backfill keeps no order
 SELECT max(id) AS mark FROM enrich.requests \gset
 -- not twice: rows with a request in progress, or refused for the same
 -- malformed identifier, are left alone

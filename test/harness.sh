@@ -189,8 +189,9 @@ run_regress()
 	timeout 600 "$pgxsdir/test/regress/pg_regress" --inputdir="$top" --outputdir="$out" \
 		--bindir="$bindir" --host="$PGHOST" --port="$PGPORT" --user=postgres \
 		--dbname=contrib_regression $tests 2>&1 | tee "$work/regress.out"
-	regress_passed=$(grep -cE '^(test| ) *[a-z0-9_]+ +\.\.\. ok' "$work/regress.out")
-	regress_failed=$(grep -cE '\.\.\. FAILED|\.\.\. failed' "$work/regress.out")
+	# PostgreSQL 15 prints "test name ... ok", 16 and later "ok 1 - name"
+	regress_passed=$(grep -cE '^(test| ) *[a-z0-9_]+ +\.\.\. ok|^ok [0-9]+ +- ' "$work/regress.out")
+	regress_failed=$(grep -cE '\.\.\. FAILED|\.\.\. failed|^not ok [0-9]+ +- ' "$work/regress.out")
 	if [ "$regress_passed" -eq 0 ] && [ "$regress_failed" -eq 0 ]; then
 		regress_failed=1
 	fi
