@@ -26,6 +26,7 @@
 
 #include "api.h"
 #include "guc.h"
+#include "json_ascii.h"
 
 /*
  * The metadata key that carries enrich's request id beside the caller's own
@@ -132,6 +133,114 @@ widen_big_integers(const char *text, size_t *len)
 	return out.data;
 }
 
+/* utf8_ok says whether n bytes at s are UTF-8 as PostgreSQL defines it */
+static bool
+utf8_ok(const char *s, size_t n)
+{
+	return n <= PG_INT32_MAX && pg_encoding_verifymbstr(PG_UTF8, s, (int) n) == (int) n;
+}
+
+/*
+ * bad_utf8_path appends to path where below v the first text that is not
+ * UTF-8 is (".person.fullName", "[3]"), and returns whether there is one
+ */
+static bool
+bad_utf8_path(json_object *v, StringInfo path)
+{
+	if (json_object_is_type(v, json_type_string))
+		return !utf8_ok(json_object_get_string(v), (size_t) json_object_get_string_len(v));
+	if (json_object_is_type(v, json_type_array))
+	{
+		for (size_t i = 0; i < json_object_array_length(v); i++)
+		{
+			int			len = path->len;
+
+			appendStringInfo(path, "[%zu]", i);
+			if (bad_utf8_path(json_object_array_get_idx(v, i), path))
+				return true;
+			path->len = len;
+			path->data[len] = '\0';
+		}
+	}
+	if (json_object_is_type(v, json_type_object))
+	{
+		json_object_object_foreach(v, key, val)
+		{
+			int			len = path->len;
+
+			if (!utf8_ok(key, strlen(key)))
+			{
+				appendStringInfoString(path, " (a member's name)");
+				return true;
+			}
+			appendStringInfo(path, ".%s", key);
+			if (bad_utf8_path(val, path))
+				return true;
+			path->len = len;
+			path->data[len] = '\0';
+		}
+	}
+	return false;
+}
+
+/*
+ * bad_utf8_message says which field of a body that is not UTF-8 holds the
+ * bytes, found by a lenient parse (json-c takes any byte in a string); when
+ * even that fails, the offset of the first bad byte
+ */
+static char *
+bad_utf8_message(const char *text, size_t len)
+{
+	EnrichJsonGuard *guard = palloc0(sizeof(EnrichJsonGuard));
+	json_tokener *tok;
+	StringInfoData path;
+	char	   *msg;
+
+	/* the tree is freed even if building the message raises an error */
+	guard->callback.func = enrich_json_guard_release;
+	guard->callback.arg = guard;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &guard->callback);
+	tok = json_tokener_new_ex(ENRICH_API_MAX_DEPTH);
+	if (tok != NULL)
+	{
+		guard->root = json_tokener_parse_ex(tok, text, (int) len);
+		json_tokener_free(tok);
+	}
+	initStringInfo(&path);
+	if (guard->root != NULL && bad_utf8_path(guard->root, &path))
+		msg = psprintf("the body is not valid UTF-8: %s",
+					   path.len > 0 ? path.data + (path.data[0] == '.') : "the value");
+	else
+		msg = psprintf("the body is not valid UTF-8 at byte %d",
+					   pg_encoding_verifymbstr(PG_UTF8, text, (int) len));
+	enrich_json_guard_release(guard);
+	pfree(path.data);
+	return msg;
+}
+
+/*
+ * strict_parseable returns text, or where the loaded json-c's strict mode
+ * refuses raw UTF-8 in strings (json_ascii.c), a copy with such characters
+ * as \u escapes, and sets *len to its length
+ */
+static const char *
+strict_parseable(const char *text, size_t *len)
+{
+	size_t		escaped_len;
+	char	   *escaped;
+
+	if (!json_ascii_needed())
+		return text;
+	escaped_len = json_ascii_escape(text, *len, NULL);
+	if (escaped_len == *len)
+		return text;
+	escaped = palloc(escaped_len + 1);
+	json_ascii_escape(text, *len, escaped);
+	escaped[escaped_len] = '\0';
+	*len = escaped_len;
+	return escaped;
+}
+
 /*
  * enrich_json_parse parses text with the depth limit into a guarded tree.
  * It returns NULL on success, else what is wrong.
@@ -151,9 +260,12 @@ enrich_json_parse(const char *text, size_t len, EnrichJsonGuard **guard_out)
 	if (len > PG_INT32_MAX)
 		return pstrdup("the body is too large to parse");
 	/* PostgreSQL stores what json-c hands back without checking its encoding */
-	if (pg_encoding_verifymbstr(PG_UTF8, text, (int) len) != (int) len)
-		return pstrdup("the body is not valid UTF-8");
+	if (!utf8_ok(text, len))
+		return bad_utf8_message(text, len);
 	text = widen_big_integers(text, &len);
+	text = strict_parseable(text, &len);
+	if (len > PG_INT32_MAX)
+		return pstrdup("the body is too large to parse");
 
 	guard = palloc0(sizeof(EnrichJsonGuard));
 	guard->callback.func = enrich_json_guard_release;

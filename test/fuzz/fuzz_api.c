@@ -6,7 +6,7 @@
  *	  that reads what the API or a caller sends: the six response parsers,
  *	  enrich_api_error_index, enrich_api_normalize_linkedin_url,
  *	  enrich_api_build_bulk_body, enrich_api_build_worker_body,
- *	  enrich_api_outcome and the URL builders.
+ *	  enrich_api_outcome and the URL builders; and to json_ascii_escape.
  *
  *	  Besides what AddressSanitizer, UndefinedBehaviorSanitizer and
  *	  LeakSanitizer find, it aborts when a function breaks its contract:
@@ -31,6 +31,7 @@
 #include "mb/pg_wchar.h"
 
 #include "api.h"
+#include "json_ascii.h"
 #include "pg_shim.h"
 
 #undef fprintf
@@ -540,6 +541,63 @@ fuzz_urls(const char *text)
 	settle("url");
 }
 
+/*
+ * parse_with parses n bytes of text with a fresh tokener and the flags;
+ * NULL when json-c refuses them
+ */
+static json_object *
+parse_with(const char *text, size_t n, int flags)
+{
+	json_tokener *tok = json_tokener_new();
+	json_object *obj;
+
+	json_tokener_set_flags(tok, flags);
+	obj = json_tokener_parse_ex(tok, text, (int) n);
+	if (obj != NULL && json_tokener_get_parse_end(tok) != n)
+	{
+		json_object_put(obj);
+		obj = NULL;
+	}
+	json_tokener_free(tok);
+	return obj;
+}
+
+/*
+ * fuzz_json_ascii checks json_ascii_escape, the json-c 0.17/0.18 strict
+ * mode workaround, on every json-c: the escaped text parses to the same
+ * value as the text itself (or both are refused), in the default mode and,
+ * where this json-c has no defect, in strict mode too
+ */
+static void
+fuzz_json_ascii(const char *text, size_t size)
+{
+	size_t		n = json_ascii_escape(text, size, NULL);
+	char	   *escaped = malloc(n + 1);
+	int			modes[2] = {0, JSON_TOKENER_STRICT};
+
+	if (escaped == NULL)
+		return;
+	if (json_ascii_escape(text, size, escaped) != n)
+		fuzz_fail("json_ascii", "the two passes disagree on the length");
+	escaped[n] = '\0';
+	for (int m = 0; m < (json_ascii_needed() ? 1 : 2); m++)
+	{
+		json_object *raw = parse_with(text, size, modes[m]);
+		json_object *esc = parse_with(escaped, n, modes[m]);
+
+		if ((raw == NULL) != (esc == NULL))
+			fuzz_fail("json_ascii", "the escaped text is parsed differently");
+		/* compared as text: json_object_equal says NaN is not NaN */
+		if (raw != NULL &&
+			strcmp(json_object_to_json_string_ext(raw, JSON_C_TO_STRING_PLAIN),
+				   json_object_to_json_string_ext(esc, JSON_C_TO_STRING_PLAIN)) != 0)
+			fuzz_fail("json_ascii", "the escaped text has another value");
+		json_object_put(raw);
+		json_object_put(esc);
+	}
+	free(escaped);
+}
+
 /* LLVMFuzzerTestOneInput gives one input to every target */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -573,6 +631,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_bulk_body(text);
 	fuzz_worker_body(text, size);
 	fuzz_urls(text);
+	fuzz_json_ascii(text, size);
 	free(text);
 	return 0;
 }

@@ -48,6 +48,7 @@ pgcommon=$("$PG_CONFIG" --pkglibdir)/libpgcommon_shlib.a
 build_log=$work/build.log
 if ! {
 	"$CC" $cflags -fsanitize=fuzzer-no-link -c "$top/src/api.c" -o "$work/api.o" &&
+	"$CC" $cflags -fsanitize=fuzzer-no-link -c "$top/src/json_ascii.c" -o "$work/json_ascii.o" &&
 	"$CC" $cflags -c "$fuzzdir/pg_shim.c" -o "$work/pg_shim.o" &&
 	"$CC" $cflags -c "$fuzzdir/fuzz_api.c" -o "$work/fuzz_api.o" &&
 	"$CC" $sanitize -fsanitize=fuzzer "$work"/*.o $(pkg-config --libs json-c) "$pgcommon" -o "$bin"

@@ -32,7 +32,8 @@
 /* The hostile kinds, by the name the setting uses. */
 const char *const mock_hostile_names[HOSTILE_COUNT] = {
 	"none", "oversized", "deep", "wrong_types", "missing_fields", "bad_values",
-	"duplicate_items", "replay_cursor", "rewind_cursor", "foreign_metadata", "far_future"
+	"duplicate_items", "replay_cursor", "rewind_cursor", "foreign_metadata", "far_future",
+	"bad_utf8"
 };
 
 static mock_faults current = NO_FAULTS;
@@ -188,9 +189,9 @@ static const struct
 }			hostile_params[] = {
 	{"hostile_rate", ((1u << HOSTILE_COUNT) - 1) & ~HK(HOSTILE_NONE)},
 	{"hostile_item", HK(HOSTILE_WRONG_TYPES) | HK(HOSTILE_MISSING_FIELDS) |
-	HK(HOSTILE_BAD_VALUES) | HK(HOSTILE_FOREIGN_METADATA)},
+	HK(HOSTILE_BAD_VALUES) | HK(HOSTILE_FOREIGN_METADATA) | HK(HOSTILE_BAD_UTF8)},
 	{"hostile_fields", HK(HOSTILE_WRONG_TYPES) | HK(HOSTILE_MISSING_FIELDS) |
-	HK(HOSTILE_BAD_VALUES)},
+	HK(HOSTILE_BAD_VALUES) | HK(HOSTILE_BAD_UTF8)},
 	{"hostile_size_mib", HK(HOSTILE_OVERSIZED)},
 	{"hostile_chunked", HK(HOSTILE_OVERSIZED)},
 	{"hostile_depth", HK(HOSTILE_DEEP)},

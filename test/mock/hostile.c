@@ -20,6 +20,8 @@
  *						the first page
  *	  foreign_metadata	an item echoes the metadata of another batch
  *	  far_future		a completed batch's completedAt is 9999-12-31T23:59:59Z
+ *	  bad_utf8			every selected string (and a person's fullName) ends
+ *						in bytes that are not UTF-8
  *
  *	  The three page faults are decided by store.c while it builds the page;
  *	  the others rewrite the reply the endpoint built.  Nothing here runs
@@ -69,6 +71,7 @@ hostile_applies(mock_hostile kind, mock_endpoint ep)
 		case HOSTILE_WRONG_TYPES:
 		case HOSTILE_MISSING_FIELDS:
 		case HOSTILE_BAD_VALUES:
+		case HOSTILE_BAD_UTF8:
 			return ep < EP_VENDOR_COUNT;
 		case HOSTILE_DUPLICATE_ITEMS:
 		case HOSTILE_REPLAY_CURSOR:
@@ -211,6 +214,31 @@ bad_value(const char *field, json_object *v)
 }
 
 /*
+ * bad_utf8 puts bytes that are not UTF-8 (a lone continuation byte, then a
+ * lead byte without its continuation) after the text of parent's member
+ * key: a string's own, or an object's fullName (a person).  Returns whether
+ * it did.
+ */
+static bool
+bad_utf8(json_object *parent, const char *key, json_object *v)
+{
+	json_object *name;
+	sbuf		b;
+
+	if (json_object_is_type(v, json_type_object) &&
+		json_object_object_get_ex(v, "fullName", &name))
+		return bad_utf8(v, "fullName", name);
+	if (!json_object_is_type(v, json_type_string))
+		return false;
+	sbuf_init(&b, (size_t) json_object_get_string_len(v) + 4);
+	sbuf_append(&b, json_object_get_string(v), (size_t) json_object_get_string_len(v));
+	sbuf_append(&b, "\x80\xc3", 2);
+	json_object_object_add(parent, key, json_object_new_string_len(b.data, (int) b.len));
+	sbuf_free(&b);
+	return true;
+}
+
+/*
  * mutate changes the selected fields of every object at or below v (not
  * inside metadata or person values, which are opaque), children first.
  * Returns whether anything changed.
@@ -253,6 +281,11 @@ mutate(json_object *v, const mock_faults *f)
 			{
 				json_object_object_del(v, keys[i]);
 				changed = true;
+				continue;
+			}
+			if (f->hostile == HOSTILE_BAD_UTF8)
+			{
+				changed |= bad_utf8(v, keys[i], val);
 				continue;
 			}
 			if (f->hostile == HOSTILE_FAR_FUTURE)
@@ -403,6 +436,7 @@ hostile_apply(const mock_faults *f, const mock_call *call, mock_reply *r)
 		case HOSTILE_BAD_VALUES:
 		case HOSTILE_FOREIGN_METADATA:
 		case HOSTILE_FAR_FUTURE:
+		case HOSTILE_BAD_UTF8:
 			changed = rewrite(f, call, r);
 			break;
 		case HOSTILE_DUPLICATE_ITEMS:

@@ -3,9 +3,10 @@
  * identity.c
  *	  Who a request is about: LinkedIn URL normalization, the deterministic
  *	  outcome of an identifier, and the person derived from a 64-bit FNV-1a
- *	  hash of the normalized identifier.  Everything here is a pure function
- *	  of its input, so the same identifier gives the same person across
- *	  restarts.
+ *	  hash of the normalized identifier (a quarter of them, and each
+ *	  identifier containing "unicode", with non-ASCII names).  Everything
+ *	  here is a pure function of its input, so the same identifier gives
+ *	  the same person across restarts.
  *
  *-------------------------------------------------------------------------
  */
@@ -60,6 +61,39 @@ static const char *const skills[] = {
 	"Distributed Systems", "Machine Learning", "Data Modeling", "Linux",
 	"Leadership", "Product Strategy", "Security", "Terraform", "Java",
 	"TypeScript", "Statistics", "Networking", "Performance Tuning"
+};
+
+/*
+ * People are not ASCII: the persons of a share of identifiers, and of every
+ * identifier containing "unicode", come from these tables (raw UTF-8:
+ * accented Latin, Greek, Cyrillic, CJK, Hangul, Arabic and Hebrew written
+ * right to left, combining marks, emoji).  Each first name goes with the
+ * family name beside it.
+ */
+static const char *const unicode_names[][2] = {
+	{"José", "Álvarez Núñez"}, {"Zoë", "Ødegård"},
+	{"Ame\xcc\x81lie", "Lefèvre"}, {"Łukasz", "Wałęsa"},
+	{"Søren", "Kierkegaard"}, {"Ιωάννα", "Παπαδοπούλου"},
+	{"Анна", "Смирнова"}, {"太郎", "山田"}, {"明", "李"}, {"지민", "김"},
+	{"محمد", "العلي"}, {"שרה", "כהן"}, {"Hương", "Nguyễn"},
+	{"Ngozi", "Adébáyọ̀"}, {"Siobhán", "Ó Briain"}, {"Çağrı", "Öztürk"}
+};
+
+static const char *const unicode_titles[] = {
+	"Ingénieure logiciel", "Datenbankadministratorin", "ソフトウェアエンジニア",
+	"مهندسة بيانات", "מנהלת מוצר", "Руководитель отдела данных",
+	"数据科学家", "Responsable sécurité 🔐"
+};
+
+static const char *const unicode_companies[] = {
+	"Société Générale des Données", "Müller & Söhne GmbH", "株式会社データ",
+	"Ελληνικά Δεδομένα", "☕ Café Labs", "شركة البيانات", "Łódź Systemy",
+	"데이터 주식회사"
+};
+
+static const char *const unicode_locations[] = {
+	"São Paulo, Brasil", "Zürich, Schweiz", "東京, 日本", "القاهرة، مصر",
+	"תל אביב, ישראל", "Kraków, Polska", "Reykjavík, Ísland", "서울, 대한민국"
 };
 
 /*
@@ -239,6 +273,18 @@ identity_person_json(sbuf *b, const char *normalized, bool is_url)
 	const char *title = job_titles[pick(&state, LENGTHOF(job_titles))];
 	const char *company = companies[pick(&state, LENGTHOF(companies))];
 	const char *location = locations[pick(&state, LENGTHOF(locations))];
+
+	/* one identifier in four, by its hash, and each "unicode" one */
+	if (h % 4 == 0 || contains_ci(normalized, "unicode"))
+	{
+		size_t		n = pick(&state, LENGTHOF(unicode_names));
+
+		first = unicode_names[n][0];
+		last = unicode_names[n][1];
+		title = unicode_titles[pick(&state, LENGTHOF(unicode_titles))];
+		company = unicode_companies[pick(&state, LENGTHOF(unicode_companies))];
+		location = unicode_locations[pick(&state, LENGTHOF(unicode_locations))];
+	}
 	size_t		s1 = pick(&state, LENGTHOF(skills));
 	size_t		s2 = (s1 + 1 + pick(&state, LENGTHOF(skills) - 1)) % LENGTHOF(skills);
 	size_t		s3;

@@ -305,6 +305,9 @@ main(int argc, char **argv)
 		key_pem = read_file(mock_conf.tls_key_file);
 	}
 
+	/* json-c is probed once, before there are threads to race on it */
+	json_ascii_needed();
+
 	/* the daemon's threads inherit this mask; only main waits for them */
 	sigemptyset(&stop_signals);
 	sigaddset(&stop_signals, SIGTERM);

@@ -37,6 +37,8 @@
 
 #include <json-c/json.h>
 
+#include "json_ascii.h"
+
 struct MHD_Daemon;
 struct MHD_Response;
 
@@ -94,6 +96,7 @@ typedef enum mock_hostile
 	HOSTILE_REWIND_CURSOR,		/* the next cursor is the first page's */
 	HOSTILE_FOREIGN_METADATA,	/* an item echoes metadata of another batch */
 	HOSTILE_FAR_FUTURE,			/* completedAt in year 9999 */
+	HOSTILE_BAD_UTF8,			/* strings with bytes that are not UTF-8 */
 	HOSTILE_COUNT
 } mock_hostile;
 
