@@ -17,7 +17,7 @@ MODULE_big = enrich
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 EXTENSION = enrich
 DATA = sql/enrich--1.0.sql sql/enrich--1.0--1.1.sql
-REGRESS = create_extension api_calls api_processing api_errors api_cancel api_security api_tls requests watch
+REGRESS = create_extension api_calls api_processing api_errors api_cancel api_security api_tls requests watch real_names
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags json-c libcurl 2>/dev/null)

@@ -11,7 +11,8 @@
 # the work directory for inspection, PROVE_VERBOSE=1 prints every TAP line,
 # BENCH_ARGS passes options to test/bench/bench.pl (e.g. "--cases throughput"),
 # TAP_ONLY="045 060" runs only the TAP tests whose paths contain one of the
-# words (a developer's aid: the total then counts only those).
+# words, REGRESS_ONLY="watch" only these pg_regress tests (developer's aids:
+# the total then counts only those).
 # ENRICH_SANITIZE=1 (test/sanitize.sh, with an enrich.so built with ASan and
 # UBSan) starts every server, the TAP tests' too, through a pg_ctl that
 # preloads the sanitizer runtimes named by ENRICH_SANITIZE_PRELOAD (the mocks
@@ -182,7 +183,7 @@ start_cluster()
 run_regress()
 {
 	local tests out
-	tests=$(make -s --no-print-directory -C "$top" print-regress)
+	tests=${REGRESS_ONLY:-$(make -s --no-print-directory -C "$top" print-regress)}
 	echo "== pg_regress: $tests"
 	out=$work/regress
 	mkdir -p "$out"

@@ -236,6 +236,17 @@ contains_ci(const char *s, const char *needle)
 }
 
 /*
+ * identity_is_unicode says whether a normalized identifier asks for
+ * non-ASCII text in its person and its failure message: it contains
+ * "unicode" (identity_person_json adds a quarter of the others by hash)
+ */
+bool
+identity_is_unicode(const char *normalized)
+{
+	return contains_ci(normalized, "unicode");
+}
+
+/*
  * identity_outcome is the scripted outcome of a normalized identifier, by
  * case-insensitive substring; the first match of invalid, notfound, flaky
  * wins.
@@ -275,7 +286,7 @@ identity_person_json(sbuf *b, const char *normalized, bool is_url)
 	const char *location = locations[pick(&state, LENGTHOF(locations))];
 
 	/* one identifier in four, by its hash, and each "unicode" one */
-	if (h % 4 == 0 || contains_ci(normalized, "unicode"))
+	if (h % 4 == 0 || identity_is_unicode(normalized))
 	{
 		size_t		n = pick(&state, LENGTHOF(unicode_names));
 

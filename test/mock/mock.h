@@ -232,6 +232,7 @@ typedef enum mock_outcome
 
 extern char *identity_normalize_url(const char *url, size_t len);
 extern mock_outcome identity_outcome(const char *normalized);
+extern bool identity_is_unicode(const char *normalized);
 extern void identity_person_json(sbuf *b, const char *normalized, bool is_url);
 
 /* ---- store.c ---- */

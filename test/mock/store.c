@@ -120,6 +120,9 @@ store_create_batch_locked(mock_env env, mock_input *in, int n, bool fail,
 				sbuf_puts(&items, "null,\"error\":");
 				if (outcome == OUTCOME_NOT_FOUND)
 					failure_json(&items, "not_found",
+								 identity_is_unicode(in[i].identifier) ?
+								 "aucune personne ne correspond · 該当する人物はいません · "
+								 "לא נמצא אדם 🔍" :
 								 "no person matches this identifier");
 				else if (outcome == OUTCOME_INVALID)
 					failure_json(&items, "invalid_identifier",

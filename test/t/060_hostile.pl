@@ -237,14 +237,15 @@ my %says = (
 	deep => qr/nest|deep|depth/i,
 	wrong_types => qr/malformed .*(not a|not an|missing)/i,
 	missing_fields => qr/malformed .*missing/i,
-	bad_values => qr/malformed .*(not a|not an|missing|not one of|negative|empty)/i);
+	bad_values => qr/malformed .*(not a|not an|missing|not one of|negative|empty)/i,
+	bad_utf8 => qr/malformed .*not valid UTF-8: [a-zA-Z]/);
 my %where = (
 	list_items => qr/^(batch|log): (?!malformed (batch status|bulk))/,
 	batch_status => qr/^(batch|log): (?!malformed (items|bulk))/,
 	bulk_enrich => qr/^(environment|request|log): (?!malformed (items|batch status))/);
 
-# the five kinds that break any answer, on each endpoint the worker reads
-for my $kind (qw(oversized deep wrong_types missing_fields bad_values))
+# the six kinds that break any answer, on each endpoint the worker reads
+for my $kind (qw(oversized deep wrong_types missing_fields bad_values bad_utf8))
 {
 	for my $endpoint (qw(list_items batch_status bulk_enrich))
 	{
@@ -256,6 +257,9 @@ scenario(name => 'oversized chunked on list_items', error => qr/$where{list_item
 	fault => { hostile => 'oversized', hostile_chunked => JSON::PP::true(), endpoints => ['list_items'] });
 scenario(name => 'wrong_types of isSuccess in one item', error => qr/^(batch: |log: .*)malformed items page: items\[1\]: isSuccess/,
 	fault => { hostile => 'wrong_types', hostile_fields => ['isSuccess'], hostile_item => 1 });
+scenario(name => 'bad_utf8 in the person of one item',
+	error => qr/^(batch: |log: .*)malformed items page: the body is not valid UTF-8: items\[1\]\.person\.fullName/,
+	fault => { hostile => 'bad_utf8', hostile_fields => ['person'], hostile_item => 1 });
 scenario(name => 'missing_fields: cursor', error => qr/^(batch: |log: .*)malformed items page: .*cursor/,
 	fault => { hostile => 'missing_fields', hostile_fields => ['cursor'] });
 
@@ -361,8 +365,8 @@ sub refused
 }
 
 my %sqlstate = (oversized => '54000', deep => '08P01', wrong_types => '08P01',
-	missing_fields => '08P01', bad_values => '08P01');
-for my $kind (qw(oversized deep wrong_types missing_fields bad_values))
+	missing_fields => '08P01', bad_values => '08P01', bad_utf8 => '08P01');
+for my $kind (qw(oversized deep wrong_types missing_fields bad_values bad_utf8))
 {
 	my $f = { hostile => $kind };
 	refused("enrich_status under $kind", $f, qq{SELECT * FROM enrich_status('$batch', 'test')}, $sqlstate{$kind});

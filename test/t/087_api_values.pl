@@ -4,6 +4,9 @@
 #  - a completedAt in year 9999 teaches the workers nothing (a poll delay
 #    learned from it would not fit an int: undefined behaviour), and is not
 #    recorded as how long the batch took;
+#  - real names (accented Latin, CJK, Hangul, Arabic and Hebrew, emoji,
+#    combining marks) reach a watched table with non-ASCII names byte for
+#    byte, and so do the API's non-ASCII failure messages;
 # and enrich is created only in a UTF8 database, where jsonb holds the
 # API's text as it came.
 use strict;
@@ -39,6 +42,46 @@ my $batch = sql(q{SELECT enrich_submit('[{"personId": "p-bignum-2"}]')});
 $node->poll_query_until('postgres', qq{SELECT status = 'completed' FROM enrich_status('$batch')})
   or die 'the batch did not complete';
 is(sql("$check FROM (SELECT person FROM enrich_items('$batch')) AS i(p)"), 't', 'and enrich_items');
+
+# real names through the workers: a table, its schema, columns and keys
+# named in other scripts; a quarter of the generated identifiers, and each
+# "unicode" one, get a non-ASCII person
+sql(q{CREATE SCHEMA "ünïcode";
+	CREATE TABLE "ünïcode"."kontakte_山田" ("schlüssel" text PRIMARY KEY, "profil_url" text, "person_ü" jsonb);
+	SELECT enrich_watch('"ünïcode"."kontakte_山田"', 'person_ü', linkedin_url_column => 'profil_url');
+	INSERT INTO "ünïcode"."kontakte_山田" ("schlüssel", "profil_url") VALUES
+		('ada-זהות', 'https://www.linkedin.com/in/unicode-ada'),
+		('東京-1', 'https://www.linkedin.com/in/ÉLODIE-Núñez-山田/'),
+		('emoji-🚀', 'linkedin.com/in/unicode-notfound-zoë');
+	INSERT INTO "ünïcode"."kontakte_山田" ("schlüssel", "profil_url")
+		SELECT 'k-' || g, 'https://www.linkedin.com/in/person-' || g FROM generate_series(1, 40) g});
+$node->wait_for(q{SELECT count(*) = 43 FROM enrich.requests
+	WHERE source_relid = '"ünïcode"."kontakte_山田"'::regclass AND state IN ('done', 'failed')},
+	'every real-name row is settled');
+my @expect;
+for my $row (split /\n/, sql(q{SELECT "schlüssel" || '|' || "profil_url" FROM "ünïcode"."kontakte_山田"
+	WHERE "schlüssel" <> 'emoji-🚀'}))
+{
+	my ($key, $url) = split /\|/, $row, 2;
+	# escaped here: HTTP::Tiny's query encoder would encode these bytes again
+	my $escaped = $url =~ s/([^A-Za-z0-9._~-])/sprintf('%%%02X', ord $1)/ger;
+	my $res = $mock->request(GET => "/__mock/person?professionalSocialMediaUrl=$escaped");
+	die "the mock has no person for $url" unless $res->{status} == 200;
+	push @expect, "(\$k\$$key\$k\$, \$j\$$res->{content}\$j\$)";
+}
+my $mock_persons = 'VALUES ' . join(', ', @expect);
+is(sql(qq{SELECT count(*) FILTER (WHERE c."person_ü" IS NOT NULL
+			AND convert_to(c."person_ü"::text, 'UTF8') = convert_to((m.j::jsonb->'person')::text, 'UTF8')),
+		count(*) FILTER (WHERE c."person_ü"::text ~ '[^\\x01-\\x7f]')
+	FROM ($mock_persons) AS m(k, j) JOIN "ünïcode"."kontakte_山田" c ON c."schlüssel" = m.k}) =~ s/\|(\d+)$//r,
+	42, 'the 42 persons written back are the mock\'s, byte for byte');
+cmp_ok(sql(qq{SELECT count(*) FROM "ünïcode"."kontakte_山田" WHERE "person_ü"::text ~ '[^\\x01-\\x7f]'}),
+	'>=', 5, 'and several of them are not ASCII');
+is(sql(q{SELECT c."person_ü" IS NULL, r.error->>'code', r.error->>'message'
+	FROM "ünïcode"."kontakte_山田" c JOIN enrich.requests r ON r.source_key->>0 = c."schlüssel"
+	WHERE c."schlüssel" = 'emoji-🚀'}),
+	't|not_found|aucune personne ne correspond · 該当する人物はいません · לא נמצא אדם 🔍',
+	'a non-ASCII failure message is kept as the API wrote it');
 
 # a completedAt in year 9999
 $mock->set_faults({ hostile => 'far_future' });

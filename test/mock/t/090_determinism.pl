@@ -59,6 +59,23 @@ $m = EnrichMock->start(seed => 99, start_delay_ms => 100, items_per_second => 10
 is_deeply(persons($m), $p1, 'another seed and processing speed: the same persons');
 $m->stop;
 
+# people are not ASCII: a quarter of persons, and every "unicode" one, carry
+# raw UTF-8 (not \u escapes); a "unicode" failure message too
+$m = EnrichMock->start();
+{
+	my $raw = $m->request(GET => '/__mock/person?personId=p-unicode-1')->{content};
+	ok($raw =~ /[\x80-\xff]/ && $raw !~ /\\u/, 'a "unicode" person is raw UTF-8, without \\u escapes');
+	ok(utf8::decode(my $copy = $raw), 'and well-formed UTF-8');
+	my $non_ascii = grep { $m->request(GET => "/__mock/person?personId=p-$_")->{content} =~ /[\x80-\xff]/ } 1 .. 400;
+	ok($non_ascii >= 70 && $non_ascii <= 130, "a share of other persons is not ASCII ($non_ascii of 400)");
+	my $batch = $m->bulk_enrich([ { personId => 'p-unicode-notfound' } ])->{json}{batchId};
+	$m->wait_batch($batch);
+	my $page = $m->request(GET => "$BE/$batch/items?limit=10")->{content};
+	like($page, qr/"message":"aucune personne ne correspond [^"]*\x{f0}\x{9f}\x{94}\x{8d}"/,
+		'a "unicode" failure message is raw UTF-8 too');
+}
+$m->stop;
+
 # the seeded fault generator: same seed, same sequence of requests -> same faults
 sub fault_sequence
 {

@@ -300,6 +300,24 @@ is_deeply(get("/$b")->{json}, { %{ $normal{batch_status} }, processedCount => -1
 	'bad_values [processedCount]: only that count is negative');
 
 # ---------------------------------------------------------------------
+# bad_utf8: the selected strings end in 80 c3, a person's fullName too
+# ---------------------------------------------------------------------
+faults({ hostile => 'bad_utf8', hostile_fields => ['status'] });
+{
+	my $r = get("/$b");
+	ok(!defined $r->{json}, 'bad_utf8 [status]: the body is not valid JSON text (not UTF-8)');
+	like($r->{content}, qr/"status":"[a-z]+\x80\xc3"/, 'bad_utf8 [status]: the status ends in 80 c3');
+}
+faults({ hostile => 'bad_utf8', hostile_fields => ['person'], hostile_item => 0 });
+{
+	my $body = get("/$a/items?limit=50")->{content};
+	my @bad = $body =~ /"fullName":"[^"]*\x80\xc3"/g;
+	is(scalar @bad, 1, 'bad_utf8 [person] item 0: one fullName ends in 80 c3');
+	like($body, qr/^\{"items":\[\{[^\x80]*"fullName":"[^"]*\x80\xc3"/, 'bad_utf8 [person] item 0: the first item\'s');
+}
+faults({});
+
+# ---------------------------------------------------------------------
 # duplicate_items, replay_cursor, rewind_cursor
 # ---------------------------------------------------------------------
 # walk pages a batch, returning the item ids seen and the cursors, at most $max pages
