@@ -8,9 +8,16 @@
 #   make bench      install missing packages, build, install, run the benchmark
 #   make fuzz       fuzz the wire module's response parsers (FUZZ_SECONDS, default 60)
 #   make test-sanitize  every test again, with enrich.so built with ASan + UBSan
+#   make test-matrix    make test against each PostgreSQL major (ENRICH_MAJORS,
+#                   default 15 17 18), in a Debian root filesystem for a major
+#                   this machine's Debian does not package (test/matrix.sh)
 #   make deps       only install the missing Debian packages
+#
+# PG_CONFIG=/path/to/pg_config or PG_MAJOR=17 chooses the PostgreSQL.
 
-PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+# the server to build against: PG_CONFIG, else PG_MAJOR, else the newest
+# installed (test/pg-config.sh says how it chooses)
+PG_CONFIG ?= $(shell bash $(CURDIR)/test/pg-config.sh 2>/dev/null)
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 
 MODULE_big = enrich
@@ -31,7 +38,7 @@ EXTRA_CLEAN = results regression.diffs regression.out log tmp_check
 MOCK = test/mock/aggk-mock
 
 .DEFAULT_GOAL := all
-.PHONY: deps test demo bench fuzz test-sanitize mock print-regress
+.PHONY: deps test demo bench fuzz test-sanitize test-matrix mock print-regress
 
 # the harness asks which pg_regress tests to run
 print-regress:
@@ -83,3 +90,6 @@ fuzz: deps
 
 test-sanitize: deps
 	@bash test/sanitize.sh
+
+test-matrix:
+	@bash test/matrix.sh

@@ -2,15 +2,55 @@
 # deps.sh: installs the Debian packages that building, testing and the demo
 # need, when any is missing.  As root it runs apt-get; otherwise it prints the
 # exact command to run and fails.
+#
+# The PostgreSQL major is PG_MAJOR, else that of PG_CONFIG or of the newest
+# server already installed (test/pg-config.sh), else the release's default
+# (the major Debian's "postgresql" package depends on).  Compilers are the
+# release's defaults (the "clang" and "libclang-rt-dev" packages).
+#
+#   bash test/deps.sh          install what is missing
+#   bash test/deps.sh --list   only print the packages (test/matrix.sh
+#                              builds root filesystems with them)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# pg_major prints the major to install, or nothing when only apt can tell
+pg_major()
+{
+	local pg_config
+	if [ -n "${PG_MAJOR:-}" ]; then
+		echo "$PG_MAJOR"
+	elif pg_config=$(bash test/pg-config.sh); then
+		"$pg_config" --version | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p'
+	fi
+}
+
+# default_major prints the major of the release's "postgresql" package
+default_major()
+{
+	apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -1
+}
+
+updated=0
+major=$(pg_major)
+if [ -z "$major" ]; then
+	[ "$(id -u)" -eq 0 ] && { apt-get update -qq; updated=1; }
+	major=$(default_major)
+	[ -n "$major" ] || { echo "enrich: cannot tell which PostgreSQL to install; set PG_MAJOR" >&2; exit 1; }
+fi
 
 packages=(
 	build-essential pkg-config
-	postgresql-15 postgresql-server-dev-15
+	"postgresql-$major" "postgresql-server-dev-$major"
 	libcurl4-openssl-dev libjson-c-dev libmicrohttpd-dev
 	libipc-run-perl curl openssl procps
-	clang-14 libclang-rt-14-dev
+	clang libclang-rt-dev
 )
+
+if [ "${1:-}" = --list ]; then
+	echo "${packages[*]}"
+	exit 0
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -30,5 +70,5 @@ fi
 
 echo "enrich: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+[ $updated = 1 ] || apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -7,7 +7,7 @@
 # and the TAP tests run as the unprivileged user "postgres", from a copy of
 # test/ in a private work directory that this user owns.
 #
-# Environment: PG_CONFIG (default Debian's PostgreSQL 15), ENRICH_KEEP=1 keeps
+# Environment: PG_CONFIG or PG_MAJOR (test/pg-config.sh), ENRICH_KEEP=1 keeps
 # the work directory for inspection, PROVE_VERBOSE=1 prints every TAP line,
 # BENCH_ARGS passes options to test/bench/bench.pl (e.g. "--cases throughput"),
 # TAP_ONLY="045 060" runs only the TAP tests whose paths contain one of the
@@ -22,7 +22,7 @@ set -uo pipefail
 
 mode=${1:-test}
 top=$(cd "$(dirname "$0")/.." && pwd)
-PG_CONFIG=${PG_CONFIG:-$(command -v /usr/lib/postgresql/15/bin/pg_config || command -v pg_config)}
+PG_CONFIG=$(bash "$top/test/pg-config.sh") || { echo "harness: pg_config not found (make deps)" >&2; exit 1; }
 bindir=$("$PG_CONFIG" --bindir)
 pgxsdir=$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")
 
@@ -31,18 +31,20 @@ chmod 755 "$work"
 run_user=$(id -un)
 if [ "$(id -u)" -eq 0 ]; then
 	run_user=postgres
-	id postgres >/dev/null 2>&1 || { echo "harness: user postgres is missing (is postgresql-15 installed?)" >&2; exit 1; }
+	id postgres >/dev/null 2>&1 || { echo "harness: user postgres is missing (is PostgreSQL's server package installed? make deps)" >&2; exit 1; }
 	chown postgres: "$work"
 fi
 
-# as_runner runs a command as the unprivileged user, with a clean HOME
+# as_runner runs a command as the unprivileged user, with a clean HOME.
+# runner is the prefix that does it: setpriv and env execute the command in
+# place (runuser would fork and wait), so "${runner[@]}" CMD & has in $! the
+# process id of CMD itself.
+runner=()
+[ "$(id -u)" -eq 0 ] &&
+	runner=(setpriv --reuid=postgres --regid=postgres --init-groups -- env HOME="$work" USER=postgres LOGNAME=postgres)
 as_runner()
 {
-	if [ "$(id -u)" -eq 0 ]; then
-		runuser -u postgres -- env HOME="$work" "$@"
-	else
-		"$@"
-	fi
+	"${runner[@]}" "$@"
 }
 
 # copy what the runner needs into the work directory it can read
@@ -76,23 +78,40 @@ export PATH="$bindir:$PATH"
 [ "$sanitize" = 1 ] && export PATH="$work/sanitize-bin:$PATH"
 pgdata=$work/pgdata
 mock_pids=
+tap_pid=
 mock_bin=$work/test/mock/aggk-mock
 export ENRICH_MOCK_BIN=$mock_bin
 export ENRICH_LIVE_KEY=live-key ENRICH_TEST_KEY=test-key
 
-# cleanup stops the cluster, the mock and any process left in the work
-# directory (TAP clusters, mocks started by tests), then removes it
+# stop_servers stops, by process id, every server whose data directory is in
+# the work directory (the harness's and those of TAP tests that did not stop
+# theirs): the pid in its postmaster.pid, if that process still runs in that
+# directory (a pid used again by another process is left alone).  SIGQUIT
+# is an immediate shutdown; SIGKILL follows for one that did not go.
+stop_servers()
+{
+	local sig f pid
+	for sig in QUIT KILL; do
+		for f in $(find "$work" -name postmaster.pid 2>/dev/null); do
+			pid=$(head -1 "$f" 2>/dev/null)
+			[ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$(dirname "$f")" ] &&
+				kill -"$sig" "$pid" 2>/dev/null
+		done
+		[ "$sig" = QUIT ] && sleep 0.5
+	done
+}
+
+# cleanup stops what the harness started, by process id: the TAP run (its
+# runner passes the signal on to the tests, and the mocks they start end
+# with their parent), the mocks, every server; then removes the work
+# directory
 cleanup()
 {
 	local rc=$?
 	trap - EXIT INT TERM
-	if [ -f "$pgdata/postmaster.pid" ]; then
-		as_runner pg_ctl -D "$pgdata" -m immediate -w stop >/dev/null 2>&1
-	fi
+	[ -n "$tap_pid" ] && kill -TERM "$tap_pid" 2>/dev/null && sleep 1
 	[ -n "$mock_pids" ] && kill $mock_pids 2>/dev/null
-	pkill -TERM -f "$work" 2>/dev/null
-	sleep 0.3
-	pkill -KILL -f "$work" 2>/dev/null
+	stop_servers
 	if [ "${ENRICH_KEEP:-0}" = 1 ] || [ $rc -ne 0 -a "$mode" = test -a -n "${CI:-}" ]; then
 		echo "harness: work directory kept: $work"
 	else
@@ -109,7 +128,7 @@ start_mock()
 {
 	local name=$1 port_file=$work/mock-$1.port
 	shift
-	as_runner "$mock_bin" --port 0 --port-file "$port_file" \
+	"${runner[@]}" "$mock_bin" --port 0 --port-file "$port_file" \
 		--key-live "$ENRICH_LIVE_KEY" --key-test "$ENRICH_TEST_KEY" \
 		--tier3 0 --tier4 0 "$@" >"$work/mock-$name.log" 2>&1 &
 	mock_pids="$mock_pids $!"
@@ -216,10 +235,13 @@ run_tap()
 	echo "== TAP tests"
 	mkdir -p "$work/tap"
 	[ "$(id -u)" -eq 0 ] && chown postgres: "$work/tap"
-	(cd "$work/tap" && as_runner timeout 1200 env TESTDIR="$work/tap" \
+	(cd "$work/tap" && exec "${runner[@]}" timeout 1200 env TESTDIR="$work/tap" \
 		PG_REGRESS="$pgxsdir/test/regress/pg_regress" \
 		perl "$work/test/tap-run.pl" --counts "$counts" $verbose \
-		-I "$work/test/perl" -I "$pgxsdir/test/perl" $files)
+		-I "$work/test/perl" -I "$pgxsdir/test/perl" $files) &
+	tap_pid=$!
+	wait "$tap_pid"
+	tap_pid=
 	if [ -s "$counts" ]; then
 		read -r tap_passed tap_failed tap_skipped <"$counts"
 	else

@@ -37,8 +37,7 @@
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-PG_CONFIG=${PG_CONFIG:-$(command -v /usr/lib/postgresql/15/bin/pg_config || command -v pg_config || true)}
-[ -n "$PG_CONFIG" ] || { echo "sanitize: pg_config not found (make deps)" >&2; exit 1; }
+PG_CONFIG=$(bash "$top/test/pg-config.sh") || { echo "sanitize: pg_config not found (make deps)" >&2; exit 1; }
 flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 start=$(date +%s)
 

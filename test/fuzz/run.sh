@@ -14,20 +14,19 @@
 #
 # Environment: FUZZ_SECONDS; FUZZ_CORPUS, a directory that keeps the corpus
 # the fuzzer grows between runs (default: a throwaway one); CC (default
-# clang-14, else clang); PG_CONFIG.  The build and any finding live in a
+# clang); PG_CONFIG or PG_MAJOR (test/pg-config.sh).  The build and any finding live in a
 # directory under /tmp, kept and named when something was found.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
 fuzzdir=$top/test/fuzz
 seconds=${FUZZ_SECONDS:-60}
-PG_CONFIG=${PG_CONFIG:-$(command -v /usr/lib/postgresql/15/bin/pg_config || command -v pg_config || true)}
-CC=${CC:-$(command -v clang-14 || command -v clang || true)}
+PG_CONFIG=$(bash "$top/test/pg-config.sh") || { echo "fuzz: pg_config not found (make deps)" >&2; exit 1; }
+CC=${CC:-$(command -v clang || true)}
 
-[ -n "$PG_CONFIG" ] || { echo "fuzz: pg_config not found (make deps)" >&2; exit 1; }
 case "$CC" in
 	*clang*) ;;
-	*) echo "fuzz: clang is needed for libFuzzer (install clang-14 and libclang-rt-14-dev)" >&2; exit 1 ;;
+	*) echo "fuzz: clang is needed for libFuzzer (install Debian's clang and libclang-rt-dev)" >&2; exit 1 ;;
 esac
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz: FUZZ_SECONDS must be a number of seconds" >&2; exit 1; }
 
@@ -54,7 +53,7 @@ if ! {
 	"$CC" $sanitize -fsanitize=fuzzer "$work"/*.o $(pkg-config --libs json-c) "$pgcommon" -o "$bin"
 } >"$build_log" 2>&1; then
 	cat "$build_log" >&2
-	echo "fuzz: the build failed (is libclang-rt-14-dev installed? make deps)" >&2
+	echo "fuzz: the build failed (is libclang-rt-dev installed? make deps)" >&2
 	exit 1
 fi
 if [ -s "$build_log" ]; then
