@@ -27,7 +27,10 @@ DATA = sql/enrich--1.0.sql sql/enrich--1.0--1.1.sql
 REGRESS = create_extension api_calls api_processing api_errors api_cancel api_security api_tls requests watch real_names
 REGRESS_OPTS = --inputdir=.
 
-PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags json-c libcurl 2>/dev/null)
+# the library's version is the control file's (PostgreSQL 18 shows it)
+EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(CURDIR)/enrich.control)
+PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags json-c libcurl 2>/dev/null) \
+	-DENRICH_VERSION='"$(EXTVERSION)"'
 # -Wextra on our files; unused parameters are allowed because PostgreSQL's own
 # headers and its fixed hook signatures (GUC check hooks, callbacks) have them
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers

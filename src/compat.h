@@ -10,6 +10,8 @@
 #ifndef ENRICH_COMPAT_H
 #define ENRICH_COMPAT_H
 
+#include "utils/wait_event.h"
+
 /*
  * ENRICH_NORETURN goes before the declaration of a function that does not
  * return: PostgreSQL 18 has pg_noreturn there, and no longer
@@ -50,5 +52,34 @@
 #else
 #define ENRICH_PRIMARY_KEY_INDEX(rel) RelationGetPrimaryKeyIndex(rel)
 #endif
+
+/*
+ * ENRICH_MODULE_MAGIC marks the library: since PostgreSQL 18 with its name
+ * and version, which pg_get_loaded_modules() shows (ENRICH_VERSION is the
+ * control file's default_version, which the Makefile passes)
+ */
+#if PG_VERSION_NUM >= 180000
+#define ENRICH_MODULE_MAGIC PG_MODULE_MAGIC_EXT(.name = "enrich", .version = ENRICH_VERSION)
+#else
+#define ENRICH_MODULE_MAGIC PG_MODULE_MAGIC
+#endif
+
+/*
+ * enrich_wait_event returns the wait event to report for one kind of wait:
+ * since PostgreSQL 17 one of enrich's own name (WaitEventExtensionNew, kept
+ * in *cache after the first call: it takes a lock), which pg_stat_activity
+ * shows as wait_event; before, the generic "Extension"
+ */
+static inline uint32
+enrich_wait_event(uint32 *cache, const char *name)
+{
+#if PG_VERSION_NUM >= 170000
+	if (*cache == 0)
+		*cache = WaitEventExtensionNew(name);
+	return *cache;
+#else
+	return PG_WAIT_EXTENSION;
+#endif
+}
 
 #endif							/* ENRICH_COMPAT_H */

@@ -10,11 +10,12 @@
 
 #include "fmgr.h"
 
+#include "compat.h"
 #include "guc.h"
 #include "shared.h"
 #include "worker.h"
 
-PG_MODULE_MAGIC;
+ENRICH_MODULE_MAGIC;
 
 void		_PG_init(void);
 

@@ -23,6 +23,7 @@
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
+#include "compat.h"
 #include "guc.h"
 #include "http.h"
 
@@ -45,6 +46,9 @@ typedef struct EnrichTransfer
 	char		errbuf[CURL_ERROR_SIZE];
 	instr_time	started;
 } EnrichTransfer;
+
+/* the wait event of a wait for the API, once asked for (compat.h) */
+static uint32 wait_event_api_call = 0;
 
 static CURLM *enrich_http_multi = NULL;
 static CURL **enrich_http_pool = NULL;	/* malloc'd array of idle handles */
@@ -445,7 +449,8 @@ enrich_http_abandon(void)
  * enrich_http_await waits until every started call has an answer or a
  * failure and fills them in.  It waits in short slices so that Ctrl-C,
  * statement_timeout and SIGTERM stop it within a few tens of milliseconds,
- * and reports the wait event "Extension" while it waits.
+ * and reports the wait event EnrichApiCall while it waits ("Extension"
+ * before PostgreSQL 17).
  */
 static void
 enrich_http_await(void)
@@ -453,7 +458,7 @@ enrich_http_await(void)
 	while (enrich_http_collect() > 0)
 	{
 		CHECK_FOR_INTERRUPTS();
-		pgstat_report_wait_start(PG_WAIT_EXTENSION);
+		pgstat_report_wait_start(enrich_wait_event(&wait_event_api_call, "EnrichApiCall"));
 		curl_multi_poll(enrich_http_multi, NULL, 0, ENRICH_HTTP_POLL_MS, NULL);
 		pgstat_report_wait_end();
 		CHECK_FOR_INTERRUPTS();

@@ -50,6 +50,7 @@
 #include "utils/wait_event.h"
 
 #include "api.h"
+#include "compat.h"
 #include "guc.h"
 #include "shared.h"
 #include "keys.h"
@@ -96,6 +97,7 @@ static EnvState envs[ENRICH_ENV_COUNT];
 static uint64 keys_generation_seen = 0;
 static bool keys_loaded = false;
 static bool recovered = false;
+static uint32 wait_event_idle = 0;	/* its idle wait event (compat.h) */
 static bool reconcile_pending = true;	/* submissions may be in doubt */
 static TimestampTz reconcile_after = 0;
 /*
@@ -1405,7 +1407,7 @@ enrich_worker_main(Datum main_arg)
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | WL_TIMEOUT,
 						 sleep_ms > 0 ? Min(sleep_ms, enrich_idle_check_ms) : enrich_idle_check_ms,
-						 PG_WAIT_EXTENSION);
+						 enrich_wait_event(&wait_event_idle, "EnrichWorkerIdle"));
 		ResetLatch(MyLatch);
 	}
 }

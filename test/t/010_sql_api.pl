@@ -1,5 +1,6 @@
-# The SQL API seen from outside one session: the wait event of a call in
-# pg_stat_activity, a cancel (Ctrl-C) stopping a slow call promptly, flat
+# The SQL API seen from outside one session: the wait events of a call and
+# of an idle worker in pg_stat_activity (enrich's own names since
+# PostgreSQL 17), the library's name and version (PostgreSQL 18), a cancel (Ctrl-C) stopping a slow call promptly, flat
 # memory while enrich_items walks a large batch, and no server log line that
 # shows the API key.
 use strict;
@@ -41,11 +42,15 @@ END
 \$\$;
 });
 
+# PostgreSQL 17 and later show enrich's own wait event names
+# (WaitEventExtensionNew), earlier majors the generic "Extension"
+my $version = $node->safe_psql('postgres', 'SHOW server_version_num');
+my ($api_wait, $idle_wait) = $version >= 170000 ? qw(EnrichApiCall EnrichWorkerIdle) : qw(Extension Extension);
 ok( $node->poll_query_until(
-		'postgres', q{
-		SELECT wait_event_type = 'Extension' AND wait_event = 'Extension'
+		'postgres', qq{
+		SELECT wait_event_type = 'Extension' AND wait_event = '$api_wait'
 		FROM pg_stat_activity WHERE query LIKE 'DO%PERFORM enrich_status%'}),
-	'a waiting API call shows wait event Extension in pg_stat_activity');
+	"a waiting API call shows wait event $api_wait in pg_stat_activity");
 
 my $slow_pid = $node->safe_psql('postgres', q{
 	SELECT pid FROM pg_stat_activity
@@ -61,6 +66,30 @@ my $delay_ms = $node->safe_psql('postgres',
 cmp_ok($delay_ms, '<', 100, "the call stopped ${delay_ms} ms after the cancel (< 100 ms)");
 $slow->quit;
 $mock->set_faults({});
+
+# an idle worker waits under its own name too; PostgreSQL 17's
+# pg_wait_events lists both names once they were used, and PostgreSQL 18's
+# pg_get_loaded_modules() names the library and its version, which is the
+# control file's
+ok( $node->poll_query_until(
+		'postgres', qq{
+		SELECT count(*) > 0 AND bool_and(wait_event_type = 'Extension' AND wait_event = '$idle_wait')
+		FROM pg_stat_activity WHERE backend_type = 'enrich worker'}),
+	"an idle worker shows wait event $idle_wait");
+if ($version >= 170000)
+{
+	is($node->safe_psql('postgres', q{
+		SELECT string_agg(type || ' ' || name, ', ' ORDER BY name) FROM pg_wait_events WHERE name LIKE 'Enrich%'}),
+		'Extension EnrichApiCall, Extension EnrichWorkerIdle', 'pg_wait_events lists enrich\'s wait events');
+}
+if ($version >= 180000)
+{
+	is($node->safe_psql('postgres', q{
+		SELECT m.module_name || ' ' || m.version || ' ' || (m.version = e.default_version)
+		FROM pg_get_loaded_modules() m, pg_available_extensions e
+		WHERE m.file_name LIKE 'enrich%' AND e.name = 'enrich'}),
+		'enrich 1.1 true', 'pg_get_loaded_modules() names enrich and the control file\'s version');
+}
 
 # enrich_items keeps memory flat: 1000 items of ~4 KB read in pages of 10
 my $fat = $node->safe_psql('postgres', q{
