@@ -12,6 +12,8 @@
 #                   default 15 17 18), in a Debian root filesystem for a major
 #                   this machine's Debian does not package (test/matrix.sh)
 #   make deps       only install the missing Debian packages
+#   make dist       the release archive enrich-VERSION.zip (PGXN's layout),
+#                   from git archive of HEAD
 #
 # PG_CONFIG=/path/to/pg_config or PG_MAJOR=17 chooses the PostgreSQL.
 
@@ -36,12 +38,12 @@ PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags json-c libcurl 2>/dev/
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 SHLIB_LINK = $(shell pkg-config --libs json-c libcurl 2>/dev/null || echo -ljson-c -lcurl)
 
-EXTRA_CLEAN = results regression.diffs regression.out log tmp_check
+EXTRA_CLEAN = results regression.diffs regression.out log tmp_check enrich-*.zip
 
 MOCK = test/mock/aggk-mock
 
 .DEFAULT_GOAL := all
-.PHONY: deps test demo bench fuzz test-sanitize test-matrix mock print-regress
+.PHONY: deps test demo bench fuzz test-sanitize test-matrix mock print-regress dist
 
 # the harness asks which pg_regress tests to run
 print-regress:
@@ -96,3 +98,13 @@ test-sanitize: deps
 
 test-matrix:
 	@bash test/matrix.sh
+
+# the release archive: what HEAD has committed, under enrich-VERSION/, where
+# VERSION is META.json's (a test keeps it equal to the control file's)
+DISTVERSION := $(shell sed -n 's/^   "version": "\(.*\)",$$/\1/p' $(CURDIR)/META.json)
+dist:
+	@test -n "$(DISTVERSION)" || { echo "dist: META.json has no version" >&2; exit 1; }
+	@git cat-file -e HEAD:META.json || { echo "dist: META.json is not committed" >&2; exit 1; }
+	@git diff --quiet HEAD -- || echo "dist: uncommitted changes are not in the archive" >&2
+	git archive --format=zip --prefix=enrich-$(DISTVERSION)/ -o enrich-$(DISTVERSION).zip HEAD
+	@echo "dist: enrich-$(DISTVERSION).zip"

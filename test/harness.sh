@@ -50,10 +50,11 @@ as_runner()
 # copy what the runner needs into the work directory it can read
 mkdir -p "$work/test"
 cp -r "$top/test/." "$work/test/"
-# the README too (a test runs its grant block exactly as written), and the C
-# sources (a test reads the SQL in them)
-cp "$top/README.md" "$work/README.md"
-cp -r "$top/src" "$work/src"
+# the README too (a test runs its grant block exactly as written), the C
+# sources (a test reads the SQL in them), and the packaging files and
+# scripts (a test keeps them in step)
+cp "$top/README.md" "$top/META.json" "$top/enrich.control" "$top/CHANGELOG.md" "$top/LICENSE" "$work/"
+cp -r "$top/src" "$top/sql" "$work/"
 
 # sanitized run: a pg_ctl first in PATH that preloads the runtimes, so that
 # the postmasters it starts (and their backends) can load a sanitized
