@@ -6,6 +6,9 @@
 #   bash test/matrix.sh            each major of ENRICH_MAJORS
 #   bash test/matrix.sh 17 18      these majors
 #
+# ENRICH_MATRIX_TARGET names another make target to run than test (for
+# example test-sanitize, fuzz or demo).
+#
 # A major this machine's Debian packages is tested here (make test
 # PG_MAJOR=N).  Any other is tested in a root filesystem of the Debian
 # release whose default it is (ENRICH_SUITES, by default "15=bookworm
@@ -23,6 +26,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 roots=${ENRICH_ROOTS:-/var/cache/enrich-roots}
 suites=${ENRICH_SUITES:-15=bookworm 17=trixie 18=sid}
 majors=${*:-${ENRICH_MAJORS:-15 17 18}}
+target=${ENRICH_MATRIX_TARGET:-test}
 
 total_passed=0
 total_failed=0
@@ -95,7 +99,7 @@ build_root()
 	mv "$root.tmp" "$root"
 }
 
-# in_root runs make test for major $2 inside the root filesystem of suite
+# in_root runs make $target for major $2 inside the root filesystem of suite
 # $1, writing its output to $3
 in_root()
 {
@@ -109,7 +113,7 @@ in_root()
 	mount --bind /proc "$root/proc" && mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev" ||
 		{ echo "matrix: cannot mount /proc and /dev in $root" >&2; return 1; }
 	chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PG_MAJOR="$major" \
-		${CI:+CI=$CI} bash -c "cd '${src#"$root"}' && make test" 2>&1 | tee "$log"
+		${CI:+CI=$CI} bash -c "cd '${src#"$root"}' && make $target" 2>&1 | tee "$log"
 	rc=${PIPESTATUS[0]}
 	umount -R "$root/dev" 2>/dev/null || umount -l "$root/dev"
 	umount "$root/proc" 2>/dev/null || umount -l "$root/proc"
@@ -127,7 +131,7 @@ run_major()
 	if host_has "$major"; then
 		where=here
 		echo "== matrix: PostgreSQL $major, on this machine"
-		(cd "$top" && make --no-print-directory test PG_MAJOR="$major") 2>&1 | tee "$log"
+		(cd "$top" && make --no-print-directory "$target" PG_MAJOR="$major") 2>&1 | tee "$log"
 		rc=${PIPESTATUS[0]}
 	elif suite=$(suite_of "$major"); then
 		where="Debian $suite"
