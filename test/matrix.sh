@@ -7,7 +7,8 @@
 #   bash test/matrix.sh 17 18      these majors
 #
 # ENRICH_MATRIX_TARGET names another make target to run than test (for
-# example test-sanitize, fuzz or demo).
+# example test-sanitize, fuzz or demo); TAP_ONLY, REGRESS_ONLY,
+# PROVE_VERBOSE and FUZZ_SECONDS are passed on.
 #
 # A major this machine's Debian packages is tested here (make test
 # PG_MAJOR=N).  Any other is tested in a root filesystem of the Debian
@@ -113,7 +114,9 @@ in_root()
 	mount --bind /proc "$root/proc" && mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev" ||
 		{ echo "matrix: cannot mount /proc and /dev in $root" >&2; return 1; }
 	chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PG_MAJOR="$major" \
-		${CI:+CI=$CI} bash -c "cd '${src#"$root"}' && make $target" 2>&1 | tee "$log"
+		${CI:+CI=$CI} ${TAP_ONLY:+TAP_ONLY="$TAP_ONLY"} ${REGRESS_ONLY:+REGRESS_ONLY="$REGRESS_ONLY"} \
+		${PROVE_VERBOSE:+PROVE_VERBOSE="$PROVE_VERBOSE"} ${FUZZ_SECONDS:+FUZZ_SECONDS="$FUZZ_SECONDS"} \
+		bash -c "cd '${src#"$root"}' && make $target" 2>&1 | tee "$log"
 	rc=${PIPESTATUS[0]}
 	umount -R "$root/dev" 2>/dev/null || umount -l "$root/dev"
 	umount "$root/proc" 2>/dev/null || umount -l "$root/proc"
