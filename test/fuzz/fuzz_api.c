@@ -208,16 +208,33 @@ timestamp_ok(const char *s)
 		back.tm_min == tm.tm_min && back.tm_sec == tm.tm_sec;
 }
 
-/* strict_json parses text as strict, UTF-8 JSON; NULL when it is not */
+/*
+ * strict_json parses text as strict, UTF-8 JSON; NULL when it is not.  A
+ * json-c whose strict mode refuses raw UTF-8 gets it as \u escapes, as
+ * enrich's own parser does.
+ */
 static json_object *
 strict_json(const char *text)
 {
 	json_tokener *tok = json_tokener_new_ex(ENRICH_API_MAX_DEPTH + 10);
 	json_object *root;
 	size_t		len = strlen(text);
+	char	   *escaped = NULL;
 
 	if (tok == NULL)
 		fuzz_fail("strict_json", "out of memory");
+	if (json_ascii_needed())
+	{
+		size_t		n = json_ascii_escape(text, len, NULL);
+
+		escaped = malloc(n + 1);
+		if (escaped == NULL)
+			fuzz_fail("strict_json", "out of memory");
+		json_ascii_escape(text, len, escaped);
+		escaped[n] = '\0';
+		text = escaped;
+		len = n;
+	}
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	root = json_tokener_parse_ex(tok, text, (int) len);
 	if (json_tokener_get_error(tok) != json_tokener_success ||
@@ -227,6 +244,7 @@ strict_json(const char *text)
 		root = NULL;
 	}
 	json_tokener_free(tok);
+	free(escaped);
 	return root;
 }
 
