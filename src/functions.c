@@ -22,6 +22,7 @@
 #include "keys.h"
 #include "functions.h"
 #include "http.h"
+#include "privacy.h"
 #include "queue.h"
 
 PG_FUNCTION_INFO_V1(enrich_submit);
@@ -176,7 +177,10 @@ enrich_submit(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(batch_id));
 }
 
-/* enrich_status(batch_id text, environment text) returns the batch's status */
+/*
+ * enrich_status(batch_id text, environment text) returns the status of a
+ * batch the caller submitted
+ */
 Datum
 enrich_status(PG_FUNCTION_ARGS)
 {
@@ -189,6 +193,7 @@ enrich_status(PG_FUNCTION_ARGS)
 	bool		nulls[ENRICH_STATUS_COLUMNS];
 	char	   *err;
 
+	enrich_check_batch_reader(batch_id);
 	enrich_call_api(&call, "GET", enrich_api_url_batch(environment, batch_id), environment, NULL);
 	enrich_api_check(&call, environment, 200);
 	err = enrich_api_parse_status(call.response, &status);
@@ -199,7 +204,10 @@ enrich_status(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
-/* enrich_item(batch_id text, item_id text, environment text) returns one item */
+/*
+ * enrich_item(batch_id text, item_id text, environment text) returns one
+ * item of a batch the caller submitted
+ */
 Datum
 enrich_item(PG_FUNCTION_ARGS)
 {
@@ -213,6 +221,7 @@ enrich_item(PG_FUNCTION_ARGS)
 	bool		nulls[ENRICH_ITEM_COLUMNS];
 	char	   *err;
 
+	enrich_check_batch_reader(batch_id);
 	enrich_call_api(&call, "GET", enrich_api_url_item(environment, batch_id, item_id),
 					environment, NULL);
 	enrich_api_check(&call, environment, 200);
@@ -226,7 +235,9 @@ enrich_item(PG_FUNCTION_ARGS)
 
 /*
  * enrich_batches(created_after date, limit int, offset int, environment
- * text) lists one page of the batches of the environment, newest first
+ * text) lists one page of the batches of the environment, newest first:
+ * of the page the API gives, those the caller submitted (every one, for a
+ * role that sees everything)
  */
 Datum
 enrich_batches(PG_FUNCTION_ARGS)
@@ -239,6 +250,8 @@ enrich_batches(PG_FUNCTION_ARGS)
 	EnrichHttpCall call;
 	EnrichBatchList list;
 	char	   *err;
+	char	  **ids;
+	bool	   *own;
 
 	if (limit < 1 || limit > ENRICH_API_MAX_BATCH_LIST)
 		ereport(ERROR,
@@ -277,11 +290,18 @@ enrich_batches(PG_FUNCTION_ARGS)
 	if (err != NULL)
 		enrich_api_malformed(&call, err);
 
+	/* only the batches the caller may see */
+	ids = palloc(sizeof(char *) * Max(list.nbatches, 1));
+	for (int i = 0; i < list.nbatches; i++)
+		ids[i] = list.batches[i].batch_id;
+	own = enrich_own_batches(ids, list.nbatches);
 	for (int i = 0; i < list.nbatches; i++)
 	{
 		Datum		values[ENRICH_STATUS_COLUMNS];
 		bool		nulls[ENRICH_STATUS_COLUMNS];
 
+		if (!own[i])
+			continue;
 		enrich_status_values(&list.batches[i], values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

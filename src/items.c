@@ -26,6 +26,7 @@
 #include "guc.h"
 #include "keys.h"
 #include "functions.h"
+#include "privacy.h"
 
 PG_FUNCTION_INFO_V1(enrich_items_stream);
 
@@ -156,6 +157,7 @@ enrich_items_stream(PG_FUNCTION_ARGS)
 		walk = palloc0(sizeof(ItemsWalk));
 		walk->batch_id = enrich_required_text(fcinfo, 0, "batch_id");
 		walk->environment = enrich_function_environment(fcinfo, 1);
+		enrich_check_batch_reader(walk->batch_id);
 		walk->api_key = enrich_api_key(walk->environment);
 		walk->page_size = page_size;
 		walk->page_context = AllocSetContextCreate(funcctx->multi_call_memory_ctx,

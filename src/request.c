@@ -5,7 +5,8 @@
  *	  the column), its normalized identifier, the triggers of
  *	  enrich.requests (requests_check, requests_wake), the SQL helpers
  *	  enrich.normalize_identifier and enrich.request_problem, and the switch
- *	  that lets enrich's own statements name a request's source row.
+ *	  that lets enrich's own statements name a request's source row (whose
+ *	  owner the request then belongs to).
  *
  * A request is validated by one function, enrich_request_check, and its
  * identifier computed by one function, enrich_request_identifier: the
@@ -17,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_class.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -27,6 +29,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "api.h"
 #include "guc.h"
@@ -431,6 +434,47 @@ text_equals(Datum value, const char *s)
 }
 
 /*
+ * owner_column returns the number of the owner column of enrich.requests,
+ * or 0 in a catalog older than 1.1, which has none.  Like the numbers of
+ * request_column_numbers, it is looked up once and checked on every call.
+ */
+static int
+owner_column(Relation rel)
+{
+	static Oid	relid = InvalidOid;
+	static int	attnum = 0;
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+
+	if (relid == RelationGetRelid(rel) && attnum > 0 && attnum <= tupdesc->natts &&
+		!TupleDescAttr(tupdesc, attnum - 1)->attisdropped &&
+		strcmp(NameStr(TupleDescAttr(tupdesc, attnum - 1)->attname), "owner") == 0)
+		return attnum;
+	attnum = Max(SPI_fnumber(tupdesc, "owner"), 0);
+	relid = RelationGetRelid(rel);
+	return attnum;
+}
+
+/*
+ * source_owner returns, as a name datum, the owner of the watched table a
+ * request comes from: the role the request belongs to.  *isnull is set when
+ * the table or its owner is gone (the row keeps the owner it has).
+ */
+static Datum
+source_owner(Oid relid, bool *isnull)
+{
+	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	char	   *name = NULL;
+
+	if (HeapTupleIsValid(tp))
+	{
+		name = GetUserNameFromId(((Form_pg_class) GETSTRUCT(tp))->relowner, true);
+		ReleaseSysCache(tp);
+	}
+	*isnull = (name == NULL);
+	return name ? DirectFunctionCall1(namein, CStringGetDatum(name)) : (Datum) 0;
+}
+
+/*
  * refuse_source_change refuses a row that names a source row (or changes
  * the one it names) unless enrich's own statement writes it
  */
@@ -507,7 +551,8 @@ refuse_invalid_request(HeapTuple tuple, TupleDesc tupdesc, const int *columns,
  * enrich.requests: it refuses an invalid request with an error naming the
  * column, and sets identifier.  A row inserted as failed (a watched table's
  * malformed identifier), or by enrich's own statements, which checked it
- * already, is kept as it is, only its identifier computed.
+ * already, is kept as it is, only its identifier computed.  A row inserted
+ * for a watched table belongs to the table's owner (owner, since 1.1).
  */
 Datum
 enrich_requests_check(PG_FUNCTION_ARGS)
@@ -518,7 +563,10 @@ enrich_requests_check(PG_FUNCTION_ARGS)
 	HeapTuple	tuple;
 	EnrichRequestFields r;
 	char	   *identifier;
-	int			attnum;
+	int			attnums[2];
+	Datum		values[2];
+	bool		nulls[2];
+	int			ncolumns;
 	Datum		value;
 	bool		isnull;
 
@@ -559,11 +607,25 @@ enrich_requests_check(PG_FUNCTION_ARGS)
 		refuse_invalid_request(tuple, tupdesc, columns, &r);
 
 	identifier = enrich_request_identifier(&r);
-	attnum = columns[RC_IDENTIFIER];
-	value = identifier ? CStringGetTextDatum(identifier) : (Datum) 0;
-	isnull = (identifier == NULL);
-	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, tupdesc, 1, &attnum,
-													 &value, &isnull));
+	attnums[0] = columns[RC_IDENTIFIER];
+	values[0] = identifier ? CStringGetTextDatum(identifier) : (Datum) 0;
+	nulls[0] = (identifier == NULL);
+	ncolumns = 1;
+
+	/* a row of a watched table belongs to the table's owner */
+	value = heap_getattr(tuple, columns[RC_SOURCE_RELID], tupdesc, &isnull);
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) && !isnull &&
+		(attnums[1] = owner_column(trigdata->tg_relation)) > 0)
+	{
+		values[1] = source_owner(DatumGetObjectId(value), &isnull);
+		if (!isnull)
+		{
+			nulls[1] = false;
+			ncolumns = 2;
+		}
+	}
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, tupdesc, ncolumns, attnums,
+													 values, nulls));
 }
 
 /*

@@ -1,0 +1,120 @@
+# Each role sees its own enrichment.  Two application roles, app and bob,
+# are given only "GRANT enrich_user": each does the whole main job (watch a
+# table with a backfill, insert requests, ad hoc calls, progress, cancel)
+# and cannot see, change or cancel the other's requests and batches; a
+# member of enrich_admin sees everything.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+
+use EnrichMock;
+use EnrichNode;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $mock = EnrichMock->start();
+my $node = EnrichNode->create('privacy', $mock, q{
+enrich.poll_interval_min = '20ms'
+});
+sub sql { return $node->safe_psql('postgres', $_[0]) }
+sub as { my ($role, $query) = @_; return $node->safe_psql('postgres', $query, extra_params => [ '-U', $role ]) }
+
+# as_fails runs a statement as a role and returns its SQLSTATE (it must fail)
+sub as_fails
+{
+	my ($role, $query) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$query",
+		extra_params => [ '-U', $role ]);
+	return $rc == 0 ? 'no error' : ($err =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : $err);
+}
+
+sql(q{CREATE ROLE app LOGIN; CREATE ROLE bob LOGIN; CREATE ROLE auditor LOGIN;
+	GRANT enrich_user TO app, bob; GRANT enrich_admin TO auditor;
+	CREATE SCHEMA app AUTHORIZATION app; CREATE SCHEMA bob AUTHORIZATION bob});
+
+# the main job, as each role
+my %batch;
+for my $r (qw(app bob))
+{
+	as($r, qq{CREATE TABLE $r.contacts (id int PRIMARY KEY, url text, person jsonb);
+		INSERT INTO $r.contacts SELECT g, 'https://www.linkedin.com/in/$r-secret-' || g FROM generate_series(1, 3) g;
+		SELECT enrich_watch('$r.contacts', 'person', linkedin_url_column => 'url', backfill => true);
+		INSERT INTO $r.contacts SELECT g, 'https://www.linkedin.com/in/$r-secret-' || g FROM generate_series(4, 5) g;
+		INSERT INTO enrich.requests (person_id, metadata) VALUES ('$r-direct-1', '{"crm": "$r-private"}')});
+	$batch{$r} = as($r, qq{SELECT enrich_submit('[{"personId": "$r-adhoc-1", "metadata": {"crm": "$r-private"}}]')});
+	like($batch{$r}, qr/^\S+$/, "$r submitted a batch");
+}
+$node->wait_for(q{SELECT count(*) = 10 FROM (SELECT * FROM app.contacts UNION ALL SELECT * FROM bob.contacts) c
+	WHERE person IS NOT NULL}, 'both watched tables are enriched');
+$node->wait_for(q{SELECT bool_and(state = 'done') FROM enrich.requests}, 'every request is done');
+
+for my $pair ([qw(app bob)], [qw(bob app)])
+{
+	my ($me, $other) = @$pair;
+
+	# the requests: only one's own, and they are the role's
+	is(as($me, q{SELECT count(*) || ' ' || bool_and(owner = current_user) FROM enrich.requests}), '6 true',
+		"$me sees its 6 requests, all its own");
+	is(sql(qq{SELECT count(*) FROM enrich.requests WHERE owner = '$me'}), 6, "$me owns 6 requests");
+	is(as($me, qq{SELECT count(*) FROM enrich.requests WHERE identifier LIKE '%$other%' OR metadata::text LIKE '%$other%'}),
+		0, "$me sees none of ${other}'s identifiers or metadata");
+	is(as($me, q{SELECT done || ' ' || queued || ' ' || failed FROM enrich.progress WHERE environment = 'test'}),
+		'6 0 0', "enrich.progress counts ${me}'s own requests");
+
+	# the batches: its own only, in enrich.batches and from enrich_batches
+	is(as($me, q{SELECT string_agg(batch_id, ',') FROM enrich.batches}), $batch{$me},
+		"$me sees only the batch it submitted in enrich.batches");
+	is(as($me, q{SELECT string_agg(batch_id, ',') FROM enrich_batches()}), $batch{$me},
+		"enrich_batches lists only ${me}'s batch");
+	is(as($me, qq{SELECT status || ' ' || total_count FROM enrich_status('$batch{$me}')}), 'completed 1',
+		"$me reads the status of its batch");
+	like(as($me, qq{SELECT metadata FROM enrich_items('$batch{$me}')}), qr/"crm": "$me-private"/,
+		"$me reads the items of its batch");
+	my $item = as($me, qq{SELECT item_id FROM enrich_items('$batch{$me}')});
+	is(as($me, qq{SELECT is_success FROM enrich_item('$batch{$me}', '$item')}), 't', "and one item");
+
+	# the other's batch: refused with 42501
+	my $other_item = sql(qq{SELECT item_id FROM enrich_items('$batch{$other}')});
+	is(as_fails($me, qq{SELECT * FROM enrich_items('$batch{$other}')}), '42501',
+		"enrich_items of ${other}'s batch is refused (42501)");
+	is(as_fails($me, qq{SELECT * FROM enrich_status('$batch{$other}')}), '42501',
+		"so is enrich_status");
+	is(as_fails($me, qq{SELECT * FROM enrich_item('$batch{$other}', '$other_item')}), '42501',
+		"and enrich_item");
+	my $worker_batch = sql(q{SELECT batch_id FROM enrich.batches WHERE origin = 'worker' LIMIT 1});
+	is(as_fails($me, qq{SELECT * FROM enrich_items('$worker_batch')}), '42501',
+		"and a batch of the workers, which carries every role's requests");
+
+	# nothing to change: no UPDATE, DELETE or owner of its choosing
+	is(as_fails($me, q{UPDATE enrich.requests SET metadata = '{}'}), '42501', "$me cannot update requests");
+	is(as_fails($me, q{DELETE FROM enrich.requests}), '42501', "$me cannot delete requests");
+	is(as_fails($me, qq{INSERT INTO enrich.requests (person_id, owner) VALUES ('x', '$other')}), '42501',
+		"$me cannot insert a request in ${other}'s name");
+}
+
+# cancel: with no live key, live requests stay queued
+sql(q{SELECT enrich_set_api_key('live', NULL)});
+my $app_ids = as('app', q{WITH i AS (INSERT INTO enrich.requests (environment, person_id)
+	VALUES ('live', 'app-c1'), ('live', 'app-c2') RETURNING id) SELECT string_agg(id::text, ',') FROM i});
+my $bob_id = as('bob', q{INSERT INTO enrich.requests (environment, person_id) VALUES ('live', 'bob-c1') RETURNING id});
+is(as('app', "SELECT enrich_cancel(ARRAY[$app_ids, $bob_id])"), 2, 'app cancels its two queued requests, not bob\'s');
+is(sql("SELECT string_agg(person_id || ' ' || state || ' ' || coalesce(error->>'code', '-'), ', ' ORDER BY id)
+	FROM enrich.requests WHERE id IN ($app_ids, $bob_id)"),
+	'app-c1 failed canceled, app-c2 failed canceled, bob-c1 queued -',
+	'app\'s requests failed as canceled; bob\'s is still queued');
+is(as('bob', "SELECT enrich_cancel(ARRAY[$app_ids])"), 0, 'bob cancels none of app\'s');
+my $done = sql(q{SELECT id FROM enrich.requests WHERE owner = 'bob' AND state = 'done' LIMIT 1});
+is(as('bob', "SELECT enrich_cancel(ARRAY[$done, $bob_id])"), 1, 'bob cancels its queued request, not a done one');
+
+# a member of enrich_admin sees everything
+is(as('auditor', q{SELECT count(DISTINCT owner) FROM enrich.requests}), 2, 'an enrich_admin sees every role\'s requests');
+is(as('auditor', q{SELECT count(*) FROM enrich.batches WHERE submitted_by IN ('app', 'bob')}), 2,
+	'and their batches');
+like(as('auditor', qq{SELECT metadata FROM enrich_items('$batch{bob}')}), qr/bob-private/,
+	'and reads any batch\'s items');
+
+$node->stop;
+$mock->stop;
+done_testing();
