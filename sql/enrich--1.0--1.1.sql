@@ -148,7 +148,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.enrich_submit(jsonb, text), @extschema@.en
     @extschema@.enrich_unwatch(regclass), @extschema@.enrich_wake(),
     enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
     enrich.unregister_watch(regclass), enrich.enqueue_existing(regclass),
-    enrich.enqueue_from_source(), enrich.flush_intake(text),
+    enrich.enqueue_from_source(),
     enrich.worker_state(text), @extschema@.enrich_cancel(bigint[])
     TO enrich_user;
 GRANT INSERT (environment, linkedin_url, person_id, pdl_id, metadata), SELECT ON enrich.requests TO enrich_user;

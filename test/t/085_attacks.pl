@@ -180,8 +180,8 @@ is(as('app', qq{SELECT count(*) FROM enrich_items('$batch')}), 2, 'app reads its
 my $item = as('app', qq{SELECT item_id FROM enrich_items('$batch') LIMIT 1});
 like(as('app', qq{SELECT (enrich_item('$batch', '$item')).item_id}), qr/^itm_/, 'app reads one item');
 ok(as('app', q{SELECT count(*) FROM enrich_batches(NULL, 10)}) >= 1, 'app lists batches');
-like(as_err('app', q{SELECT enrich_status('bat_unknown')}), qr/not found|404/i,
-	'an unknown batch is the API answer, nothing else');
+like(as_err('app', q{SELECT enrich_status('bat_unknown')}), qr/permission denied for batch "bat_unknown"/,
+	'a batch app did not submit is refused, as another role\'s would be');
 
 # the queue as app: duplicates, a retry, a person not found
 as('app', q{INSERT INTO enrich.requests (person_id) VALUES
