@@ -2,7 +2,8 @@
 # are given only "GRANT enrich_user": each does the whole main job (watch a
 # table with a backfill, insert requests, ad hoc calls, progress, cancel)
 # and cannot see, change or cancel the other's requests and batches; a
-# member of enrich_admin sees everything.
+# member of enrich_admin sees everything.  An upgrade from 1.0 gives each
+# request its owner, and makes the same catalog as a new installation.
 use strict;
 use warnings;
 use FindBin;
@@ -114,6 +115,54 @@ is(as('auditor', q{SELECT count(*) FROM enrich.batches WHERE submitted_by IN ('a
 	'and their batches');
 like(as('auditor', qq{SELECT metadata FROM enrich_items('$batch{bob}')}), qr/bob-private/,
 	'and reads any batch\'s items');
+
+# an upgrade from 1.0 gives the requests of a watched table to its owner,
+# the others to the role that updates; and an upgraded catalog is the same
+# as a new one
+sql(q{CREATE DATABASE upgraded; CREATE DATABASE fresh});
+$node->safe_psql('upgraded', q{CREATE EXTENSION enrich VERSION '1.0';
+	CREATE TABLE contacts (id int PRIMARY KEY, url text, person jsonb);
+	INSERT INTO contacts VALUES (1, 'https://www.linkedin.com/in/old-1'), (2, 'https://www.linkedin.com/in/old-2');
+	ALTER TABLE contacts OWNER TO app;
+	SELECT enrich_watch('contacts', 'person', linkedin_url_column => 'url', backfill => true);
+	INSERT INTO enrich.requests (person_id) VALUES ('old-direct');
+	INSERT INTO contacts VALUES (3, 'https://www.linkedin.com/in/old-3');
+	ALTER EXTENSION enrich UPDATE});
+is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'enrich'}), '1.1',
+	'1.0 is updated to 1.1');
+is($node->safe_psql('upgraded', q{SELECT string_agg(person_id || ' ' || owner, ', ') FROM enrich.requests}),
+	'old-direct postgres', 'a request queued directly belongs to the role that updated');
+is($node->safe_psql('upgraded', q{SELECT string_agg(owner || ' ' || cardinality(source_key), ', ' ORDER BY id)
+	FROM enrich.intake}), 'app 2, app 1',
+	'the contacts of the watched table waiting in the intake (backfilled, then inserted) belong to its owner');
+is($node->safe_psql('upgraded', q{SELECT sum(cardinality(source_key)) || ' ' || (SELECT count(*) FROM enrich.requests)
+	FROM enrich.intake}, extra_params => [ '-U', 'app' ]), '3 0',
+	'app sees its 3 contacts after the update, and not the other request');
+$node->safe_psql('fresh', 'CREATE EXTENSION enrich');
+my $catalog = q{
+	SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+		SELECT pg_describe_object(classid, objid, objsubid) AS x FROM pg_depend
+		WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+		  AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'enrich')
+		UNION ALL
+		SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || coalesce(column_default, '') || ' '
+		       || is_nullable || ' ' || coalesce(col_description((table_schema || '.' || table_name)::regclass,
+		                                                          ordinal_position::int), '')
+		FROM information_schema.columns WHERE table_schema = 'enrich'
+		UNION ALL
+		SELECT polrelid::regclass || ' ' || polname || ' ' || pg_get_expr(polqual, polrelid) || ' '
+		       || coalesce(pg_get_expr(polwithcheck, polrelid), '') FROM pg_policy
+		UNION ALL
+		SELECT c.relname || ' ' || c.relrowsecurity || ' ' || coalesce(array_to_string(c.reloptions, ','), '')
+		       || ' ' || coalesce(array_to_string(c.relacl, ','), '')
+		FROM pg_class c WHERE c.relnamespace = 'enrich'::regnamespace
+		UNION ALL
+		SELECT p.proname || ' ' || coalesce(array_to_string(p.proacl, ','), '') FROM pg_proc p
+		WHERE p.oid IN (SELECT objid FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e')
+	) s};
+my $fresh = $node->safe_psql('fresh', $catalog);
+is($node->safe_psql('upgraded', $catalog), $fresh, 'an upgraded catalog is the same as a new one')
+  or diag("fresh:\n$fresh");
 
 $node->stop;
 $mock->stop;
