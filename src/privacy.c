@@ -6,8 +6,9 @@
  *	  batch to the role that called enrich_submit (the workers' batches
  *	  carry many roles' requests and belong to the workers).  Row-level
  *	  security on enrich's tables shows a role its own rows; here is the
- *	  same rule for the SQL functions that read batches from the API, and
- *	  enrich_cancel.  Superusers,
+ *	  same rule for the SQL functions that read batches from the API,
+ *	  enrich_cancel, and the report of roles that own requests but do not
+ *	  exist.  Superusers,
  *	  roles with BYPASSRLS and members of enrich_admin see everything.
  *
  *-------------------------------------------------------------------------
@@ -43,6 +44,34 @@ enrich_role_sees_all(void)
 		return true;
 	admin = get_role_oid(ENRICH_ADMIN_ROLE, true);
 	return OidIsValid(admin) && has_privs_of_role(GetUserId(), admin);
+}
+
+/*
+ * enrich_report_missing_owners logs each role that requests belong to but
+ * that does not exist (rows restored into another cluster, or a role
+ * dropped): its rows stay and are processed, and only superusers and
+ * members of enrich_admin see them.  The first worker calls it once when it
+ * starts, with SPI connected.
+ */
+void
+enrich_report_missing_owners(void)
+{
+	int			rc = SPI_execute("SELECT r.owner::pg_catalog.text, pg_catalog.count(*) FROM enrich.requests r "
+								 "WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles a "
+								 "WHERE a.rolname" SQL_OP(=) "r.owner) "
+								 "GROUP BY r.owner ORDER BY r.owner LIMIT 100",
+								 true, 0);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "enrich: reading the owners of enrich.requests failed: %s", SPI_result_code_string(rc));
+	for (uint64 i = 0; i < SPI_processed; i++)
+		ereport(LOG,
+				(errmsg("enrich worker: %s requests belong to role \"%s\", which does not exist",
+						SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
+						SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+				 errdetail("They are kept and processed; superusers and members of %s see them.",
+						   ENRICH_ADMIN_ROLE),
+				 errhint("Create the role, or give the requests to another role with UPDATE enrich.requests SET owner.")));
 }
 
 /* current_role_name is the name of the current role, as a text datum */

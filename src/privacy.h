@@ -3,7 +3,7 @@
  * privacy.h
  *	  Each role sees its own enrichment (privacy.c): who sees every role's
  *	  requests and batches, the check that a caller submitted the batch it
- *	  reads, and enrich_cancel.
+ *	  reads, enrich_cancel, and the report of owners that do not exist.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,5 +16,6 @@
 extern bool enrich_role_sees_all(void);
 extern void enrich_check_batch_reader(const char *batch_id);
 extern bool *enrich_own_batches(char **batch_ids, int n);
+extern void enrich_report_missing_owners(void);
 
 #endif							/* ENRICH_PRIVACY_H */

@@ -54,6 +54,7 @@
 #include "guc.h"
 #include "shared.h"
 #include "keys.h"
+#include "privacy.h"
 #include "worker.h"
 #include "http.h"
 #include "queue.h"
@@ -456,6 +457,8 @@ worker_start_round(void)
 	if (!recovered)
 	{
 		enrich_queue_recover();
+		if (worker_slot == 0)
+			enrich_report_missing_owners();
 		for (int e = 0; e < ENRICH_ENV_COUNT; e++)
 		{
 			double		typical = enrich_queue_typical_completion_ms(e);

@@ -116,6 +116,21 @@ is(as('auditor', q{SELECT count(*) FROM enrich.batches WHERE submitted_by IN ('a
 like(as('auditor', qq{SELECT metadata FROM enrich_items('$batch{bob}')}), qr/bob-private/,
 	'and reads any batch\'s items');
 
+# requests of a role that does not exist (restored from another cluster):
+# reported once when the workers start, kept, processed, seen by admins only
+sql(q{INSERT INTO enrich.requests (person_id, owner) VALUES ('ghost-1', 'ghost_role'), ('ghost-2', 'ghost_role')});
+my $log_from = -s $node->logfile;
+$node->restart;
+$node->wait_for(q{SELECT count(*) = 2 FROM enrich.requests WHERE owner = 'ghost_role' AND state = 'done'},
+	'the requests of a role that does not exist are processed');
+sleep 1;
+my @lines = grep { /requests belong to role "ghost_role", which does not exist/ }
+  split /\n/, substr(slurp_file($node->logfile), $log_from);
+is(scalar @lines, 1, 'they are reported once, when the workers start') or diag(join("\n", @lines));
+like($lines[0] // '', qr/enrich worker: 2 requests belong to role "ghost_role"/, 'with how many there are');
+is(as('app', q{SELECT count(*) FROM enrich.requests WHERE owner = 'ghost_role'}), 0, 'app does not see them');
+is(as('auditor', q{SELECT count(*) FROM enrich.requests WHERE owner = 'ghost_role'}), 2, 'an enrich_admin does');
+
 # an upgrade from 1.0 gives the requests of a watched table to its owner,
 # the others to the role that updates; and an upgraded catalog is the same
 # as a new one
