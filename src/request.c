@@ -28,6 +28,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -455,6 +456,21 @@ owner_column(Relation rel)
 }
 
 /*
+ * The name of the last owner source_owner found, kept for the rows that
+ * follow (a backfill inserts thousands of one table's); a change of any
+ * role (a rename) forgets it.
+ */
+static Oid	owner_cached_roleid = InvalidOid;
+static NameData owner_cached_name;
+
+/* forget_owner_name is the syscache callback that forgets it */
+static void
+forget_owner_name(Datum arg, int cacheid, uint32 hashvalue)
+{
+	owner_cached_roleid = InvalidOid;
+}
+
+/*
  * source_owner returns, as a name datum, the owner of the watched table a
  * request comes from: the role the request belongs to.  *isnull is set when
  * the table or its owner is gone (the row keeps the owner it has).
@@ -462,16 +478,31 @@ owner_column(Relation rel)
 static Datum
 source_owner(Oid relid, bool *isnull)
 {
+	static bool callback_registered = false;
 	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	char	   *name = NULL;
+	Oid			roleid;
+	char	   *name;
 
-	if (HeapTupleIsValid(tp))
+	*isnull = true;
+	if (!HeapTupleIsValid(tp))
+		return (Datum) 0;
+	roleid = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	if (roleid != owner_cached_roleid)
 	{
-		name = GetUserNameFromId(((Form_pg_class) GETSTRUCT(tp))->relowner, true);
-		ReleaseSysCache(tp);
+		if (!callback_registered)
+		{
+			CacheRegisterSyscacheCallback(AUTHOID, forget_owner_name, (Datum) 0);
+			callback_registered = true;
+		}
+		name = GetUserNameFromId(roleid, true);
+		if (name == NULL)
+			return (Datum) 0;
+		namestrcpy(&owner_cached_name, name);
+		owner_cached_roleid = roleid;
 	}
-	*isnull = (name == NULL);
-	return name ? DirectFunctionCall1(namein, CStringGetDatum(name)) : (Datum) 0;
+	*isnull = false;
+	return NameGetDatum(&owner_cached_name);
 }
 
 /*
