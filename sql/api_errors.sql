@@ -134,4 +134,13 @@ SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 RESET enrich.max_response_size;
 SELECT count(*) AS rows FROM enrich_items(:'fat');
 
+-- a read-only transaction (as on a standby) sends nothing: the batch, paid
+-- for, could not be recorded
+BEGIN READ ONLY;
+SELECT enrich_submit('[{"personId": "p-read-only"}]');
+ROLLBACK;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+\set stats `curl -s "$ENRICH_MOCK_URL/__mock/stats"`
+SELECT (:'stats'::jsonb)->'submissions' ? 'personId:p-read-only' AS was_sent;
+
 DROP EXTENSION enrich;

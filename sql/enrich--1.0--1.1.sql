@@ -154,5 +154,127 @@ GRANT EXECUTE ON FUNCTION @extschema@.enrich_submit(jsonb, text), @extschema@.en
 GRANT INSERT (environment, linkedin_url, person_id, pdl_id, metadata), SELECT ON enrich.requests TO enrich_user;
 GRANT SELECT ON enrich.batches, enrich.intake, enrich.progress TO enrich_user;
 
+-- The watch of a dropped table goes with it.
+CREATE FUNCTION enrich.forget_dropped() RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'enrich_forget_dropped'
+LANGUAGE C;
+COMMENT ON FUNCTION enrich.forget_dropped() IS
+    'the sql_drop event trigger: forgets the watches of the tables a statement dropped';
+REVOKE ALL ON FUNCTION enrich.forget_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER enrich_forget_dropped ON sql_drop EXECUTE FUNCTION enrich.forget_dropped();
+DELETE FROM enrich.watches w
+    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) w.source);
+
+-- Every function, table, view, type and column says what it is.
+COMMENT ON FUNCTION @extschema@.enrich_wake() IS
+    'wakes the workers at once (at commit, inside a transaction)';
+COMMENT ON FUNCTION enrich.enqueue_existing(regclass) IS
+    'queues every row of a watched table (the backfill of enrich_watch); the caller must own the table; returns how many';
+COMMENT ON FUNCTION enrich.enqueue_from_source() IS
+    'the statement trigger of watched tables: queues the rows an INSERT, COPY or UPDATE wrote';
+COMMENT ON FUNCTION enrich.flush_intake(text) IS
+    'turns the contacts waiting in enrich.intake into queued requests at once (the workers do it as they claim)';
+COMMENT ON FUNCTION enrich.items_stream(text, text, integer) IS
+    'the rows of enrich_items: the items of a batch, one page of the API at a time';
+COMMENT ON FUNCTION enrich.normalize_identifier(text, text, text) IS
+    'the normalized identifier of a request (linkedin_url, person_id, pdl_id), as enrich.requests.identifier holds it';
+COMMENT ON FUNCTION enrich.request_problem(text, text, text, jsonb) IS
+    'what is wrong with a request (linkedin_url, person_id, pdl_id, metadata), or NULL when it is valid';
+COMMENT ON FUNCTION enrich.requests_check() IS
+    'the row trigger of enrich.requests: refuses an invalid request naming the column, sets identifier and a watched row''s owner';
+COMMENT ON FUNCTION enrich.requests_wake() IS
+    'the statement trigger of enrich.requests: wakes the workers when the transaction commits';
+COMMENT ON FUNCTION enrich.unregister_watch(regclass) IS
+    'forgets the watch of a table (enrich_unwatch); the caller must own the table';
+COMMENT ON FUNCTION enrich.worker_state(text) IS
+    'the workers'' state for an environment (running, paused, ...) and their last error';
+
+COMMENT ON SEQUENCE enrich.requests_id_seq IS 'the ids of enrich.requests (and the submissions the workers reserve)';
+COMMENT ON SEQUENCE enrich.intake_id_seq IS 'the ids of enrich.intake';
+COMMENT ON COLUMN enrich.api_keys.environment IS 'live or test';
+COMMENT ON COLUMN enrich.api_keys.api_key IS 'the AggKnowledge API key of the environment (never shown to other roles)';
+COMMENT ON COLUMN enrich.api_keys.set_at IS 'when it was set';
+COMMENT ON COLUMN enrich.api_keys.set_by IS 'the role that set it';
+
+COMMENT ON COLUMN enrich.batches.batch_id IS 'the API''s id of the batch';
+COMMENT ON COLUMN enrich.batches.environment IS 'live or test';
+COMMENT ON COLUMN enrich.batches.origin IS 'submit (enrich_submit) or worker (the queue)';
+COMMENT ON COLUMN enrich.batches.status IS 'pending, processing, completed or failed, as last seen';
+COMMENT ON COLUMN enrich.batches.request_count IS 'how many requests the batch carries (1 to 1000)';
+COMMENT ON COLUMN enrich.batches.items_cursor IS 'the cursor of the next page of items the worker reads';
+COMMENT ON COLUMN enrich.batches.next_poll_at IS 'when the worker asks for the batch''s status or items next';
+COMMENT ON COLUMN enrich.batches.submitted_at IS 'when it was sent';
+COMMENT ON COLUMN enrich.batches.completed_at IS 'when the worker saw it completed (or failed)';
+COMMENT ON COLUMN enrich.batches.last_error IS 'the last error met while polling or paging it';
+COMMENT ON COLUMN enrich.batches.processed_count IS 'items the API had processed, as last seen';
+COMMENT ON COLUMN enrich.batches.items_received IS 'items the worker has read and applied';
+COMMENT ON COLUMN enrich.batches.poll_interval_ms IS 'the delay between two polls the worker chose';
+COMMENT ON COLUMN enrich.batches.took_ms IS 'completedAt minus createdAt, as the API said: how long the batch took';
+COMMENT ON COLUMN enrich.batches.submission IS 'the worker''s submission the batch carries (enrich.requests.submission)';
+COMMENT ON COLUMN enrich.batches.closed IS 'every item applied: the worker polls it no more';
+
+COMMENT ON COLUMN enrich.watches.source IS 'the watched table''s OID';
+COMMENT ON COLUMN enrich.watches.source_name IS 'its name when it was watched';
+COMMENT ON COLUMN enrich.watches.result_column IS 'the jsonb column the person is written into';
+COMMENT ON COLUMN enrich.watches.linkedin_url_column IS 'the column holding a LinkedIn URL, or NULL';
+COMMENT ON COLUMN enrich.watches.person_id_column IS 'the column holding an AggKnowledge person id, or NULL';
+COMMENT ON COLUMN enrich.watches.pdl_id_column IS 'the column holding a PDL id, or NULL';
+COMMENT ON COLUMN enrich.watches.environment IS 'live or test; NULL: enrich.environment';
+COMMENT ON COLUMN enrich.watches.key_columns IS 'the primary key''s columns, in order';
+COMMENT ON COLUMN enrich.watches.key_types IS 'their types';
+COMMENT ON COLUMN enrich.watches.owner IS 'the role that watched the table (its owner then)';
+COMMENT ON COLUMN enrich.watches.created_at IS 'when it was watched';
+
+COMMENT ON COLUMN enrich.requests.id IS 'the request''s id (echoed to the API in each item''s metadata)';
+COMMENT ON COLUMN enrich.requests.environment IS 'live or test (default: enrich.environment)';
+COMMENT ON COLUMN enrich.requests.linkedin_url IS 'a LinkedIn profile URL (Sales Navigator and Recruiter URLs too)';
+COMMENT ON COLUMN enrich.requests.person_id IS 'an AggKnowledge person id';
+COMMENT ON COLUMN enrich.requests.pdl_id IS 'a People Data Labs id';
+COMMENT ON COLUMN enrich.requests.metadata IS 'a JSON object echoed back by the API (at most 4 KiB less 48 bytes)';
+COMMENT ON COLUMN enrich.requests.attempts IS 'how many times it was sent';
+COMMENT ON COLUMN enrich.requests.next_attempt_at IS 'when it may be sent (again)';
+COMMENT ON COLUMN enrich.requests.item_id IS 'the API''s item that settled it';
+COMMENT ON COLUMN enrich.requests.person IS 'the enriched person, as the API gave it';
+COMMENT ON COLUMN enrich.requests.error IS 'why it failed: {"code", "message"}';
+COMMENT ON COLUMN enrich.requests.created_at IS 'when it was queued';
+COMMENT ON COLUMN enrich.requests.updated_at IS 'when the workers last changed it';
+COMMENT ON COLUMN enrich.requests.completed_at IS 'when it was done or failed';
+
+COMMENT ON COLUMN enrich.intake.id IS 'the order in which the workers take the rows';
+COMMENT ON COLUMN enrich.intake.environment IS 'live or test';
+COMMENT ON COLUMN enrich.intake.source_relid IS 'the watched table the contacts came from';
+COMMENT ON COLUMN enrich.intake.linkedin_url IS 'each contact''s LinkedIn URL (NULL when none)';
+COMMENT ON COLUMN enrich.intake.person_id IS 'each contact''s person id (NULL when none)';
+COMMENT ON COLUMN enrich.intake.pdl_id IS 'each contact''s PDL id (NULL when none)';
+COMMENT ON COLUMN enrich.intake.created_at IS 'when the statement queued them';
+
+COMMENT ON COLUMN enrich.progress.environment IS 'live or test';
+COMMENT ON COLUMN enrich.progress.queued IS 'requests (and watched contacts) waiting to be sent for the first time';
+COMMENT ON COLUMN enrich.progress.in_flight IS 'requests sent and waiting for their answer';
+COMMENT ON COLUMN enrich.progress.waiting_retry IS 'requests queued again after a retryable failure';
+COMMENT ON COLUMN enrich.progress.done IS 'requests with a person';
+COMMENT ON COLUMN enrich.progress.failed IS 'requests that failed for good';
+COMMENT ON COLUMN enrich.progress.oldest_queued_age IS 'how long the oldest queued request or contact has waited';
+COMMENT ON COLUMN enrich.progress.done_last_minute IS 'requests done in the last minute';
+COMMENT ON COLUMN enrich.progress.last_error IS 'the workers'' last error in this environment';
+COMMENT ON COLUMN enrich.progress.worker_state IS 'running, paused (and why), or waiting';
+
+COMMENT ON TYPE enrich.batch_status IS 'a batch''s status, as enrich_status and enrich_batches return it';
+COMMENT ON COLUMN enrich.batch_status.batch_id IS 'the API''s id of the batch';
+COMMENT ON COLUMN enrich.batch_status.status IS 'pending, processing, completed or failed';
+COMMENT ON COLUMN enrich.batch_status.created_at IS 'when the API created it';
+COMMENT ON COLUMN enrich.batch_status.completed_at IS 'when it completed, or NULL';
+COMMENT ON COLUMN enrich.batch_status.total_count IS 'requests in the batch';
+COMMENT ON COLUMN enrich.batch_status.processed_count IS 'requests processed so far';
+COMMENT ON COLUMN enrich.batch_status.success_count IS 'of which found';
+COMMENT ON COLUMN enrich.batch_status.failure_count IS 'of which failed';
+COMMENT ON TYPE enrich.item IS 'an item of a batch, as enrich_items and enrich_item return it';
+COMMENT ON COLUMN enrich.item.item_id IS 'the API''s id of the item';
+COMMENT ON COLUMN enrich.item.is_success IS 'whether a person was found';
+COMMENT ON COLUMN enrich.item.is_retryable IS 'whether a failure may succeed if sent again';
+COMMENT ON COLUMN enrich.item.metadata IS 'the request''s metadata, echoed';
+COMMENT ON COLUMN enrich.item.person IS 'the enriched person, or NULL';
+COMMENT ON COLUMN enrich.item.error IS 'why it failed: {"code", "message"}, or NULL';
+
 -- A worker waiting for this version learns that it is here.
 SELECT @extschema@.enrich_wake();

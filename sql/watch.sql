@@ -259,7 +259,8 @@ SELECT count(*) AS queued_since FROM enrich.requests WHERE id > :mark;
 SELECT count(*) AS intake FROM enrich.intake;
 SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = 'contacts'::regclass;
 SELECT source_name FROM enrich.watches ORDER BY source_name;
--- the watch of a dropped table can still be forgotten
+-- the watch of a table goes when its owner drops it; enrich_unwatch of it
+-- then finds nothing to forget
 SELECT 'people'::regclass::oid AS people_oid \gset
 SET ROLE enrich_watch_owner;
 DROP TABLE people;

@@ -12,6 +12,7 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datetime.h"
@@ -137,7 +138,8 @@ result_tupdesc(FunctionCallInfo fcinfo)
 /*
  * enrich_submit(requests jsonb, environment text) validates the requests as
  * the API would, sends them as one bulk enrich, records the batch in
- * enrich.batches and returns its id.
+ * enrich.batches and returns its id.  In a read-only transaction (or on a
+ * standby) it sends nothing: the batch could not be recorded.
  */
 Datum
 enrich_submit(PG_FUNCTION_ARGS)
@@ -158,6 +160,9 @@ enrich_submit(PG_FUNCTION_ARGS)
 				 errhint("Pass a JSON array of 1 to %d request objects.", ENRICH_API_MAX_REQUESTS)));
 	requests = PG_GETARG_JSONB_P(0);
 	environment = enrich_function_environment(fcinfo, 1);
+
+	/* a batch is paid for: one that could not be recorded is not sent */
+	PreventCommandIfReadOnly("enrich_submit()");
 
 	if (!enrich_api_build_bulk_body(JsonbToCString(NULL, &requests->root, VARSIZE(requests)),
 									&body, &nrequests, &problem))

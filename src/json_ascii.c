@@ -67,12 +67,25 @@ utf8_decode(const unsigned char *s, size_t n, unsigned long *cp)
 	unsigned long c;
 	unsigned long min;
 
+	/* the lead byte gives the length, its bits and the least code point */
 	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2, c = s[0] & 0x1f, min = 0x80;
+	{
+		len = 2;
+		c = s[0] & 0x1f;
+		min = 0x80;
+	}
 	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3, c = s[0] & 0x0f, min = 0x800;
+	{
+		len = 3;
+		c = s[0] & 0x0f;
+		min = 0x800;
+	}
 	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4, c = s[0] & 0x07, min = 0x10000;
+	{
+		len = 4;
+		c = s[0] & 0x07;
+		min = 0x10000;
+	}
 	else
 		return 0;
 	if (len > n)

@@ -30,8 +30,10 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/pg_class.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
+#include "commands/event_trigger.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -63,6 +65,7 @@ PG_FUNCTION_INFO_V1(enrich_enqueue_from_source);
 PG_FUNCTION_INFO_V1(enrich_enqueue_existing);
 PG_FUNCTION_INFO_V1(enrich_register_watch);
 PG_FUNCTION_INFO_V1(enrich_unregister_watch);
+PG_FUNCTION_INFO_V1(enrich_forget_dropped);
 
 /*
  * where the rows that enqueue_sql queues come from (the new rows of an
@@ -877,3 +880,32 @@ enrich_unregister_watch(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(deleted);
 }
 
+/*
+ * enrich.forget_dropped() is the sql_drop event trigger: the watches of
+ * the tables a statement dropped go with them, whoever dropped them.  When
+ * the statement drops enrich itself (DROP EXTENSION, DROP SCHEMA enrich),
+ * there is nothing left to forget.
+ */
+Datum
+enrich_forget_dropped(PG_FUNCTION_ARGS)
+{
+	Oid			namespace;
+	int			rc;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("enrich.forget_dropped() was not called by the event trigger manager")));
+	namespace = get_namespace_oid("enrich", true);
+	if (!OidIsValid(namespace) || !OidIsValid(get_relname_relid("watches", namespace)))
+		PG_RETURN_NULL();
+	SPI_connect();
+	rc = enrich_run_privileged("DELETE FROM enrich.watches w USING pg_catalog.pg_event_trigger_dropped_objects() o "
+							   "WHERE o.classid" SQL_OP(=) "'pg_catalog.pg_class'::pg_catalog.regclass "
+							   "AND o.objsubid" SQL_OP(=) "0 AND w.source" SQL_OP(=) "o.objid",
+							   0, NULL, NULL, NULL, false);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "enrich: forgetting the watches of dropped tables failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+	PG_RETURN_NULL();
+}
