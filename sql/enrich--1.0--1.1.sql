@@ -27,7 +27,8 @@ CREATE INDEX requests_write_back_due ON enrich.requests (write_back_due)
 
 -- enrich.register_watch checks the table, its owner and its columns itself,
 -- whoever calls it, and reads the key columns from the primary key:
--- enrich_watch leaves the checks to it.
+-- enrich_watch leaves the checks to it.  Triggers that outlived their watch
+-- (a dump restored without enrich's tables) are attached again, not refused.
 CREATE OR REPLACE FUNCTION @extschema@.enrich_watch(source regclass, result_column name,
                                                     linkedin_url_column name DEFAULT NULL,
                                                     person_id_column name DEFAULT NULL,
@@ -41,11 +42,11 @@ AS $$
 BEGIN
     PERFORM enrich.register_watch(source, result_column, linkedin_url_column, person_id_column, pdl_id_column, environment, NULL, NULL);
     EXECUTE pg_catalog.format(
-        'CREATE TRIGGER enrich_enqueue_insert AFTER INSERT ON %s '
+        'CREATE OR REPLACE TRIGGER enrich_enqueue_insert AFTER INSERT ON %s '
         'REFERENCING NEW TABLE AS enrich_new '
         'FOR EACH STATEMENT EXECUTE FUNCTION enrich.enqueue_from_source()', source);
     EXECUTE pg_catalog.format(
-        'CREATE TRIGGER enrich_enqueue_update AFTER UPDATE ON %s '
+        'CREATE OR REPLACE TRIGGER enrich_enqueue_update AFTER UPDATE ON %s '
         'REFERENCING OLD TABLE AS enrich_old NEW TABLE AS enrich_new '
         'FOR EACH STATEMENT EXECUTE FUNCTION enrich.enqueue_from_source()', source);
     IF backfill THEN

@@ -268,6 +268,15 @@ SELECT enrich_unwatch(:people_oid::regclass);
 RESET ROLE;
 SELECT source_name FROM enrich.watches ORDER BY source_name;
 
+-- triggers that outlived their watch row (a restored dump) are attached again
+CREATE TABLE restored (id int PRIMARY KEY, url text, person jsonb);
+SELECT enrich_watch('restored', 'person', 'url');
+DELETE FROM enrich.watches WHERE source = 'restored'::regclass;
+SELECT enrich_watch('restored', 'person', 'url');
+SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = 'restored'::regclass;
+SELECT enrich_unwatch('restored');
+DROP TABLE restored;
+
 -- key values are written the same whatever the writer's settings: the
 -- worker reads them back under its own
 CREATE TABLE visits (day date, n int, url text, result jsonb, PRIMARY KEY (day, n));
