@@ -12,6 +12,11 @@ WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'enrich')
   AND d.classid IN ('pg_proc'::regclass, 'pg_class'::regclass, 'pg_type'::regclass)
   AND obj_description(d.objid, d.classid::regclass::text) IS NULL
+  -- a table's row type and array types are described by the table (on
+  -- PostgreSQL 17 and 18 they are members of the extension too)
+  AND NOT EXISTS (SELECT 1 FROM pg_type t LEFT JOIN pg_class r ON r.oid = t.typrelid
+                  WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+                    AND (t.typcategory = 'A' OR r.relkind IN ('r', 'v')))
 UNION ALL
 SELECT c.oid::regclass || '.' || a.attname
 FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
