@@ -556,11 +556,6 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 	bool		active[ENRICH_ENV_COUNT];
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (!worker_start_round())
-	{
-		*sleep_ms = -1;			/* CREATE or ALTER EXTENSION wakes the worker */
-		return;
-	}
 	for (int e = 0; e < ENRICH_ENV_COUNT; e++)
 	{
 		active[e] = env_callable(e, now, &wait_ms);
@@ -1242,8 +1237,10 @@ wake_batch_owners(void)
 }
 
 /*
- * worker_round plans, calls and records once; returns how long to sleep:
- * 0 to go on at once, -1 to sleep until woken
+ * worker_round starts a round (nothing more while enrich is not installed
+ * or its catalog is not this library's: no statement on its tables would
+ * work), reconciles, plans, calls and records once; returns how long to
+ * sleep: 0 to go on at once, -1 to sleep until woken
  */
 static long
 worker_round(void)
@@ -1254,6 +1251,9 @@ worker_round(void)
 	volatile int ncalls = 0;
 	volatile bool called = true;
 
+	/* nothing to do while enrich is not installed (DROP EXTENSION) */
+	if (!worker_start_round())
+		return -1;				/* CREATE or ALTER EXTENSION wakes the worker */
 	worker_reconcile();
 	wake_batch_owners();		/* batches adopted */
 
