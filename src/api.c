@@ -219,29 +219,6 @@ bad_utf8_message(const char *text, size_t len)
 }
 
 /*
- * strict_parseable returns text, or where the loaded json-c's strict mode
- * refuses raw UTF-8 in strings (json_ascii.c), a copy with such characters
- * as \u escapes, and sets *len to its length
- */
-static const char *
-strict_parseable(const char *text, size_t *len)
-{
-	size_t		escaped_len;
-	char	   *escaped;
-
-	if (!json_ascii_needed())
-		return text;
-	escaped_len = json_ascii_escape(text, *len, NULL);
-	if (escaped_len == *len)
-		return text;
-	escaped = palloc(escaped_len + 1);
-	json_ascii_escape(text, *len, escaped);
-	escaped[escaped_len] = '\0';
-	*len = escaped_len;
-	return escaped;
-}
-
-/*
  * enrich_json_parse parses text with the depth limit into a guarded tree.
  * It returns NULL on success, else what is wrong.
  */
@@ -253,6 +230,7 @@ enrich_json_parse(const char *text, size_t len, EnrichJsonGuard **guard_out)
 	json_object *root;
 	enum json_tokener_error jerr;
 	size_t		end;
+	char	   *escaped;
 
 	*guard_out = NULL;
 	if (text == NULL || len == 0)
@@ -263,7 +241,10 @@ enrich_json_parse(const char *text, size_t len, EnrichJsonGuard **guard_out)
 	if (!utf8_ok(text, len))
 		return bad_utf8_message(text, len);
 	text = widen_big_integers(text, &len);
-	text = strict_parseable(text, &len);
+	/* a json-c whose strict mode refuses raw UTF-8 gets \u escapes */
+	escaped = json_ascii_copy(text, &len, palloc);
+	if (escaped != NULL)
+		text = escaped;
 	if (len > PG_INT32_MAX)
 		return pstrdup("the body is too large to parse");
 

@@ -160,3 +160,27 @@ json_ascii_escape(const char *in, size_t len, char *out)
 	}
 	return o;
 }
+
+/*
+ * json_ascii_copy returns what a strict parse of in (*len bytes) should be
+ * given: NULL when in itself will do (this json-c has no defect, or in has
+ * nothing to escape), else a NUL-terminated escaped copy from alloc, with
+ * *len set to its length
+ */
+char *
+json_ascii_copy(const char *in, size_t *len, void *(*alloc) (size_t))
+{
+	size_t		n;
+	char	   *out;
+
+	if (!json_ascii_needed())
+		return NULL;
+	n = json_ascii_escape(in, *len, NULL);
+	if (n == *len)
+		return NULL;
+	out = alloc(n + 1);
+	json_ascii_escape(in, *len, out);
+	out[n] = '\0';
+	*len = n;
+	return out;
+}

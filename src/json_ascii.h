@@ -16,5 +16,6 @@
 
 extern bool json_ascii_needed(void);
 extern size_t json_ascii_escape(const char *in, size_t len, char *out);
+extern char *json_ascii_copy(const char *in, size_t *len, void *(*alloc) (size_t));
 
 #endif							/* ENRICH_JSON_ASCII_H */

@@ -208,6 +208,17 @@ timestamp_ok(const char *s)
 		back.tm_min == tm.tm_min && back.tm_sec == tm.tm_sec;
 }
 
+/* fuzz_malloc is malloc that fails the run instead of returning NULL */
+static void *
+fuzz_malloc(size_t n)
+{
+	void	   *p = malloc(n);
+
+	if (p == NULL)
+		fuzz_fail("malloc", "out of memory");
+	return p;
+}
+
 /*
  * strict_json parses text as strict, UTF-8 JSON; NULL when it is not.  A
  * json-c whose strict mode refuses raw UTF-8 gets it as \u escapes, as
@@ -219,22 +230,13 @@ strict_json(const char *text)
 	json_tokener *tok = json_tokener_new_ex(ENRICH_API_MAX_DEPTH + 10);
 	json_object *root;
 	size_t		len = strlen(text);
-	char	   *escaped = NULL;
+	char	   *escaped;
 
 	if (tok == NULL)
 		fuzz_fail("strict_json", "out of memory");
-	if (json_ascii_needed())
-	{
-		size_t		n = json_ascii_escape(text, len, NULL);
-
-		escaped = malloc(n + 1);
-		if (escaped == NULL)
-			fuzz_fail("strict_json", "out of memory");
-		json_ascii_escape(text, len, escaped);
-		escaped[n] = '\0';
+	escaped = json_ascii_copy(text, &len, fuzz_malloc);
+	if (escaped != NULL)
 		text = escaped;
-		len = n;
-	}
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	root = json_tokener_parse_ex(tok, text, (int) len);
 	if (json_tokener_get_error(tok) != json_tokener_success ||

@@ -171,16 +171,8 @@ mock_parse_json(const char *text, size_t len, int depth, char *err,
 	char	   *escaped = NULL;
 
 	/* a json-c whose strict mode refuses raw UTF-8 gets \u escapes instead */
-	if (text != NULL && json_ascii_needed())
-	{
-		size_t		escaped_len = json_ascii_escape(text, len, NULL);
-
-		escaped = mock_malloc(escaped_len + 1);
-		json_ascii_escape(text, len, escaped);
-		escaped[escaped_len] = '\0';
+	if (text != NULL && (escaped = json_ascii_copy(text, &len, mock_malloc)) != NULL)
 		text = escaped;
-		len = escaped_len;
-	}
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	obj = json_tokener_parse_ex(tok, text ? text : "", (int) len);
 	jerr = json_tokener_get_error(tok);
