@@ -166,6 +166,26 @@ CREATE EVENT TRIGGER enrich_forget_dropped ON sql_drop EXECUTE FUNCTION enrich.f
 DELETE FROM enrich.watches w
     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) w.source);
 
+-- The installation: a random id carried with every request id the workers
+-- send, so that no other database, and no earlier installation of this one
+-- (DROP EXTENSION and CREATE EXTENSION), takes this one's batches for its
+-- own.  A restored dump is the same installation: the oldest row wins.
+CREATE TABLE enrich.installation (
+    id         text PRIMARY KEY CHECK (id OPERATOR(pg_catalog.~) '^[0-9a-f]{12}$'),
+    legacy_ids boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+REVOKE ALL ON enrich.installation FROM PUBLIC;
+INSERT INTO enrich.installation (id, legacy_ids)
+SELECT pg_catalog.substr(pg_catalog.md5(pg_catalog.gen_random_uuid()::pg_catalog.text), 1, 12),
+       EXISTS (SELECT FROM enrich.requests r WHERE r.state OPERATOR(pg_catalog.=) 'submitting');
+COMMENT ON TABLE enrich.installation IS
+    'this installation of enrich: its id goes with every request id the workers send (the oldest row counts)';
+COMMENT ON COLUMN enrich.installation.id IS '12 random hex digits';
+COMMENT ON COLUMN enrich.installation.legacy_ids IS
+    'updated from 1.0 with submissions in doubt: batches echoing 1.0''s enrichRequestId are this installation''s';
+COMMENT ON COLUMN enrich.installation.created_at IS 'when it was made';
+
 -- Every function, table, view, type and column says what it is.
 COMMENT ON FUNCTION @extschema@.enrich_wake() IS
     'wakes the workers at once (at commit, inside a transaction)';
@@ -226,7 +246,7 @@ COMMENT ON COLUMN enrich.watches.key_types IS 'their types';
 COMMENT ON COLUMN enrich.watches.owner IS 'the role that watched the table (its owner then)';
 COMMENT ON COLUMN enrich.watches.created_at IS 'when it was watched';
 
-COMMENT ON COLUMN enrich.requests.id IS 'the request''s id (echoed to the API in each item''s metadata)';
+COMMENT ON COLUMN enrich.requests.id IS 'the request''s id (sent to the API with the installation''s id in each item''s metadata, as enrichRef)';
 COMMENT ON COLUMN enrich.requests.environment IS 'live or test (default: enrich.environment)';
 COMMENT ON COLUMN enrich.requests.linkedin_url IS 'a LinkedIn profile URL (Sales Navigator and Recruiter URLs too)';
 COMMENT ON COLUMN enrich.requests.person_id IS 'an AggKnowledge person id';

@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
 #include <json-c/json.h>
 
 #include "lib/stringinfo.h"
@@ -29,14 +30,29 @@
 #include "json_ascii.h"
 
 /*
- * The metadata key that carries enrich's request id beside the caller's own
- * keys; a caller's key of that name is replaced.  Its value is the request
- * id times 65536 plus 16 bits that the request's identifier determines, so
- * an item whose echoed id was altered to name another request of the batch
- * is refused instead of giving that request a stranger's person.
+ * The metadata key that carries enrich's request reference beside the
+ * caller's own keys; a caller's key of that name is replaced.  Its value,
+ * "<installation>-<request id>-<check>", names the installation (12 hex
+ * digits, random: no other database, and no earlier installation of this
+ * one, sends the same), the request id, and 16 bits that the request's
+ * identifier determines (4 hex digits), so that an item whose echoed
+ * reference was altered to name another request of the batch is refused
+ * instead of giving that request a stranger's person.  Quoted key, colon,
+ * comma and the longest value (ids are below 2^47: 15 digits) take 48
+ * bytes, the metadata a request keeps free.
+ *
+ * Before 1.1 the workers sent "enrichRequestId": the request id times
+ * 65536 plus the check, with no installation.  An installation updated
+ * from 1.0 with such submissions in doubt takes them for its own.
  */
-#define ENRICH_REQUEST_ID_KEY "enrichRequestId"
+#define ENRICH_REF_KEY "enrichRef"
+#define ENRICH_LEGACY_ID_KEY "enrichRequestId"
 #define ENRICH_REQUEST_CHECK_BITS 16
+#define ENRICH_REQUEST_CHECK_MASK ((1 << ENRICH_REQUEST_CHECK_BITS) - 1)
+
+/* this installation's id, and whether legacy references are its own */
+static char installation_id[ENRICH_INSTALLATION_ID_LEN + 1] = "";
+static bool installation_legacy = false;
 
 /* a json-c tree tied to the memory context that was current at its parse */
 typedef struct EnrichJsonGuard
@@ -784,6 +800,8 @@ enrich_api_build_worker_body(const EnrichOutgoing *requests, int n)
 	json_object *array = json_object_new_array_ext(n);
 	char	   *body;
 
+	if (installation_id[0] == '\0')
+		elog(ERROR, "enrich: the installation id is not known yet");
 	json_object_object_add(root, "requests", array);
 	for (int i = 0; i < n; i++)
 	{
@@ -815,10 +833,10 @@ enrich_api_build_worker_body(const EnrichOutgoing *requests, int n)
 		}
 		if (meta == NULL)
 			meta = json_object_new_object();
-		/* unsigned: ids are positive and below 2^47, the shift cannot overflow */
-		json_object_object_add(meta, ENRICH_REQUEST_ID_KEY,
-							   json_object_new_int64((int64) (((uint64) r->request_id << ENRICH_REQUEST_CHECK_BITS) |
-															  ((uint64) r->check & ((1 << ENRICH_REQUEST_CHECK_BITS) - 1)))));
+		json_object_object_add(meta, ENRICH_REF_KEY,
+							   json_object_new_string(psprintf("%s-" INT64_FORMAT "-%04x",
+															   installation_id, r->request_id,
+															   (unsigned int) (r->check & ENRICH_REQUEST_CHECK_MASK))));
 		json_object_object_add(req, "metadata", meta);
 		json_object_array_add(array, req);
 	}
@@ -942,13 +960,70 @@ parse_status_object(json_object *obj, EnrichBatchStatus *s)
 	return NULL;
 }
 
+/*
+ * parse_request_ref reads the request reference an item echoes in its
+ * metadata into item->request_id and request_check, when it names this
+ * installation (or is a legacy id this installation may have sent); any
+ * other item keeps request_id -1: not one of this installation's requests
+ */
+static void
+parse_request_ref(json_object *meta, EnrichItem *item)
+{
+	json_object *ref;
+	const char *s;
+	char	   *end;
+	int64		id;
+	unsigned long check;
+
+	if (json_object_object_get_ex(meta, ENRICH_REF_KEY, &ref))
+	{
+		if (!json_object_is_type(ref, json_type_string) || installation_id[0] == '\0')
+			return;
+		s = json_object_get_string(ref);
+		if (strncmp(s, installation_id, ENRICH_INSTALLATION_ID_LEN) != 0 ||
+			s[ENRICH_INSTALLATION_ID_LEN] != '-' ||
+			!isdigit((unsigned char) s[ENRICH_INSTALLATION_ID_LEN + 1]))
+			return;
+		errno = 0;
+		id = strtoll(s + ENRICH_INSTALLATION_ID_LEN + 1, &end, 10);
+		if (errno != 0 || id <= 0 || *end != '-' || strlen(end + 1) != 4 ||
+			strspn(end + 1, "0123456789abcdef") != 4)
+			return;
+		check = strtoul(end + 1, NULL, 16);
+		item->request_id = id;
+		item->request_check = (int32) check;
+		return;
+	}
+	if (installation_legacy &&
+		json_object_object_get_ex(meta, ENRICH_LEGACY_ID_KEY, &ref) &&
+		json_object_is_type(ref, json_type_int) &&
+		(json_object_get_int64(ref) >> ENRICH_REQUEST_CHECK_BITS) > 0)
+	{
+		item->request_id = json_object_get_int64(ref) >> ENRICH_REQUEST_CHECK_BITS;
+		item->request_check = (int32) (json_object_get_int64(ref) & ENRICH_REQUEST_CHECK_MASK);
+	}
+}
+
+/*
+ * enrich_api_set_installation names the installation whose request
+ * references the worker's bodies carry and its items must echo; legacy:
+ * the references of 1.0's workers count as this installation's
+ */
+void
+enrich_api_set_installation(const char *id, bool legacy)
+{
+	if (strlen(id) != ENRICH_INSTALLATION_ID_LEN)
+		elog(ERROR, "enrich: installation id \"%s\" is not %d characters", id, ENRICH_INSTALLATION_ID_LEN);
+	memcpy(installation_id, id, ENRICH_INSTALLATION_ID_LEN + 1);
+	installation_legacy = legacy;
+}
+
 /* parse_item_object reads one Item */
 static char *
 parse_item_object(json_object *obj, EnrichItem *item)
 {
 	json_object *err;
 	json_object *meta;
-	json_object *rid;
 
 	memset(item, 0, sizeof(*item));
 	if (!json_object_is_type(obj, json_type_object))
@@ -963,19 +1038,8 @@ parse_item_object(json_object *obj, EnrichItem *item)
 		return pstrdup("metadata is not an object or null, or holds a value jsonb cannot store");
 	item->request_id = -1;
 	if (item->metadata != NULL &&
-		json_object_object_get_ex(obj, "metadata", &meta) &&
-		json_object_object_get_ex(meta, ENRICH_REQUEST_ID_KEY, &rid) &&
-		json_object_is_type(rid, json_type_int) &&
-		json_object_get_int64(rid) > 0)
-	{
-		int64		value = json_object_get_int64(rid);
-
-		if ((value >> ENRICH_REQUEST_CHECK_BITS) > 0)
-		{
-			item->request_id = value >> ENRICH_REQUEST_CHECK_BITS;
-			item->request_check = (int32) (value & ((1 << ENRICH_REQUEST_CHECK_BITS) - 1));
-		}
-	}
+		json_object_object_get_ex(obj, "metadata", &meta))
+		parse_request_ref(meta, item);
 	if (!json_get_object_member(obj, "person", &item->person))
 		return pstrdup("person is not an object or null, or holds a value jsonb cannot store");
 	if (!json_get_object_member(obj, "error", &item->error))

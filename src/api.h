@@ -60,7 +60,8 @@ typedef struct EnrichItem
 	struct json_object *error;
 	char	   *error_code;		/* error.code, or NULL */
 	char	   *error_message;	/* error.message, or NULL */
-	int64		request_id;		/* enrich's request id echoed in metadata, or -1 */
+	int64		request_id;		/* this installation's request id echoed in
+								 * metadata, or -1 */
 	int32		request_check;	/* the check value echoed with it */
 } EnrichItem;
 
@@ -125,6 +126,9 @@ extern bool enrich_api_build_bulk_body(const char *requests_json,
 									   char **body, int *nrequests,
 									   EnrichRequestProblem *problem);
 
+/* the installation's id: 12 lowercase hex digits (enrich.installation) */
+#define ENRICH_INSTALLATION_ID_LEN 12
+extern void enrich_api_set_installation(const char *id, bool legacy);
 extern char *enrich_api_build_worker_body(const EnrichOutgoing *requests, int n);
 extern int	enrich_api_error_index(const char *message);
 

@@ -39,6 +39,7 @@
 /* the statements of this file, each prepared on first use and kept */
 static SPIPlanPtr settle_followers_plan = NULL;
 static SPIPlanPtr extension_present_plan = NULL;
+static SPIPlanPtr installation_plan = NULL;
 
 /*
  * A kept plan suits the size and the statistics its tables had when it was
@@ -192,6 +193,31 @@ enrich_queue_catalog_version(void)
 				  "SELECT extversion FROM pg_catalog.pg_extension WHERE extname" SQL_OP(=) "'enrich'",
 				  0, NULL, NULL, NULL, true) == 0)
 		return NULL;
+	return enrich_column_text(0, 1);
+}
+
+/*
+ * enrich_queue_installation returns this installation's id (the oldest row
+ * of enrich.installation: a restored dump keeps the id it had), making one
+ * when the table is empty; *legacy says whether 1.0's request ids are its
+ * own.  Read at the start of every round: a DROP and CREATE EXTENSION
+ * makes a new one.
+ */
+char *
+enrich_queue_installation(bool *legacy)
+{
+	const char *sql =
+		"WITH made AS (INSERT INTO enrich.installation (id) "
+		"    SELECT pg_catalog.substr(pg_catalog.md5(pg_catalog.gen_random_uuid()::pg_catalog.text), 1, 12) "
+		"    WHERE NOT EXISTS (SELECT FROM enrich.installation) RETURNING id, legacy_ids, created_at) "
+		"SELECT i.id, i.legacy_ids FROM (SELECT id, legacy_ids, created_at FROM enrich.installation "
+		"    UNION ALL SELECT id, legacy_ids, created_at FROM made) i "
+		"ORDER BY i.created_at, i.id LIMIT 1";
+	bool		isnull;
+
+	if (enrich_plan_run(&installation_plan, sql, 0, NULL, NULL, NULL, false) != 1)
+		elog(ERROR, "enrich: enrich.installation has no row");
+	*legacy = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	return enrich_column_text(0, 1);
 }
 

@@ -39,6 +39,7 @@ extern uint64 enrich_queue_settle_returned_leads(uint64 n);
 extern char *enrich_queue_error_json(const char *code, const char *message);
 extern void enrich_queue_lock_tag(LOCKTAG *tag, uint32 what, int environment);
 extern char *enrich_queue_catalog_version(void);
+extern char *enrich_queue_installation(bool *legacy);
 extern void enrich_queue_recover(void);
 extern void enrich_queue_refresh_plans(void);
 /* batches.c: the batch enrich_submit sent, recorded in the caller's transaction */

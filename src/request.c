@@ -44,10 +44,10 @@ PG_FUNCTION_INFO_V1(enrich_request_problem);
 
 /*
  * The worker adds its own key to the metadata of every request it sends
- * (the request id, by which results are matched), and the API takes at
- * most ENRICH_API_MAX_METADATA bytes of metadata.  So a request keeps this
- * many bytes free: a comma, a quoted key of up to 20 bytes, a colon and a
- * 64-bit integer of up to 20 characters make at most 44.
+ * (the request's reference, by which results are matched: see api.c), and
+ * the API takes at most ENRICH_API_MAX_METADATA bytes of metadata.  So a
+ * request keeps this many bytes free: a comma, the quoted key "enrichRef",
+ * a colon and a quoted value of at most 33 characters make 48.
  */
 #define ENRICH_METADATA_RESERVE 48
 #define ENRICH_MAX_METADATA (ENRICH_API_MAX_METADATA - ENRICH_METADATA_RESERVE)

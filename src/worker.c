@@ -438,6 +438,41 @@ catalog_usable(const char *version)
 }
 
 /*
+ * worker_note_installation reads which installation of enrich the database
+ * holds and tells the API module.  When it is another than the last round's
+ * (DROP and CREATE EXTENSION, or a dump restored over a new installation),
+ * what the worker learned of the old one is forgotten: it recovers again,
+ * reads the keys again, and keeps no batch judged foreign.
+ */
+static void
+worker_note_installation(void)
+{
+	static char seen[ENRICH_INSTALLATION_ID_LEN + 1] = "";
+	bool		legacy;
+	char	   *id = enrich_queue_installation(&legacy);
+
+	if (strcmp(id, seen) == 0)
+		return;
+	if (seen[0] != '\0')
+	{
+		recovered = false;
+		keys_loaded = false;
+		reconcile_pending = true;
+		nforeign_batches = 0;
+		for (int e = 0; e < ENRICH_ENV_COUNT; e++)
+		{
+			envs[e].completion_ms = 0;
+			envs[e].completion_known = false;
+			envs[e].backoff_until = 0;
+			envs[e].backoff_ms = 0;
+			envs[e].chunk_limit = ENRICH_API_MAX_REQUESTS;
+		}
+	}
+	enrich_api_set_installation(id, legacy);
+	strlcpy(seen, id, sizeof(seen));
+}
+
+/*
  * worker_start_round begins a round in a transaction of its own: it says
  * whether the catalog is one to work with, recovers once at start (and
  * learns how long batches take from enrich.batches), reads the keys when
@@ -454,6 +489,7 @@ worker_start_round(void)
 		worker_commit();
 		return false;
 	}
+	worker_note_installation();
 	if (!recovered)
 	{
 		enrich_queue_recover();

@@ -38,6 +38,9 @@
 
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* the installation whose request references the harness reads */
+#define FUZZ_INSTALLATION "0123456789ab"
+
 static bool selftest_leak = false;
 static bool selftest_read = false;
 static volatile char selftest_sink;
@@ -533,6 +536,12 @@ fuzz_worker_body(const char *text, size_t size)
 		if (item.request_id != out[i].request_id ||
 			item.request_check != (out[i].check & 0xFFFF))
 			fuzz_fail("build_worker_body", "the echoed metadata names another request id or check");
+		/* another installation takes it for none of its own */
+		enrich_api_set_installation("ba0000000000", false);
+		err = enrich_api_parse_item(body, &item);
+		enrich_api_set_installation(FUZZ_INSTALLATION, true);
+		if (err != NULL || item.request_id != -1)
+			fuzz_fail("build_worker_body", "another installation takes the echoed metadata for its own");
 	}
 	json_object_put(root);
 	settle_items();				/* the body is checked by parsing it as items */
@@ -666,5 +675,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	selftest_leak = selftest != NULL && strcmp(selftest, "leak") == 0;
 	selftest_read = selftest != NULL && strcmp(selftest, "overflow") == 0;
+	/* the corpus's items echo this installation's references, and 1.0's */
+	enrich_api_set_installation(FUZZ_INSTALLATION, true);
 	return 0;
 }

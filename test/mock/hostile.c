@@ -308,15 +308,47 @@ mutate(json_object *v, const mock_faults *f)
 }
 
 /*
- * foreign changes the metadata of one item: the enrichRequestId in it
- * shifted by hostile_offset, or else the metadata of the item at the same
- * place of the batch created before this one in the same environment.
+ * shift_request_ref shifts the request id an item's metadata carries by
+ * offset: the id in enrichRef ("<installation>-<id>-<check>", the check
+ * kept), or the integer enrichRequestId (enrich 1.0's); false when it
+ * carries neither
+ */
+static bool
+shift_request_ref(json_object *item, long long offset)
+{
+	json_object *meta;
+	json_object *ref;
+	char		installation[64];
+	char		check[64];
+	long long	id;
+	char		text[160];
+
+	if (!json_object_object_get_ex(item, "metadata", &meta))
+		return false;
+	if (json_object_object_get_ex(meta, "enrichRef", &ref) &&
+		json_object_is_type(ref, json_type_string) &&
+		sscanf(json_object_get_string(ref), "%63[^-]-%lld-%63s", installation, &id, check) == 3)
+	{
+		snprintf(text, sizeof(text), "%s-%lld-%s", installation, id + offset, check);
+		json_object_object_add(meta, "enrichRef", json_object_new_string(text));
+		return true;
+	}
+	if (!json_object_object_get_ex(meta, "enrichRequestId", &ref) ||
+		!json_object_is_type(ref, json_type_int))
+		return false;
+	json_object_object_add(meta, "enrichRequestId",
+						   json_object_new_int64(json_object_get_int64(ref) + offset));
+	return true;
+}
+
+/*
+ * foreign changes the metadata of one item: the request id in it shifted
+ * by hostile_offset, or else the metadata of the item at the same place of
+ * the batch created before this one in the same environment.
  */
 static bool
 foreign(json_object *item, const mock_faults *f, const mock_call *call)
 {
-	json_object *meta = NULL;
-	json_object *rid = NULL;
 	json_object *other;
 	json_object *itemid;
 	unsigned	seq;
@@ -327,16 +359,7 @@ foreign(json_object *item, const mock_faults *f, const mock_call *call)
 	if (!json_object_is_type(item, json_type_object))
 		return false;
 	if (f->hostile_offset != 0)
-	{
-		if (!json_object_object_get_ex(item, "metadata", &meta) ||
-			!json_object_object_get_ex(meta, "enrichRequestId", &rid) ||
-			!json_object_is_type(rid, json_type_int))
-			return false;
-		json_object_object_add(meta, "enrichRequestId",
-							   json_object_new_int64(json_object_get_int64(rid) +
-													 f->hostile_offset));
-		return true;
-	}
+		return shift_request_ref(item, (long long) f->hostile_offset);
 
 	if (!json_object_object_get_ex(item, "itemId", &itemid) ||
 		!json_object_is_type(itemid, json_type_string) ||

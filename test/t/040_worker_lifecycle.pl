@@ -1,8 +1,9 @@
 # The worker's life: woken at commit (not by polling), idle without a single
 # query, settings reloaded on SIGHUP, paused by a refused key and resumed by
 # enrich_set_api_key, stopped by SIGTERM mid-run with nothing lost and
-# nothing paid twice (what it sent and did not record is reconciled), and
-# quiet after DROP EXTENSION.
+# nothing paid twice (what it sent and did not record is reconciled),
+# quiet after DROP EXTENSION, and never taking a batch of an earlier
+# installation for its own after CREATE EXTENSION.
 use strict;
 use warnings;
 use FindBin;
@@ -108,6 +109,57 @@ my @failed = grep { /enrich worker: .* failed/ } split /\n/, substr(slurp_file($
 cmp_ok(scalar @failed, '<=', $node->safe_psql('postgres', 'SHOW enrich.workers'),
 	'after DROP EXTENSION the workers log no error every second (at most one each)')
   or diag(join("\n", @failed));
+
+# A bulk enrich in doubt (sent, its answer lost) outlives its installation:
+# installation A sends p-doubt-1..5 as requests 1 to 5 and is dropped
+# before it finds its batch.  Installation B, created next, sends the same
+# persons as the same request ids, and its answer is lost too.  B finds its
+# own batch among the API's and adopts it, never A's (which echoes the same
+# ids and identifiers, but A's installation id), and pays each person once.
+sub installation
+{
+	$node->safe_psql('postgres', q{
+		CREATE EXTENSION enrich;
+		SELECT enrich_set_api_key('test', 'other-key')});
+	return $node->safe_psql('postgres', 'SELECT id FROM enrich.installation');
+}
+my $doubt = q{INSERT INTO enrich.requests (person_id) SELECT 'p-doubt-' || g FROM generate_series(1, 5) g};
+my $sent_twice = sub {
+	my ($times) = @_;
+	my $until = time + 20;
+	my $subs;
+	do
+	{
+		sleep 0.1;
+		$subs = $other->stats->{submissions};
+	} while (grep { ($subs->{"personId:p-doubt-$_"} // 0) < $times } 1 .. 5) && time < $until;
+	return join(',', map { $subs->{"personId:p-doubt-$_"} // 0 } 1 .. 5);
+};
+$other->set_faults({ rate_drop_after => 1, endpoints => [qw(bulk_enrich list_batches)] });
+my $a = installation();
+$node->safe_psql('postgres', $doubt);
+is($sent_twice->(1), '1,1,1,1,1', 'installation A sent p-doubt-1..5; the answer was lost');
+is($node->safe_psql('postgres', q{SELECT string_agg(id || ' ' || state, ',' ORDER BY id) FROM enrich.requests}),
+	'1 submitting,2 submitting,3 submitting,4 submitting,5 submitting',
+	'A\'s requests 1 to 5 are in doubt');
+$node->safe_psql('postgres', 'DROP EXTENSION enrich CASCADE');
+$other->set_faults({ rate_drop_after => 1, endpoints => ['bulk_enrich'] });
+$log_from = -s $node->logfile;
+my $b = installation();
+isnt($b, $a, 'installation B has an id of its own');
+$node->safe_psql('postgres', $doubt);
+is($sent_twice->(2), '2,2,2,2,2', 'installation B sent them too; the answer was lost');
+$node->wait_for(q{SELECT count(*) = 5 FROM enrich.requests WHERE state = 'done' AND id <= 5},
+	'B\'s requests 1 to 5 are done');
+is($node->safe_psql('postgres', q{SELECT count(*) || ' ' || count(DISTINCT r.batch_id)
+	FROM enrich.requests r JOIN enrich.batches b USING (batch_id)}), '5 1', 'from one batch, recorded');
+is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT split_part(i.metadata->>'enrichRef', '-', 1), ',')
+	FROM enrich.batches b, enrich_items(b.batch_id) i}), $b, 'whose items echo B\'s installation, not A\'s');
+my @adopted = grep { /adopted batch/ } split /\n/, substr(slurp_file($node->logfile), $log_from);
+is(scalar @adopted, 1, 'B adopted one batch') or diag(join("\n", @adopted));
+$other->set_faults({});
+sleep 1;
+is($sent_twice->(2), '2,2,2,2,2', 'each person was paid once by each installation');
 $node->stop;
 $mock->stop;
 $other->stop;
