@@ -186,6 +186,26 @@ COMMENT ON COLUMN enrich.installation.legacy_ids IS
     'updated from 1.0 with submissions in doubt: batches echoing 1.0''s enrichRequestId are this installation''s';
 COMMENT ON COLUMN enrich.installation.created_at IS 'when it was made';
 
+-- Dump and restore: enrich's state goes with a dump of the database (the API
+-- keys do not: set them again after a restore).  A watched table is named as
+-- a regclass, which a dump writes as its name, so that a restored queue
+-- points at the restored tables (whose OIDs are new).  The trigger names
+-- source_relid among its columns and is made again around the change.
+DROP TRIGGER requests_check ON enrich.requests;
+ALTER TABLE enrich.watches ALTER COLUMN source TYPE pg_catalog.regclass;
+ALTER TABLE enrich.requests ALTER COLUMN source_relid TYPE pg_catalog.regclass;
+ALTER TABLE enrich.intake ALTER COLUMN source_relid TYPE pg_catalog.regclass;
+CREATE TRIGGER requests_check
+    BEFORE INSERT OR UPDATE OF environment, linkedin_url, person_id, pdl_id, metadata, source_relid, source_key
+    ON enrich.requests FOR EACH ROW EXECUTE FUNCTION enrich.requests_check();
+SELECT pg_catalog.pg_extension_config_dump('enrich.watches', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.requests', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.requests_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.batches', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.intake', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.intake_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.installation', '');
+
 -- Every function, table, view, type and column says what it is.
 COMMENT ON FUNCTION @extschema@.enrich_wake() IS
     'wakes the workers at once (at commit, inside a transaction)';
@@ -234,7 +254,7 @@ COMMENT ON COLUMN enrich.batches.took_ms IS 'completedAt minus createdAt, as the
 COMMENT ON COLUMN enrich.batches.submission IS 'the worker''s submission the batch carries (enrich.requests.submission)';
 COMMENT ON COLUMN enrich.batches.closed IS 'every item applied: the worker polls it no more';
 
-COMMENT ON COLUMN enrich.watches.source IS 'the watched table''s OID';
+COMMENT ON COLUMN enrich.watches.source IS 'the watched table';
 COMMENT ON COLUMN enrich.watches.source_name IS 'its name when it was watched';
 COMMENT ON COLUMN enrich.watches.result_column IS 'the jsonb column the person is written into';
 COMMENT ON COLUMN enrich.watches.linkedin_url_column IS 'the column holding a LinkedIn URL, or NULL';
@@ -243,7 +263,7 @@ COMMENT ON COLUMN enrich.watches.pdl_id_column IS 'the column holding a PDL id, 
 COMMENT ON COLUMN enrich.watches.environment IS 'live or test; NULL: enrich.environment';
 COMMENT ON COLUMN enrich.watches.key_columns IS 'the primary key''s columns, in order';
 COMMENT ON COLUMN enrich.watches.key_types IS 'their types';
-COMMENT ON COLUMN enrich.watches.owner IS 'the role that watched the table (its owner then)';
+COMMENT ON COLUMN enrich.watches.owner IS 'the OID of the role that watched the table (its owner then; another cluster''s after a restore)';
 COMMENT ON COLUMN enrich.watches.created_at IS 'when it was watched';
 
 COMMENT ON COLUMN enrich.requests.id IS 'the request''s id (sent to the API with the installation''s id in each item''s metadata, as enrichRef)';

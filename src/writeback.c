@@ -170,18 +170,21 @@ enrich_write_back_collect(List **groups, uint64 n)
 	for (uint64 i = 0; i < n; i++)
 	{
 		char	   *state = enrich_column_text(i, 2);
-		char	   *relid = enrich_column_text(i, 3);
 		char	   *key = enrich_column_text(i, 4);
+		bool		relid_null;
 		bool		isnull;
+		Datum		relid;
 		Datum		person;
 
-		if (relid == NULL || key == NULL || state == NULL || strcmp(state, "done") != 0)
+		/* an oid (1.0) or a regclass (1.1): the same Datum either way */
+		relid = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &relid_null);
+		if (relid_null || key == NULL || state == NULL || strcmp(state, "done") != 0)
 			continue;
 		person = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 5, &isnull);
 		if (isnull)
 			continue;
 		/* copied out of SPI's result, which the next statement replaces */
-		group_add(groups, (Oid) strtoul(relid, NULL, 10), enrich_column_int64(i, 1), key,
+		group_add(groups, DatumGetObjectId(relid), enrich_column_int64(i, 1), key,
 				  datumCopy(person, false, -1));
 	}
 }

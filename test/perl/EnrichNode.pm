@@ -16,11 +16,13 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-# EnrichNode->create($name, $mock, $settings) returns a new node, started;
-# $settings is postgresql.conf text appended after the common settings
+# EnrichNode->create($name, $mock, $settings, %options) returns a new
+# node, started; $settings is postgresql.conf text appended after the
+# common settings.  With extension => 0 it creates no extension and sets
+# no key (a database to restore a dump into).
 sub create
 {
-	my ($class, $name, $mock, $settings) = @_;
+	my ($class, $name, $mock, $settings, %options) = @_;
 	my $node = $class->new($name);
 
 	$node->init;
@@ -32,6 +34,7 @@ enrich.tier3_rate = 0
 enrich.tier4_rate = 0
 } . ($settings // ''));
 	$node->start;
+	return $node if defined $options{extension} && !$options{extension};
 	$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
 	$node->safe_psql('postgres', sprintf(
 		"SELECT enrich_set_api_key('test', '%s'), enrich_set_api_key('live', '%s')",
