@@ -54,6 +54,16 @@
 #endif
 
 /*
+ * whether a role owns a database: object_ownercheck since PostgreSQL 16
+ * (utils/acl.h and catalog/pg_database.h give both)
+ */
+#if PG_VERSION_NUM >= 160000
+#define ENRICH_DATABASE_OWNERCHECK(db, role) object_ownercheck(DatabaseRelationId, (db), (role))
+#else
+#define ENRICH_DATABASE_OWNERCHECK(db, role) pg_database_ownercheck((db), (role))
+#endif
+
+/*
  * ENRICH_MODULE_MAGIC marks the library: since PostgreSQL 18 with its name
  * and version, which pg_get_loaded_modules() shows (ENRICH_VERSION is the
  * control file's default_version, which the Makefile passes)

@@ -12,8 +12,9 @@
 
 #include "compat.h"
 #include "guc.h"
+#include "launcher.h"
 #include "shared.h"
-#include "worker.h"
+#include "utility.h"
 
 ENRICH_MODULE_MAGIC;
 
@@ -22,13 +23,14 @@ void		_PG_init(void);
 /*
  * _PG_init calls the init function of each module.  It runs in the
  * postmaster when enrich is in shared_preload_libraries (then the shared
- * memory and the worker exist), and in a backend that loads the library on
- * first use otherwise.
+ * memory and the launcher exist), and in a backend that loads the library
+ * on first use otherwise.
  */
 void
 _PG_init(void)
 {
 	enrich_guc_init();
 	enrich_shared_init();
-	enrich_worker_init();
+	enrich_utility_init();
+	enrich_launcher_init();
 }

@@ -5,8 +5,10 @@
  *	  through it: which processes the workers are (to set their latches, and
  *	  to tell a submission in flight from one left in doubt), their state per
  *	  environment (running, paused, backing off; the last error), the token
- *	  buckets of the API's rate tiers that the workers share, and a
- *	  generation counter of the API keys.
+ *	  buckets of the API's rate tiers that the workers share, a
+ *	  generation counter of the API keys, and the launcher: its process, and
+ *	  the database its workers step out of for a statement that needs it
+ *	  alone.
  *
  * Wakeups happen at commit: a transaction that queues work or sets a key
  * asks for one, and a transaction callback sets the workers' latches only
@@ -26,7 +28,6 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
-#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -68,6 +69,9 @@ typedef struct EnrichShared
 {
 	slock_t		mutex;
 	EnrichWorkerSlot workers[ENRICH_MAX_WORKERS];
+	EnrichWorkerSlot launcher;
+	Oid			aside_database; /* the workers stay out of it until ... */
+	TimestampTz aside_until;	/* ... this time (0: they go anywhere) */
 	uint64		keys_generation;
 	uint64		wake_generation;	/* wakeups asked for so far */
 	EnrichEnvShared env[ENRICH_ENV_COUNT];
@@ -79,7 +83,6 @@ bool		enrich_in_worker = false;
 static EnrichShared *enrich_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 static bool wake_pending = false;
 static bool keys_changed_pending = false;
 static bool xact_callback_registered = false;
@@ -110,40 +113,15 @@ enrich_shmem_startup(void)
 		SpinLockInit(&enrich_shared->mutex);
 		for (int i = 0; i < ENRICH_MAX_WORKERS; i++)
 			enrich_shared->workers[i].procno = -1;
+		enrich_shared->launcher.procno = -1;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
 /*
- * enrich_process_utility wakes the workers, and tells them the keys may
- * have changed, when a COMMIT PREPARED commits: the transaction it ends
- * asked for that at PREPARE TRANSACTION, in another session perhaps, where
- * the wake could not be delivered (a prepared transaction is not committed
- * yet).  A wake is cheap, so every COMMIT PREPARED gets one.
- */
-static void
-enrich_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-					   ProcessUtilityContext context, ParamListInfo params,
-					   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
-{
-	if (IsA(pstmt->utilityStmt, TransactionStmt) &&
-		((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_COMMIT_PREPARED)
-	{
-		enrich_wake_at_commit();
-		enrich_keys_changed_at_commit();
-	}
-	if (prev_process_utility_hook)
-		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context, params,
-								  queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
-}
-
-/*
- * enrich_shared_init installs the shared memory hooks and the hook that
- * sees COMMIT PREPARED; without shared_preload_libraries there is no
- * shared memory and no worker, and wakeups do nothing
+ * enrich_shared_init installs the shared memory hooks; without
+ * shared_preload_libraries there is no shared memory and no worker, and
+ * wakeups do nothing
  */
 void
 enrich_shared_init(void)
@@ -154,8 +132,6 @@ enrich_shared_init(void)
 	shmem_request_hook = enrich_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = enrich_shmem_startup;
-	prev_process_utility_hook = ProcessUtility_hook;
-	ProcessUtility_hook = enrich_process_utility;
 }
 
 /*
@@ -259,18 +235,100 @@ enrich_shared_worker_exit(int code, Datum arg)
 	enrich_shared_wake_workers();
 }
 
-/* enrich_shared_worker_started records this process as the worker of a slot */
-void
+/*
+ * enrich_shared_worker_started records this process as the worker of a
+ * slot; false when another worker has the slot (a launcher started again
+ * did not know it ran), and this one is not needed
+ */
+bool
 enrich_shared_worker_started(int slot)
 {
+	bool		free;
+
 	enrich_in_worker = true;
+	if (enrich_shared == NULL)
+		return true;
+	SpinLockAcquire(&enrich_shared->mutex);
+	free = (enrich_shared->workers[slot].pid == 0);
+	if (free)
+	{
+		enrich_shared->workers[slot].procno = ENRICH_MY_PROC_NUMBER;
+		enrich_shared->workers[slot].pid = MyProcPid;
+	}
+	SpinLockRelease(&enrich_shared->mutex);
+	if (free)
+		on_shmem_exit(enrich_shared_worker_exit, Int32GetDatum(slot));
+	return free;
+}
+
+/* enrich_shared_worker_pid returns the process id of a slot's worker, or 0 */
+pid_t
+enrich_shared_worker_pid(int slot)
+{
+	pid_t		pid;
+
+	if (enrich_shared == NULL)
+		return 0;
+	SpinLockAcquire(&enrich_shared->mutex);
+	pid = enrich_shared->workers[slot].pid;
+	SpinLockRelease(&enrich_shared->mutex);
+	return pid;
+}
+
+/* enrich_shared_launcher_exit forgets the launcher's process */
+static void
+enrich_shared_launcher_exit(int code, Datum arg)
+{
+	SpinLockAcquire(&enrich_shared->mutex);
+	enrich_shared->launcher.procno = -1;
+	enrich_shared->launcher.pid = 0;
+	SpinLockRelease(&enrich_shared->mutex);
+}
+
+/* enrich_shared_launcher_started records this process as the launcher */
+void
+enrich_shared_launcher_started(void)
+{
+	SpinLockAcquire(&enrich_shared->mutex);
+	enrich_shared->launcher.procno = ENRICH_MY_PROC_NUMBER;
+	enrich_shared->launcher.pid = MyProcPid;
+	SpinLockRelease(&enrich_shared->mutex);
+	on_shmem_exit(enrich_shared_launcher_exit, (Datum) 0);
+}
+
+/*
+ * enrich_shared_step_aside asks the launcher to keep the workers out of a
+ * database until a time (0: from now on they may go there again), and
+ * wakes it to act at once
+ */
+void
+enrich_shared_step_aside(Oid database, TimestampTz until)
+{
+	int			procno;
+
 	if (enrich_shared == NULL)
 		return;
 	SpinLockAcquire(&enrich_shared->mutex);
-	enrich_shared->workers[slot].procno = ENRICH_MY_PROC_NUMBER;
-	enrich_shared->workers[slot].pid = MyProcPid;
+	enrich_shared->aside_database = database;
+	enrich_shared->aside_until = until;
+	procno = enrich_shared->launcher.procno;
 	SpinLockRelease(&enrich_shared->mutex);
-	on_shmem_exit(enrich_shared_worker_exit, Int32GetDatum(slot));
+	if (procno >= 0)
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+/* enrich_shared_aside says whether the workers stay out of a database now */
+bool
+enrich_shared_aside(Oid database, TimestampTz now)
+{
+	bool		aside;
+
+	if (enrich_shared == NULL)
+		return false;
+	SpinLockAcquire(&enrich_shared->mutex);
+	aside = enrich_shared->aside_database == database && now < enrich_shared->aside_until;
+	SpinLockRelease(&enrich_shared->mutex);
+	return aside;
 }
 
 /*

@@ -23,7 +23,11 @@ extern void enrich_keys_changed_at_commit(void);
 #define ENRICH_TIER_READ 1		/* tier 4: status, items, list */
 #define ENRICH_TIER_COUNT 2
 
-extern void enrich_shared_worker_started(int slot);
+extern bool enrich_shared_worker_started(int slot);
+extern pid_t enrich_shared_worker_pid(int slot);
+extern void enrich_shared_launcher_started(void);
+extern void enrich_shared_step_aside(Oid database, TimestampTz until);
+extern bool enrich_shared_aside(Oid database, TimestampTz now);
 extern int	enrich_shared_other_workers(int32 *pids);
 extern int	enrich_shared_worker_rank(int *running);
 extern void enrich_shared_wake_workers(void);

@@ -55,7 +55,6 @@
 #include "shared.h"
 #include "keys.h"
 #include "privacy.h"
-#include "worker.h"
 #include "http.h"
 #include "queue.h"
 #include "security.h"
@@ -112,33 +111,6 @@ static MemoryContext loop_context = NULL;
 static bool batches_recorded = false;	/* this round recorded a new batch */
 static int32 others_seen[ENRICH_MAX_WORKERS];	/* other workers last round */
 static int	nothers_seen = 0;
-
-/*
- * enrich_worker_init registers enrich.workers workers when enrich is
- * preloaded, each with its slot number as argument; the postmaster
- * restarts one 5 seconds after it dies
- */
-void
-enrich_worker_init(void)
-{
-	BackgroundWorker worker;
-
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "enrich");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "enrich_worker_main");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "enrich worker");
-	for (int slot = 0; slot < enrich_workers; slot++)
-	{
-		snprintf(worker.bgw_name, BGW_MAXLEN, "enrich worker %d", slot);
-		worker.bgw_main_arg = Int32GetDatum(slot);
-		RegisterBackgroundWorker(&worker);
-	}
-}
 
 /*
  * Transactions: the recipe of worker_spi.  CurrentMemoryContext is the
@@ -1391,8 +1363,9 @@ worker_iteration(void)
 }
 
 /*
- * enrich_worker_main is the worker's entry point: signals, the connection
- * to enrich.database under pinned settings, then the loop.  SIGTERM (die)
+ * enrich_worker_main is the worker's entry point, started by the launcher:
+ * signals, the connection to the database the launcher names (by OID, in
+ * bgw_extra) under pinned settings, then the loop.  SIGTERM (die)
  * stops the worker at once, whatever it waits on: a bulk enrich sent and
  * not recorded is reconciled by the workers that run (or by this one,
  * started again).
@@ -1400,14 +1373,19 @@ worker_iteration(void)
 void
 enrich_worker_main(Datum main_arg)
 {
+	Oid			database;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	worker_slot = DatumGetInt32(main_arg);
-	BackgroundWorkerInitializeConnection(enrich_database, NULL, 0);
+	memcpy(&database, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
 	enrich_pin_worker_settings();
-	enrich_shared_worker_started(worker_slot);
+	/* a launcher started again did not know this slot's worker ran */
+	if (!enrich_shared_worker_started(worker_slot))
+		proc_exit(0);
 	pgstat_report_appname("enrich worker");
 	srandom((unsigned int) (MyProcPid ^ GetCurrentTimestamp()));
 

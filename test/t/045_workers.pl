@@ -120,13 +120,15 @@ $node->wait_for(q{SELECT count(*) = 300 FROM contacts WHERE person IS NOT NULL},
 ok($node->log_contains(qr/enrich worker 0 of 1 started/), 'the log names the worker and how many run');
 
 # three workers asked for, room for two (the logical replication launcher
-# takes one of the three slots first): the batches are shared among the
-# workers that run, so none waits for the one that could not start
-sql(q{ALTER SYSTEM SET enrich.workers = 3; ALTER SYSTEM SET max_worker_processes = 3});
+# and enrich's launcher take two of the four slots first): the batches are
+# shared among the workers that run, so none waits for the one that could
+# not start
+sql(q{ALTER SYSTEM SET enrich.workers = 3; ALTER SYSTEM SET max_worker_processes = 4});
 $node->restart;
 $node->wait_for(q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
 	'two of the three workers run');
-ok($node->log_contains(qr/too many background workers/), 'the log says the third could not be registered');
+ok($node->log_contains(qr/enrich launcher: could not start enrich worker 2: no background worker slot is free/),
+	'the log says the third could not be started');
 sql(q{INSERT INTO contacts (id, url) SELECT g, 'linkedin.com/in/workers-' || g FROM generate_series(301, 600) g});
 $node->wait_for(q{SELECT count(*) = 600 FROM contacts WHERE person IS NOT NULL}, 'the two enrich 300 more contacts');
 is(sql(q{SELECT count(*) FROM enrich.batches WHERE NOT closed}), 0, 'no batch is left unpolled');
