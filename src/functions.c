@@ -9,6 +9,8 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -162,7 +164,14 @@ enrich_submit(PG_FUNCTION_ARGS)
 	environment = enrich_function_environment(fcinfo, 1);
 
 	/* a batch is paid for: one that could not be recorded is not sent */
-	PreventCommandIfReadOnly("enrich_submit()");
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot execute enrich_submit() in a read-only transaction"),
+				 errdetail("The batch would be paid for and could not be recorded in enrich.batches; nothing was sent."),
+				 RecoveryInProgress() ?
+				 errhint("Call enrich_submit() on the primary server; the read calls work here.") :
+				 errhint("Call enrich_submit() in a read-write transaction.")));
 
 	if (!enrich_api_build_bulk_body(JsonbToCString(NULL, &requests->root, VARSIZE(requests)),
 									&body, &nrequests, &problem))

@@ -19,13 +19,14 @@ use Test::More;
 # EnrichNode->create($name, $mock, $settings, %options) returns a new
 # node, started; $settings is postgresql.conf text appended after the
 # common settings.  With extension => 0 it creates no extension and sets
-# no key (a database to restore a dump into).
+# no key (a database to restore a dump into); with allows_streaming => 1 it
+# can be backed up for a standby.
 sub create
 {
 	my ($class, $name, $mock, $settings, %options) = @_;
 	my $node = $class->new($name);
 
-	$node->init;
+	$node->init(allows_streaming => $options{allows_streaming} // 0);
 	$node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'enrich'
 enrich.api_url = '@{[ $mock->url ]}'
