@@ -41,18 +41,59 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM enrich.register_watch(source, result_column, linkedin_url_column, person_id_column, pdl_id_column, environment, NULL, NULL);
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE TRIGGER enrich_enqueue_insert AFTER INSERT ON %s '
-        'REFERENCING NEW TABLE AS enrich_new '
-        'FOR EACH STATEMENT EXECUTE FUNCTION enrich.enqueue_from_source()', source);
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE TRIGGER enrich_enqueue_update AFTER UPDATE ON %s '
-        'REFERENCING OLD TABLE AS enrich_old NEW TABLE AS enrich_new '
-        'FOR EACH STATEMENT EXECUTE FUNCTION enrich.enqueue_from_source()', source);
+    PERFORM enrich.attach_triggers(source);
     IF backfill THEN
         RETURN enrich.enqueue_existing(source);
     END IF;
     RETURN 0;
+END
+$$;
+
+-- The triggers of a watched table go on each of its partitions too (a
+-- statement on a partition fires the partition's statement triggers, not
+-- its parent's), and on partitions it gets later.
+CREATE FUNCTION enrich.attach_triggers(source regclass) RETURNS void
+AS 'MODULE_PATHNAME', 'enrich_attach_triggers'
+LANGUAGE C;
+COMMENT ON FUNCTION enrich.attach_triggers(regclass) IS
+    'attaches the statement triggers of a watched table to it and to each of its partitions, as the caller';
+CREATE FUNCTION enrich.detach_triggers(source regclass) RETURNS void
+AS 'MODULE_PATHNAME', 'enrich_detach_triggers'
+LANGUAGE C;
+COMMENT ON FUNCTION enrich.detach_triggers(regclass) IS
+    'drops the statement triggers of a watched table from it and from each of its partitions, as the caller';
+REVOKE ALL ON FUNCTION enrich.attach_triggers(regclass), enrich.detach_triggers(regclass) FROM PUBLIC;
+CREATE FUNCTION enrich.watch_partitions() RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'enrich_watch_partitions'
+LANGUAGE C;
+COMMENT ON FUNCTION enrich.watch_partitions() IS
+    'the ddl_command_end event trigger: attaches the triggers of a watched table to the partitions it gets';
+REVOKE ALL ON FUNCTION enrich.watch_partitions() FROM PUBLIC;
+CREATE EVENT TRIGGER enrich_watch_partitions ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+    EXECUTE FUNCTION enrich.watch_partitions();
+
+CREATE OR REPLACE FUNCTION @extschema@.enrich_unwatch(source regclass)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner oid;
+BEGIN
+    IF source IS NULL THEN
+        RAISE EXCEPTION 'source must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT c.relowner INTO owner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) source;
+    IF NOT FOUND THEN
+        -- the table was dropped: only its watch is left to forget
+        RETURN enrich.unregister_watch(source);
+    END IF;
+    IF NOT pg_catalog.pg_has_role(current_user, owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', source USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM enrich.detach_triggers(source);
+    RETURN enrich.unregister_watch(source);
 END
 $$;
 
@@ -150,7 +191,8 @@ GRANT EXECUTE ON FUNCTION @extschema@.enrich_submit(jsonb, text), @extschema@.en
     enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
     enrich.unregister_watch(regclass), enrich.enqueue_existing(regclass),
     enrich.enqueue_from_source(),
-    enrich.worker_state(text), @extschema@.enrich_cancel(bigint[])
+    enrich.worker_state(text), @extschema@.enrich_cancel(bigint[]),
+    enrich.attach_triggers(regclass), enrich.detach_triggers(regclass)
     TO enrich_user;
 GRANT INSERT (environment, linkedin_url, person_id, pdl_id, metadata), SELECT ON enrich.requests TO enrich_user;
 GRANT SELECT ON enrich.batches, enrich.intake, enrich.progress TO enrich_user;

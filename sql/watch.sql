@@ -17,12 +17,14 @@ GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, b
     enrich_unwatch(regclass),
     enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
     enrich.unregister_watch(regclass), enrich.enqueue_from_source(),
-    enrich.enqueue_existing(regclass)
+    enrich.enqueue_existing(regclass), enrich.attach_triggers(regclass),
+    enrich.detach_triggers(regclass)
     TO enrich_watch_owner;
 GRANT USAGE ON SCHEMA enrich TO enrich_watch_other;
 GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean),
     enrich_unwatch(regclass), enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
-    enrich.enqueue_existing(regclass), enrich.unregister_watch(regclass) TO enrich_watch_other;
+    enrich.enqueue_existing(regclass), enrich.unregister_watch(regclass),
+    enrich.attach_triggers(regclass), enrich.detach_triggers(regclass) TO enrich_watch_other;
 
 -- the requests queued since the last mark, without what varies
 CREATE TEMP VIEW queue AS

@@ -192,7 +192,8 @@ enrich_intake_from_inserted(TriggerData *trigdata, const EnrichWatch *w)
 	int			reader;
 	int			nestlevel;
 
-	enrich_source_reader_init(&source, w, w->relid);
+	/* the columns of the table the statement wrote: w's, or a partition's */
+	enrich_source_reader_init(&source, w, RelationGetRelid(trigdata->tg_relation));
 
 	/* key values written as text as the worker will read them */
 	nestlevel = NewGUCNestLevel();

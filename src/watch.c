@@ -31,6 +31,7 @@
 #include "access/tableam.h"
 #include "catalog/pg_class.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "commands/event_trigger.h"
@@ -194,6 +195,26 @@ watch_read(Oid relid, EnrichWatch *w)
 	if (w->nkeys < 1)
 		elog(ERROR, "enrich: the watch of table %u has no key columns", relid);
 	return true;
+}
+
+/*
+ * watch_read_for reads the watch of a table, or else the watch of the
+ * nearest of its ancestors that is watched: a row inserted straight into a
+ * partition is a row of the watched table above it
+ */
+static bool
+watch_read_for(Relation rel, EnrichWatch *w)
+{
+	ListCell   *lc;
+
+	if (watch_read(RelationGetRelid(rel), w))
+		return true;
+	if (!rel->rd_rel->relispartition)
+		return false;
+	foreach(lc, get_partition_ancestors(RelationGetRelid(rel)))
+		if (watch_read(lfirst_oid(lc), w))
+			return true;
+	return false;
 }
 
 /*
@@ -479,8 +500,9 @@ enqueue_run(const EnrichWatch *w, const char *sql, SPIPlanPtr *plan, int cursor_
 
 /*
  * enrich.enqueue_from_source() is the AFTER INSERT and AFTER UPDATE
- * statement trigger of a watched table (created by enrich_watch with the
- * transition tables enrich_new and enrich_old).  The new rows of an INSERT
+ * statement trigger of a watched table and of each of its partitions
+ * (attached by triggers.c with the transition tables enrich_new and
+ * enrich_old); a partition's rows are the watched table's.  The new rows of an INSERT
  * or COPY go to enrich.intake, a row per 1,000 (intake_from_inserted); the
  * rows whose identifiers an UPDATE changed are queued as requests by one
  * statement.
@@ -522,7 +544,7 @@ enrich_enqueue_from_source(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	SPI_connect();
-	if (!watch_read(RelationGetRelid(trigdata->tg_relation), &w))
+	if (!watch_read_for(trigdata->tg_relation, &w))
 	{
 		SPI_finish();
 		return PointerGetDatum(NULL);

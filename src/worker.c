@@ -101,16 +101,48 @@ static uint32 wait_event_idle = 0;	/* its idle wait event (compat.h) */
 static bool reconcile_pending = true;	/* submissions may be in doubt */
 static TimestampTz reconcile_after = 0;
 /*
- * the batches reconciliation found not to be ours, as hashes of their ids,
- * the last FOREIGN_BATCHES_KEPT of them: a fixed ring, nothing allocated
+ * a fixed ring of batch ids (their hashes), the last BATCH_RING_KEPT
+ * kept: nothing allocated
  */
-#define FOREIGN_BATCHES_KEPT 1000
-static uint64 foreign_batches[FOREIGN_BATCHES_KEPT];
-static int	nforeign_batches = 0;	/* how many were ever kept */
+#define BATCH_RING_KEPT 1000
+typedef struct BatchRing
+{
+	uint64		hashes[BATCH_RING_KEPT];
+	int			n;				/* how many were ever kept */
+} BatchRing;
+
+static BatchRing foreign_batches;	/* reconciliation found them not ours */
+static BatchRing unmatched_logged;	/* their unmatched items were logged */
 static MemoryContext loop_context = NULL;
 static bool batches_recorded = false;	/* this round recorded a new batch */
 static int32 others_seen[ENRICH_MAX_WORKERS];	/* other workers last round */
 static int	nothers_seen = 0;
+
+/* batch_hash is the hash of a batch id that a BatchRing keeps */
+static uint64
+batch_hash(const char *batch_id)
+{
+	return hash_bytes_extended((const unsigned char *) batch_id, strlen(batch_id), 0);
+}
+
+/* ring_has says whether a ring keeps a batch */
+static bool
+ring_has(const BatchRing *ring, const char *batch_id)
+{
+	uint64		h = batch_hash(batch_id);
+
+	for (int i = 0; i < Min(ring->n, BATCH_RING_KEPT); i++)
+		if (ring->hashes[i] == h)
+			return true;
+	return false;
+}
+
+/* ring_add keeps a batch in a ring, in place of the oldest */
+static void
+ring_add(BatchRing *ring, const char *batch_id)
+{
+	ring->hashes[ring->n++ % BATCH_RING_KEPT] = batch_hash(batch_id);
+}
 
 /*
  * Transactions: the recipe of worker_spi.  CurrentMemoryContext is the
@@ -430,7 +462,7 @@ worker_note_installation(void)
 		recovered = false;
 		keys_loaded = false;
 		reconcile_pending = true;
-		nforeign_batches = 0;
+		foreign_batches.n = 0;
 		for (int e = 0; e < ENRICH_ENV_COUNT; e++)
 		{
 			envs[e].completion_ms = 0;
@@ -902,7 +934,12 @@ record_items(WorkerCall *call, EnrichHttpCall *http)
 		char	   *problem = psprintf("%d of %d items of a page matched no request waiting in this batch (repeated items, a rewound cursor, or another batch's)",
 									   unmatched, nitems);
 
-		ereport(LOG, (errmsg("enrich worker: batch %s: %s", b->batch_id, problem)));
+		/* once per batch: a truncated queue would say it on every page */
+		if (!ring_has(&unmatched_logged, b->batch_id))
+		{
+			ereport(LOG, (errmsg("enrich worker: batch %s: %s", b->batch_id, problem)));
+			ring_add(&unmatched_logged, b->batch_id);
+		}
 		enrich_queue_batch_note(b->batch_id, problem);
 	}
 	if (!closes && nitems < enrich_page_size)
@@ -935,10 +972,32 @@ postpone_batch(EnrichOpenBatch *b)
 	PG_END_TRY();
 }
 
-/* worker_record records the answer to one call in its own transaction */
-static void
+/*
+ * catalog_present says whether enrich is still installed in the database,
+ * in a transaction of its own (after a failure: DROP EXTENSION during the
+ * round leaves nothing to record into)
+ */
+static bool
+catalog_present(void)
+{
+	bool		present;
+
+	worker_begin("enrich: planning");
+	present = enrich_queue_catalog_version() != NULL;
+	worker_commit();
+	return present;
+}
+
+/*
+ * worker_record records the answer to one call in its own transaction; it
+ * returns false when that failed because enrich is no longer installed, so
+ * that the round's other answers are not tried (and logged) in vain
+ */
+static bool
 worker_record(WorkerCall *call, EnrichHttpCall *http)
 {
+	volatile bool go_on = true;
+
 	static const char *const activity[] = {
 		"enrich: recording a bulk enrich", "enrich: recording a batch status",
 		"enrich: applying a page of items"
@@ -966,36 +1025,12 @@ worker_record(WorkerCall *call, EnrichHttpCall *http)
 		worker_error(call->environment, activity[call->kind]);
 		/* a bulk enrich the API may have accepted is left 'submitting' */
 		reconcile_pending = true;
-		if (call->batch != NULL)
+		go_on = catalog_present();
+		if (go_on && call->batch != NULL)
 			postpone_batch(call->batch);
 	}
 	PG_END_TRY();
-}
-
-/* batch_hash is the hash of a batch id that foreign_batches keeps */
-static uint64
-batch_hash(const char *batch_id)
-{
-	return hash_bytes_extended((const unsigned char *) batch_id, strlen(batch_id), 0);
-}
-
-/* batch_is_foreign says whether reconciliation already found a batch not ours */
-static bool
-batch_is_foreign(const char *batch_id)
-{
-	uint64		h = batch_hash(batch_id);
-
-	for (int i = 0; i < Min(nforeign_batches, FOREIGN_BATCHES_KEPT); i++)
-		if (foreign_batches[i] == h)
-			return true;
-	return false;
-}
-
-/* remember_foreign remembers a batch that is not ours, in place of the oldest */
-static void
-remember_foreign(const char *batch_id)
-{
-	foreign_batches[nforeign_batches++ % FOREIGN_BATCHES_KEPT] = batch_hash(batch_id);
+	return go_on;
 }
 
 /* call_api_now makes one API call of an environment now */
@@ -1041,7 +1076,7 @@ probe_batch(int environment, bool for_stopped, const EnrichBatchStatus *status)
 	if (nids == 0)
 	{
 		if (page.nitems > 0)
-			remember_foreign(status->batch_id);
+			ring_add(&foreign_batches, status->batch_id);
 		return;					/* someone else's, or nothing processed yet */
 	}
 	worker_begin("enrich: reconciling");
@@ -1059,7 +1094,7 @@ probe_batch(int environment, bool for_stopped, const EnrichBatchStatus *status)
 	{
 		ereport(LOG,
 				(errmsg("enrich worker: batch %s is not adopted: %s", status->batch_id, message)));
-		remember_foreign(status->batch_id);
+		ring_add(&foreign_batches, status->batch_id);
 	}
 }
 
@@ -1109,7 +1144,7 @@ reconcile_environment(int environment, bool for_stopped)
 		worker_commit();
 		for (int i = 0; i < list.nbatches && probes < 20; i++)
 		{
-			if (known[i] || batch_is_foreign(ids[i]))
+			if (known[i] || ring_has(&foreign_batches, ids[i]))
 				continue;
 			probe_batch(environment, for_stopped, &list.batches[i]);
 			probes++;
@@ -1316,7 +1351,8 @@ worker_round(void)
 		return 1000;
 
 	for (int i = 0; i < ncalls; i++)
-		worker_record(&calls[i], &https[i]);
+		if (!worker_record(&calls[i], &https[i]))
+			break;				/* DROP EXTENSION: nothing to record into */
 	wake_batch_owners();
 	return 0;
 }

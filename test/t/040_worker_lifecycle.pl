@@ -98,6 +98,22 @@ is(scalar(grep { /^personId:p-term-/ && $subs->{$_} > 1 } keys %$subs), 0, 'none
 ok($node->log_contains(qr/terminating background worker "enrich worker" due to administrator command/),
 	'the worker logged its stop');
 
+# TRUNCATE enrich.requests while batches are in flight (the API slow to
+# answer about them, so that they are): their pages match no request any
+# more, which is logged once per batch, not once per page
+$other->set_faults({ latency_ms => 1000, endpoints => [qw(batch_status list_items)] });
+$node->safe_psql('postgres', q{INSERT INTO enrich.requests (person_id) SELECT 'p-trunc-' || g FROM generate_series(1, 300) g});
+$node->wait_for(q{SELECT count(*) > 0 FROM enrich.batches WHERE NOT closed}, 'batches are in flight');
+my $trunc_from = -s $node->logfile;
+$node->safe_psql('postgres', 'TRUNCATE enrich.requests');
+$node->wait_for(q{SELECT count(*) = 0 FROM enrich.batches WHERE NOT closed}, 'the batches of a truncated queue are read to their end', 60);
+my %unmatched;
+$unmatched{$_}++ for grep { defined } map { /batch (\S+): \d+ of \d+ items of a page matched no request/ ? $1 : undef }
+  split /\n/, substr(slurp_file($node->logfile), $trunc_from);
+cmp_ok(scalar(keys %unmatched), '>', 0, 'the pages of a truncated queue\'s batches match no request: logged');
+is(scalar(grep { $_ > 1 } values %unmatched), 0, 'once per batch, not once per page')
+  or diag(join(', ', map { "$_: $unmatched{$_}" } keys %unmatched));
+
 # DROP EXTENSION while batches are in flight: the workers fall quiet (a
 # round under way may fail once)
 $node->safe_psql('postgres', q{INSERT INTO enrich.requests (person_id) SELECT 'p-drop-' || g FROM generate_series(1, 500) g});

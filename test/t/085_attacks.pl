@@ -116,7 +116,7 @@ as('app', qq{
 				('-', 'integer', 'integer'), ('-', 'bigint', 'integer'),
 				('/', 'interval', 'double precision'), ('/', 'bigint', 'integer'),
 				('&', 'integer', 'integer'), ('->>', 'jsonb', 'integer'), ('->>', 'jsonb', 'text'),
-				('||', 'text', 'text')) AS v(op, l, r)
+				('||', 'text', 'text'), ('=', '"char"', '"char"'), ('=', 'regclass', 'oid')) AS v(op, l, r)
 			LOOP
 				i := i + 1;
 				EXECUTE format('SELECT pg_typeof(NULL::%s OPERATOR(pg_catalog.%s) NULL::%s)::text',
@@ -340,6 +340,18 @@ for my $call (sort keys %refusals)
 	like(as_err('app', $call), $refusals{$call}, "refused: $call");
 }
 is(sql(q{SELECT count(*) FROM enrich.watches WHERE source_name LIKE 'bob.%'}), 1, "bob's watch is still there");
+
+# a partitioned table of app's, watched, that gets a partition afterwards:
+# the event trigger asks which partitions belong to watched tables among
+# the plants, and the partition's rows are app's table's
+as('app', q{
+	CREATE TABLE evil.parts (id int, region text, url text, person jsonb, PRIMARY KEY (id, region))
+		PARTITION BY LIST (region);
+	SELECT enrich_watch('evil.parts', 'person', linkedin_url_column => 'url');
+	CREATE TABLE evil.parts_eu PARTITION OF evil.parts FOR VALUES IN ('eu');
+	INSERT INTO evil.parts_eu VALUES (1, 'eu', 'linkedin.com/in/attack-partition')});
+$node->wait_for(q{SELECT person IS NOT NULL FROM evil.parts WHERE id = 1},
+	'a row app inserts straight into a partition it made later is enriched');
 
 # the rest of what the grant block grants works for app
 is(as('app', q{SELECT count(*) FROM enrich.progress}), 2, 'app reads enrich.progress');

@@ -168,7 +168,7 @@ sql(q{CREATE ROLE first_owner; CREATE ROLE second_owner;
 	GRANT USAGE ON SCHEMA enrich TO first_owner, second_owner;
 	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean),
 		enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
-		enrich.enqueue_from_source() TO first_owner;
+		enrich.attach_triggers(regclass), enrich.enqueue_from_source() TO first_owner;
 	CREATE TABLE owned (id int PRIMARY KEY, url text, person jsonb, written_by name);
 	ALTER TABLE owned OWNER TO first_owner;
 	CREATE FUNCTION note_writer() RETURNS trigger LANGUAGE plpgsql AS $$
