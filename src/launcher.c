@@ -53,7 +53,8 @@ typedef enum LauncherFinding
 static BackgroundWorkerHandle *handles[ENRICH_MAX_WORKERS];
 
 /*
- * enrich_launcher_init registers the launcher when enrich is preloaded;
+ * enrich_launcher_init registers the launcher when enrich is preloaded
+ * (not in a server pg_upgrade runs: its catalog and files are being made);
  * the postmaster starts it again 5 seconds after it exits
  */
 void
@@ -61,7 +62,7 @@ enrich_launcher_init(void)
 {
 	BackgroundWorker worker;
 
-	if (!process_shared_preload_libraries_in_progress)
+	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
 		return;
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
