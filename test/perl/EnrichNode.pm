@@ -19,8 +19,9 @@ use Test::More;
 # EnrichNode->create($name, $mock, $settings, %options) returns a new
 # node, started; $settings is postgresql.conf text appended after the
 # common settings.  With extension => 0 it creates no extension and sets
-# no key (a database to restore a dump into); with allows_streaming => 1 it
-# can be backed up for a standby.
+# no key (a database to restore a dump into); with start => 0 it is not
+# even started (a cluster for pg_upgrade); with allows_streaming => 1 it can
+# be backed up for a standby.
 sub create
 {
 	my ($class, $name, $mock, $settings, %options) = @_;
@@ -34,6 +35,7 @@ enrich.environment = 'test'
 enrich.tier3_rate = 0
 enrich.tier4_rate = 0
 } . ($settings // ''));
+	return $node if defined $options{start} && !$options{start};
 	$node->start;
 	return $node if defined $options{extension} && !$options{extension};
 	$node->safe_psql('postgres', 'CREATE EXTENSION enrich');

@@ -35,17 +35,11 @@ my $state = q{SELECT (SELECT count(*) FROM enrich.requests WHERE state = 'done')
 my $before = $sql->($old, $state);
 $old->stop;
 
-my $new = PostgreSQL::Test::Cluster->new('new');
-$new->init;
-$new->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'enrich'
-enrich.api_url = '@{[ $mock->url ]}'
-enrich.environment = 'test'
-enrich.tier3_rate = 0
-enrich.tier4_rate = 0
-$settings});
+my $new = EnrichNode->create('new', $mock, $settings, start => 0);
 my $bindir = $old->config_data('--bindir');
-my $work = PostgreSQL::Test::Utils::tempdir();
+# pg_upgrade starts the servers with the pg_ctl of its bindir, not the
+# harness's; under the sanitizers they need their runtimes preloaded too
+local $ENV{LD_PRELOAD} = $ENV{ENRICH_SANITIZE_PRELOAD} if $ENV{ENRICH_SANITIZE_PRELOAD};
 command_ok([ "$bindir/pg_upgrade", '--no-sync', '--retain', '-d', $old->data_dir, '-D', $new->data_dir,
 	'-b', $bindir, '-B', $bindir, '-s', $new->host, '-p', $old->port, '-P', $new->port ],
 	'pg_upgrade', ) or diag(join("\n", map { slurp_file($_) } glob($new->data_dir . '/pg_upgrade_output.d/*/log/*.log')));
@@ -56,8 +50,7 @@ ok(@upgrade_logs > 0, 'pg_upgrade kept the log of the servers it ran');
 is(scalar(grep { /enrich (worker|launcher)/ } map { split /\n/, slurp_file($_) } @upgrade_logs), 0,
 	'no enrich process ran while pg_upgrade worked');
 $sql->($new, q{INSERT INTO contacts VALUES (21, 'linkedin.com/in/up-after')});
-ok($new->poll_query_until('postgres', q{SELECT person IS NOT NULL FROM contacts WHERE id = 21}),
-	'the upgraded cluster goes on enriching');
+$new->wait_for(q{SELECT person IS NOT NULL FROM contacts WHERE id = 21}, 'the upgraded cluster goes on enriching');
 
 $new->stop;
 $mock->stop;
