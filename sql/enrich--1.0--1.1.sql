@@ -154,8 +154,6 @@ CREATE POLICY batches_own ON enrich.batches
     USING (submitted_by OPERATOR(pg_catalog.=) CURRENT_USER
            OR (SELECT pg_catalog.pg_has_role(a.oid, 'USAGE') FROM pg_catalog.pg_roles a
                WHERE a.rolname OPERATOR(pg_catalog.=) 'enrich_admin'));
--- enrich.progress counts what its reader may see
-ALTER VIEW enrich.progress SET (security_invoker = true);
 
 -- enrich_cancel: a role cancels its own queued requests
 CREATE FUNCTION @extschema@.enrich_cancel(ids bigint[]) RETURNS bigint
@@ -195,7 +193,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.enrich_submit(jsonb, text), @extschema@.en
     enrich.attach_triggers(regclass), enrich.detach_triggers(regclass)
     TO enrich_user;
 GRANT INSERT (environment, linkedin_url, person_id, pdl_id, metadata), SELECT ON enrich.requests TO enrich_user;
-GRANT SELECT ON enrich.batches, enrich.intake, enrich.progress TO enrich_user;
+GRANT SELECT ON enrich.batches, enrich.intake TO enrich_user;
 
 -- The watch of a dropped table goes with it.
 CREATE FUNCTION enrich.forget_dropped() RETURNS event_trigger
@@ -331,17 +329,6 @@ COMMENT ON COLUMN enrich.intake.person_id IS 'each contact''s person id (NULL wh
 COMMENT ON COLUMN enrich.intake.pdl_id IS 'each contact''s PDL id (NULL when none)';
 COMMENT ON COLUMN enrich.intake.created_at IS 'when the statement queued them';
 
-COMMENT ON COLUMN enrich.progress.environment IS 'live or test';
-COMMENT ON COLUMN enrich.progress.queued IS 'requests (and watched contacts) waiting to be sent for the first time';
-COMMENT ON COLUMN enrich.progress.in_flight IS 'requests sent and waiting for their answer';
-COMMENT ON COLUMN enrich.progress.waiting_retry IS 'requests queued again after a retryable failure';
-COMMENT ON COLUMN enrich.progress.done IS 'requests with a person';
-COMMENT ON COLUMN enrich.progress.failed IS 'requests that failed for good';
-COMMENT ON COLUMN enrich.progress.oldest_queued_age IS 'how long the oldest queued request or contact has waited';
-COMMENT ON COLUMN enrich.progress.done_last_minute IS 'requests done in the last minute';
-COMMENT ON COLUMN enrich.progress.last_error IS 'the workers'' last error in this environment';
-COMMENT ON COLUMN enrich.progress.worker_state IS 'running, paused (and why), or waiting';
-
 COMMENT ON TYPE enrich.batch_status IS 'a batch''s status, as enrich_status and enrich_batches return it';
 COMMENT ON COLUMN enrich.batch_status.batch_id IS 'the API''s id of the batch';
 COMMENT ON COLUMN enrich.batch_status.status IS 'pending, processing, completed or failed';
@@ -358,6 +345,136 @@ COMMENT ON COLUMN enrich.item.is_retryable IS 'whether a failure may succeed if 
 COMMENT ON COLUMN enrich.item.metadata IS 'the request''s metadata, echoed';
 COMMENT ON COLUMN enrich.item.person IS 'the enriched person, or NULL';
 COMMENT ON COLUMN enrich.item.error IS 'why it failed: {"code", "message"}, or NULL';
+
+-- Monitoring at scale: enrich.progress reads counters, not enrich.requests.
+-- The statement triggers of enrich.requests record in enrich.request_counts
+-- what each statement changed (pending rows, appended so that no two
+-- transactions wait on one row); the first worker folds them once a second.
+-- The counters are not dumped: the COPY of a restore fires the triggers,
+-- which count the restored requests again.
+CREATE TABLE enrich.request_counts (
+    environment      text NOT NULL CHECK (environment IN ('live', 'test')),
+    owner            name NOT NULL,
+    category         text NOT NULL
+                     CHECK (category IN ('queued', 'waiting_retry', 'in_flight', 'done', 'failed')),
+    completed_day    date,
+    completed_second timestamptz,
+    n                bigint NOT NULL,
+    pending          boolean NOT NULL DEFAULT true
+);
+CREATE UNIQUE INDEX request_counts_key
+    ON enrich.request_counts (environment, owner, category, completed_day, completed_second)
+    NULLS NOT DISTINCT WHERE NOT pending;
+REVOKE ALL ON enrich.request_counts FROM PUBLIC;
+COMMENT ON TABLE enrich.request_counts IS
+    'how many requests each environment and owner has in each category, kept by the triggers of enrich.requests for enrich.progress';
+COMMENT ON COLUMN enrich.request_counts.environment IS 'live or test';
+COMMENT ON COLUMN enrich.request_counts.owner IS 'the role the requests belong to (enrich.requests.owner)';
+COMMENT ON COLUMN enrich.request_counts.category IS
+    'queued (never sent), waiting_retry (queued again), in_flight (submitting or submitted), done or failed';
+COMMENT ON COLUMN enrich.request_counts.completed_day IS 'done and failed: the UTC day they completed';
+COMMENT ON COLUMN enrich.request_counts.completed_second IS
+    'done: the second they completed, for two minutes (then NULL: counted in their day)';
+COMMENT ON COLUMN enrich.request_counts.n IS 'how many (negative in a pending row: requests that left the key)';
+COMMENT ON COLUMN enrich.request_counts.pending IS
+    'written by one statement, to be folded by the workers into the one row of its key';
+ALTER TABLE enrich.request_counts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY request_counts_own ON enrich.request_counts
+    USING (owner OPERATOR(pg_catalog.=) CURRENT_USER
+           OR (SELECT pg_catalog.pg_has_role(a.oid, 'USAGE') FROM pg_catalog.pg_roles a
+               WHERE a.rolname OPERATOR(pg_catalog.=) 'enrich_admin'));
+GRANT SELECT ON enrich.request_counts TO enrich_user;
+
+CREATE FUNCTION enrich.count_requests() RETURNS trigger
+AS 'MODULE_PATHNAME', 'enrich_count_requests'
+LANGUAGE C;
+COMMENT ON FUNCTION enrich.count_requests() IS
+    'the statement triggers of enrich.requests: record what a statement changed in enrich.request_counts';
+REVOKE ALL ON FUNCTION enrich.count_requests() FROM PUBLIC;
+CREATE TRIGGER requests_count_insert AFTER INSERT ON enrich.requests
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION enrich.count_requests();
+CREATE TRIGGER requests_count_update AFTER UPDATE ON enrich.requests
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION enrich.count_requests();
+CREATE TRIGGER requests_count_delete AFTER DELETE ON enrich.requests
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION enrich.count_requests();
+CREATE TRIGGER requests_count_truncate AFTER TRUNCATE ON enrich.requests
+    FOR EACH STATEMENT EXECUTE FUNCTION enrich.count_requests();
+
+CREATE FUNCTION enrich.recount() RETURNS void
+AS 'MODULE_PATHNAME', 'enrich_recount'
+LANGUAGE C;
+COMMENT ON FUNCTION enrich.recount() IS
+    'counts every request afresh into enrich.request_counts (after rows were written with triggers disabled)';
+REVOKE ALL ON FUNCTION enrich.recount() FROM PUBLIC;
+SELECT enrich.recount();
+
+-- The oldest queued request of each owner, read from an index.
+CREATE INDEX requests_queued_since ON enrich.requests (environment, owner, created_at)
+    WHERE state = 'queued';
+-- The contacts of a row of the intake, without reading its arrays.
+ALTER TABLE enrich.intake ADD COLUMN contacts integer
+    GENERATED ALWAYS AS (pg_catalog.cardinality(source_key)) STORED;
+COMMENT ON COLUMN enrich.intake.contacts IS 'how many contacts the row holds';
+
+-- done and failed count today's (UTC), not all history; oldest_queued_age
+-- is to the second.
+DROP VIEW enrich.progress;
+CREATE VIEW enrich.progress WITH (security_invoker = true) AS
+SELECT e.environment,
+       (coalesce(c.queued, 0) + coalesce(i.contacts, 0))::pg_catalog.int8 AS queued,
+       coalesce(c.in_flight, 0)::pg_catalog.int8 AS in_flight,
+       coalesce(c.waiting_retry, 0)::pg_catalog.int8 AS waiting_retry,
+       coalesce(c.done_today, 0)::pg_catalog.int8 AS done_today,
+       coalesce(c.failed_today, 0)::pg_catalog.int8 AS failed_today,
+       pg_catalog.date_trunc('second', pg_catalog.now() - LEAST(q.oldest, i.oldest)) AS oldest_queued_age,
+       coalesce(c.done_last_minute, 0)::pg_catalog.int8 AS done_last_minute,
+       w.last_error,
+       w.state AS worker_state
+FROM (VALUES ('live'::pg_catalog.text), ('test'::pg_catalog.text)) AS e(environment)
+CROSS JOIN LATERAL (
+    SELECT pg_catalog.sum(k.n) FILTER (WHERE k.category = 'queued') AS queued,
+           pg_catalog.sum(k.n) FILTER (WHERE k.category = 'in_flight') AS in_flight,
+           pg_catalog.sum(k.n) FILTER (WHERE k.category = 'waiting_retry') AS waiting_retry,
+           pg_catalog.sum(k.n) FILTER (WHERE k.category = 'done' AND k.completed_day = t.today) AS done_today,
+           pg_catalog.sum(k.n) FILTER (WHERE k.category = 'failed' AND k.completed_day = t.today) AS failed_today,
+           pg_catalog.sum(k.n) FILTER (WHERE k.category = 'done'
+                                       AND k.completed_second > pg_catalog.now() - interval '1 minute')
+               AS done_last_minute
+    FROM (SELECT pg_catalog.timezone('UTC', pg_catalog.now())::pg_catalog.date AS today) AS t
+    LEFT JOIN enrich.request_counts k ON k.environment = e.environment) AS c
+-- contacts of watched tables not yet turned into requests
+CROSS JOIN LATERAL (
+    SELECT pg_catalog.sum(k.contacts) AS contacts, pg_catalog.min(k.created_at) AS oldest
+    FROM enrich.intake k WHERE k.environment = e.environment) AS i
+-- the oldest queued request: one index probe per owner that has some
+CROSS JOIN LATERAL (
+    SELECT pg_catalog.min(f.created_at) AS oldest
+    FROM (SELECT k.owner FROM enrich.request_counts k
+          WHERE k.environment = e.environment AND k.category IN ('queued', 'waiting_retry')
+          GROUP BY k.owner HAVING pg_catalog.sum(k.n) > 0) AS o
+    CROSS JOIN LATERAL (SELECT r.created_at FROM enrich.requests r
+                        WHERE r.state = 'queued' AND r.environment = e.environment AND r.owner = o.owner
+                        ORDER BY r.created_at LIMIT 1) AS f) AS q
+-- the worker's state is read once per environment, after the counting
+CROSS JOIN LATERAL enrich.worker_state(e.environment) AS w
+ORDER BY e.environment;
+COMMENT ON VIEW enrich.progress IS
+    'the queue and the workers, per environment, of the requests the reader may see (read from counters: made to be watched)';
+COMMENT ON COLUMN enrich.progress.environment IS 'live or test';
+COMMENT ON COLUMN enrich.progress.queued IS 'requests (and watched contacts) waiting to be sent for the first time';
+COMMENT ON COLUMN enrich.progress.in_flight IS 'requests sent and waiting for their answer';
+COMMENT ON COLUMN enrich.progress.waiting_retry IS 'requests queued again after a retryable failure';
+COMMENT ON COLUMN enrich.progress.done_today IS 'requests that got their person today (since 00:00 UTC)';
+COMMENT ON COLUMN enrich.progress.failed_today IS 'requests that failed for good today (since 00:00 UTC)';
+COMMENT ON COLUMN enrich.progress.oldest_queued_age IS
+    'how long the oldest queued request or contact has waited, to the second';
+COMMENT ON COLUMN enrich.progress.done_last_minute IS 'requests that got their person in the last 60 seconds';
+COMMENT ON COLUMN enrich.progress.last_error IS 'the workers'' last error in this environment';
+COMMENT ON COLUMN enrich.progress.worker_state IS 'running, paused (and why), or waiting';
+GRANT SELECT ON enrich.progress TO enrich_user;
 
 -- A worker waiting for this version learns that it is here.
 SELECT @extschema@.enrich_wake();

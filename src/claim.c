@@ -159,7 +159,7 @@ intake_due(Datum environment, int limit, int64 **ids_out, int *total_out)
 
 	portal = SPI_cursor_open(NULL,
 							 enrich_plan_prepare(&intake_due_plan,
-										"SELECT id, pg_catalog.cardinality(source_key) FROM enrich.intake "
+										"SELECT id, contacts FROM enrich.intake "
 										"WHERE environment" SQL_OP(=) "$1 ORDER BY id LIMIT 1000 "
 										"FOR UPDATE SKIP LOCKED",
 										1, types),

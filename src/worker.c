@@ -50,6 +50,7 @@
 #include "utils/wait_event.h"
 
 #include "api.h"
+#include "counts.h"
 #include "compat.h"
 #include "guc.h"
 #include "shared.h"
@@ -496,6 +497,9 @@ worker_start_round(void)
 	worker_note_installation();
 	if (!recovered)
 	{
+		/* before the recovery's own statements count anything */
+		if (worker_slot == 0)
+			enrich_counts_heal();
 		enrich_queue_recover();
 		if (worker_slot == 0)
 			enrich_report_missing_owners();
@@ -513,6 +517,8 @@ worker_start_round(void)
 	}
 	worker_load_keys(keys_generation);
 	enrich_queue_refresh_plans();
+	if (worker_slot == 0)
+		enrich_counts_fold();
 	worker_commit();
 	return true;
 }

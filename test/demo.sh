@@ -33,8 +33,8 @@ SQL
 
 line=""
 for _ in $(seq 600); do
-	line=$(psql_value "SELECT format('queued %s | in flight %s | waiting retry %s | done %s | failed %s | %s',
-	                   queued, in_flight, waiting_retry, done, failed, worker_state)
+	line=$(psql_value "SELECT format('queued %s | in flight %s | waiting retry %s | done today %s | failed today %s | %s',
+	                   queued, in_flight, waiting_retry, done_today, failed_today, worker_state)
 	                   FROM enrich.progress WHERE environment = 'test'")
 	printf '\r%s   ' "$line"
 	pending=$(psql_value "SELECT queued + in_flight + waiting_retry FROM enrich.progress WHERE environment = 'test'")

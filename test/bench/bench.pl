@@ -32,6 +32,14 @@
 #   trigger     COPY of 200,000 contacts into a watched table over the same
 #               COPY into an unwatched one (fresh tables each run, 5 runs:
 #               the case is short and noisy)
+#   progress    enrich.progress read 200 times in a row with 1,000,000
+#               requests in enrich.requests (four roles' live requests, which
+#               the workers leave alone: the bench sets no live key; most done
+#               over the last 30 days, some failed, queued, waiting a retry),
+#               as a superuser and as one of the roles (row-level security):
+#               the median read of each run, against what 1.0's view did
+#               (a count of enrich.requests by state); and the time the
+#               1,000,000 rows took to insert, the counting triggers included
 #   calls       HTTP calls per 1,000 requests with the mock's start delay at
 #               2 s, for 1,000 and 10,000 requests, against the ideal (one
 #               bulk enrich per 1,000, one items call per 50, one status poll
@@ -44,9 +52,9 @@
 # Usage (test/harness.sh bench runs it as the cluster's OS user, with
 # TESTDIR set, from a copy of test/):
 #   perl -I test/perl -I <pgxs>/src/test/perl test/bench/bench.pl --csv FILE
-#        [--runs N] [--cases throughput,latency,items,trigger,calls]
+#        [--runs N] [--cases throughput,latency,items,trigger,progress,calls]
 #        [--requests N] [--latency-trials N] [--copy-rows N]
-#        [--items-batches N] [--trigger-runs N] [--pgss]
+#        [--items-batches N] [--trigger-runs N] [--progress-rows N] [--pgss]
 # --pgss preloads pg_stat_statements and prints each case's top statements
 # (a profiling aid: it costs a little, so the figures are then not the
 # reference ones).
@@ -87,12 +95,13 @@ $PostgreSQL::Test::Utils::timeout_default = 900;
 my %opt = (
 	csv => undef,
 	runs => 3,
-	cases => 'throughput,latency,items,trigger,calls',
+	cases => 'throughput,latency,items,trigger,progress,calls',
 	requests => 100_000,
 	latency_trials => 200,
 	copy_rows => 200_000,
 	items_batches => 50,
 	trigger_runs => 5,
+	progress_rows => 1_000_000,
 	pgss => 0,
 );
 # abort reports an error that stops the bench before its cases ran (STDERR
@@ -109,17 +118,18 @@ sub abort
 {
 	local $SIG{__WARN__} = sub { print $TERM $_[0] };
 	GetOptions(\%opt, 'csv=s', 'runs=i', 'cases=s', 'requests=i', 'latency_trials|latency-trials=i',
-		'copy_rows|copy-rows=i', 'items_batches|items-batches=i', 'trigger_runs|trigger-runs=i', 'pgss!')
+		'copy_rows|copy-rows=i', 'items_batches|items-batches=i', 'trigger_runs|trigger-runs=i',
+		'progress_rows|progress-rows=i', 'pgss!')
 	  or abort("usage: bench.pl [--csv FILE] [--runs N] [--cases LIST] [--requests N] [--latency-trials N]\n"
-		  . "                [--copy-rows N] [--items-batches N] [--trigger-runs N] [--pgss]");
+		  . "                [--copy-rows N] [--items-batches N] [--trigger-runs N] [--progress-rows N] [--pgss]");
 }
 abort("--runs and --trigger-runs must be at least 1") if $opt{runs} < 1 || $opt{trigger_runs} < 1;
 abort("--requests must be a positive multiple of 50") if $opt{requests} < 50 || $opt{requests} % 50;
 my %want = map { $_ => 1 } split /,/, $opt{cases};
 for (sort keys %want)
 {
-	abort("unknown case '$_' (throughput, latency, items, trigger, calls)")
-	  unless /^(?:throughput|latency|items|trigger|calls)$/;
+	abort("unknown case '$_' (throughput, latency, items, trigger, progress, calls)")
+	  unless /^(?:throughput|latency|items|trigger|progress|calls)$/;
 }
 
 my $started = time;
@@ -657,6 +667,84 @@ sub case_trigger
 }
 
 # ---------------------------------------------------------------------------
+# enrich.progress at a million rows
+# ---------------------------------------------------------------------------
+
+# progress_fill fills enrich.requests with n live requests of four roles:
+# 2% queued, 1% waiting a retry, 4% failed, the rest done, completed over
+# the last 30 days; returns the seconds the INSERT took
+sub progress_fill
+{
+	my ($n) = @_;
+	sql(q{DO $$ BEGIN
+		FOR i IN 1 .. 4 LOOP
+			IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_owner_' || i) THEN
+				EXECUTE format('CREATE ROLE %I', 'bench_owner_' || i);
+			END IF;
+			EXECUTE format('GRANT enrich_user TO %I', 'bench_owner_' || i);
+		END LOOP; END $$});
+	my $t0 = time;
+	$ps->query_safe(qq{INSERT INTO enrich.requests
+		(environment, person_id, owner, state, attempts, completed_at, created_at)
+		SELECT 'live', 'p-progress-' || g, 'bench_owner_' || (g % 4 + 1),
+			CASE WHEN g % 100 < 2 THEN 'queued' WHEN g % 100 < 3 THEN 'queued'
+				 WHEN g % 100 < 7 THEN 'failed' ELSE 'done' END,
+			CASE WHEN g % 100 < 2 THEN 0 ELSE 1 END,
+			CASE WHEN g % 100 >= 3 THEN now() - (g % 30) * interval '1 day' END,
+			now() - (g % 30) * interval '1 day' - interval '1 hour'
+		FROM generate_series(1, $n) g});
+	my $secs = time - $t0;
+	sql('ANALYZE enrich.requests');
+	# the first worker folds the statement's counter rows within a second
+	my $deadline = time + 30;
+	sleep 0.2 while time < $deadline && sql('SELECT count(*) FROM enrich.request_counts WHERE pending') > 0;
+	return $secs;
+}
+
+# progress_reads returns the median of 200 reads of enrich.progress, in ms,
+# as role (undef: the superuser)
+sub progress_reads
+{
+	my ($role) = @_;
+	my $set = defined $role ? "SET ROLE $role;" : '';
+	my $ms = sql("$set SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY t) FROM bench.progress_reads(200) t");
+	return $ms + 0;
+}
+
+# case_progress: enrich.progress at progress_rows requests, against a count
+# of enrich.requests by state (what 1.0's view did on every read)
+sub case_progress
+{
+	my $n = $opt{progress_rows};
+	my (@super, @role, @scan);
+
+	reset_queue(1);
+	my $fill = progress_fill($n);
+	die "bench: the counters do not count the $n requests\n"
+	  unless sql(q{SELECT sum(n) FROM enrich.request_counts}) == $n;
+	for my $run (1 .. $opt{runs})
+	{
+		push @super, progress_reads(undef);
+		push @role, progress_reads('bench_owner_1');
+		my $t0 = time;
+		sql(q{SELECT state, count(*) FROM enrich.requests GROUP BY state});
+		push @scan, (time - $t0) * 1000;
+		note(sprintf("progress run %d: %.2f ms as a superuser, %.2f ms as a role, a count by state %.0f ms",
+				$run, $super[-1], $role[-1], $scan[-1]));
+	}
+	reset_queue();
+	my $nice = $n == 1_000_000 ? '1,000,000' : $n;
+	add_row(case => 'progress', figure => "INSERT of $nice requests in one statement, counting triggers included, seconds",
+		values => [$fill], unit => 's', digits => 1);
+	add_row(case => 'progress', figure => "read of enrich.progress at $nice requests, a superuser (median of 200)",
+		values => \@super, unit => 'ms', digits => 2, target => '≤ 10 ms', test => sub { $_[0] <= 10 });
+	add_row(case => 'progress', figure => 'the same, a role that sees a quarter (row-level security)',
+		values => \@role, unit => 'ms', digits => 2, target => '≤ 10 ms', test => sub { $_[0] <= 10 });
+	add_row(case => 'progress', figure => "a count of enrich.requests by state (1.0's view scanned so)",
+		values => \@scan, unit => 'ms', digits => 0);
+}
+
+# ---------------------------------------------------------------------------
 # HTTP calls
 # ---------------------------------------------------------------------------
 
@@ -850,6 +938,7 @@ my @cases = (
 	[ latency => 'latency', \&case_latency ],
 	[ items => 'enrich_items', \&case_items ],
 	[ trigger => 'trigger overhead', \&case_trigger ],
+	[ progress => 'progress', \&case_progress ],
 	[ calls => 'HTTP calls', \&case_calls ],
 );
 for my $c (@cases)

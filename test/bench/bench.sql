@@ -188,3 +188,22 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- bench.progress_reads(reads) reads enrich.progress "reads" times in a
+-- row, as the current role, and returns each read's time in milliseconds,
+-- planning included (as psql's \watch reads it)
+CREATE FUNCTION bench.progress_reads(reads integer) RETURNS SETOF double precision
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t0 timestamptz;
+BEGIN
+    FOR i IN 1 .. reads LOOP
+        t0 := clock_timestamp();
+        EXECUTE 'SELECT * FROM enrich.progress';
+        RETURN NEXT extract(epoch FROM clock_timestamp() - t0) * 1000;
+    END LOOP;
+END
+$$;
+GRANT USAGE ON SCHEMA bench TO PUBLIC;
+GRANT EXECUTE ON FUNCTION bench.progress_reads(integer) TO PUBLIC;

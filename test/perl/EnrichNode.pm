@@ -164,4 +164,29 @@ sub describe_queue
 	return join("\n", @parts);
 }
 
+# $node->count_mismatches($db) returns how many keys (environment, owner,
+# category, UTC day of completion) the counters of enrich.request_counts
+# count otherwise than a count of enrich.requests itself: 0 when they agree
+sub count_mismatches
+{
+	my ($node, $db) = @_;
+	return $node->safe_psql($db // 'postgres', q{
+		WITH truth AS (
+			SELECT environment, owner,
+				CASE WHEN state = 'queued' AND attempts = 0 THEN 'queued'
+					 WHEN state = 'queued' THEN 'waiting_retry'
+					 WHEN state IN ('submitting', 'submitted') THEN 'in_flight'
+					 ELSE state END AS category,
+				CASE WHEN state IN ('done', 'failed') THEN (completed_at AT TIME ZONE 'UTC')::date END AS day,
+				count(*) AS n
+			FROM enrich.requests GROUP BY 1, 2, 3, 4),
+		counted AS (
+			SELECT environment, owner, category, completed_day AS day, sum(n) AS n
+			FROM enrich.request_counts GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0)
+		SELECT count(*) FROM truth t FULL JOIN counted c
+			ON (t.environment, t.owner, t.category) = (c.environment, c.owner, c.category)
+			AND t.day IS NOT DISTINCT FROM c.day
+		WHERE t.n IS DISTINCT FROM c.n});
+}
+
 1;

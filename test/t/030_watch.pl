@@ -122,7 +122,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM enrich.requests'), $before
 
 # the progress view
 like($node->safe_psql('postgres', q{
-	SELECT environment || ' ' || queued || ' ' || in_flight || ' ' || done || ' ' || failed || ' ' || worker_state
+	SELECT environment || ' ' || queued || ' ' || in_flight || ' ' || done_today || ' ' || failed_today || ' ' || worker_state
 	FROM enrich.progress WHERE environment = 'test'}),
 	qr/^test 0 0 \d+ 1 running$/, 'enrich.progress shows the test environment');
 

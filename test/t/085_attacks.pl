@@ -105,6 +105,7 @@ as('app', qq{
 				('=', 'jsonb', 'jsonb'), ('=', 'name', 'name'), ('=', 'name', 'text'),
 				('=', 'boolean', 'boolean'), ('=', 'timestamptz', 'timestamptz'),
 				('<>', 'text', 'text'), ('<>', 'jsonb', 'jsonb'), ('<>', 'name', 'text'),
+				('<>', 'bigint', 'bigint'), ('>=', 'timestamptz', 'timestamptz'),
 				('<', 'timestamptz', 'timestamptz'), ('<=', 'timestamptz', 'timestamptz'),
 				('<', 'integer', 'integer'), ('>=', 'integer', 'integer'), ('>', 'bigint', 'bigint'),
 				('*', 'integer', 'interval'), ('*', 'double precision', 'interval'),
@@ -143,7 +144,9 @@ as('app', qq{
 			('ceil', 'a numeric', 'numeric', 'pg_catalog.ceil(a)'),
 			('to_char', 'a timestamp, b text', 'text', 'pg_catalog.to_char(a, b)'),
 			('nextval', 'a text', 'bigint', 'pg_catalog.nextval(a)'),
-			('pg_get_serial_sequence', 'a text, b text', 'text', 'pg_catalog.pg_get_serial_sequence(a, b)'))
+			('pg_get_serial_sequence', 'a text, b text', 'text', 'pg_catalog.pg_get_serial_sequence(a, b)'),
+			('timezone', 'a text, b timestamptz', 'timestamp', 'pg_catalog.timezone(a, b)'),
+			('date_trunc', 'a text, b timestamptz, c text', 'timestamptz', 'pg_catalog.date_trunc(a, b, c)'))
 			AS v(name, args, rettype, body)
 		LOOP
 			EXECUTE format('CREATE FUNCTION evil.%I(%s) RETURNS %s LANGUAGE plpgsql AS '
@@ -355,6 +358,13 @@ $node->wait_for(q{SELECT person IS NOT NULL FROM evil.parts WHERE id = 1},
 
 # the rest of what the grant block grants works for app
 is(as('app', q{SELECT count(*) FROM enrich.progress}), 2, 'app reads enrich.progress');
+# the counting triggers ran on each of app's and the workers' statements
+# on enrich.requests, as enrich, through the plants
+is($node->count_mismatches, 0, 'the counters of enrich.progress agree with enrich.requests');
+is(as('app', q{SELECT done_today FROM enrich.progress WHERE environment = 'test'}),
+	sql(q{SELECT count(*) FROM enrich.requests WHERE owner = 'app' AND state = 'done'
+		AND (completed_at AT TIME ZONE 'UTC')::date = (now() AT TIME ZONE 'UTC')::date}),
+	'and app reads its own done today');
 ok(as('app', q{SELECT count(*) FROM enrich.batches}) >= 1, 'app reads enrich.batches');
 ok(as('app', q{SELECT count(*) FROM enrich.requests}) >= 1, 'app reads enrich.requests');
 as('app', q{SELECT enrich_wake()});

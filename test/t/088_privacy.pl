@@ -61,7 +61,7 @@ for my $pair ([qw(app bob)], [qw(bob app)])
 	is(sql(qq{SELECT count(*) FROM enrich.requests WHERE owner = '$me'}), 6, "$me owns 6 requests");
 	is(as($me, qq{SELECT count(*) FROM enrich.requests WHERE identifier LIKE '%$other%' OR metadata::text LIKE '%$other%'}),
 		0, "$me sees none of ${other}'s identifiers or metadata");
-	is(as($me, q{SELECT done || ' ' || queued || ' ' || failed FROM enrich.progress WHERE environment = 'test'}),
+	is(as($me, q{SELECT done_today || ' ' || queued || ' ' || failed_today FROM enrich.progress WHERE environment = 'test'}),
 		'6 0 0', "enrich.progress counts ${me}'s own requests");
 
 	# the batches: its own only, in enrich.batches and from enrich_batches

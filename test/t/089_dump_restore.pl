@@ -74,6 +74,7 @@ my $sql = sub { return $new->safe_psql('postgres', $_[0]) };
 
 is($sql->($state), $before, 'every request and contact is restored, in its state');
 is($sql->('SELECT count(*) FROM enrich.api_keys'), 0, 'the API keys are not in the dump');
+is($new->count_mismatches, 0, 'the counters of enrich.progress count the restored requests (the restore\'s COPY fires the triggers)');
 is($sql->(q{SELECT string_agg(source::text, ',' ORDER BY source_name) FROM enrich.watches}), 'contacts,leads',
 	'the watches name the restored tables');
 is($sql->(q{SELECT count(*) FROM enrich.requests WHERE source_relid IS NOT NULL

@@ -47,6 +47,7 @@ is(scalar(grep { /HINT:  Run ALTER EXTENSION enrich UPDATE in that database/ } @
 
 $sql->('ALTER EXTENSION enrich UPDATE');
 is($sql->(q{SELECT extversion FROM pg_extension WHERE extname = 'enrich'}), '1.1', 'updated to 1.1');
+is($node->count_mismatches, 0, 'the update counts the requests of 1.0 for enrich.progress');
 $node->wait_for(q{SELECT count(*) = 100 FROM enrich.requests WHERE state = 'done'},
 	'after the update, every request is done');
 is($sql->(q{SELECT count(*) FROM contacts WHERE person IS NULL}), 0, 'every contact has its person');
