@@ -476,5 +476,21 @@ COMMENT ON COLUMN enrich.progress.last_error IS 'the workers'' last error in thi
 COMMENT ON COLUMN enrich.progress.worker_state IS 'running, paused (and why), or waiting';
 GRANT SELECT ON enrich.progress TO enrich_user;
 
+-- Every database of the cluster: the launcher serves each database of
+-- enrich.databases where enrich is installed; a superuser (or a member of
+-- enrich_admin) sees them all.
+CREATE FUNCTION @extschema@.enrich_databases(OUT database text, OUT state text,
+                                             OUT workers_granted integer, OUT workers_running integer,
+                                             OUT pids integer[], OUT bulk_calls_per_second double precision,
+                                             OUT read_calls_per_second double precision,
+                                             OUT read_budget_share double precision)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'enrich_databases_served'
+LANGUAGE C VOLATILE ROWS 10;
+COMMENT ON FUNCTION @extschema@.enrich_databases() IS
+    'every database the launcher serves or probes: whether enrich is installed (served, probing, not installed), its workers, and their calls a second (about the last 10 s) with their share of the key''s tier 4 budget';
+REVOKE ALL ON FUNCTION @extschema@.enrich_databases() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.enrich_databases() TO enrich_admin;
+
 -- A worker waiting for this version learns that it is here.
 SELECT @extschema@.enrich_wake();

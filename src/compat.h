@@ -64,6 +64,16 @@
 #endif
 
 /*
+ * whether a role owns an extension: object_ownercheck since PostgreSQL 16
+ * (utils/acl.h and catalog/pg_extension.h give both)
+ */
+#if PG_VERSION_NUM >= 160000
+#define ENRICH_EXTENSION_OWNERCHECK(ext, role) object_ownercheck(ExtensionRelationId, (ext), (role))
+#else
+#define ENRICH_EXTENSION_OWNERCHECK(ext, role) pg_extension_ownercheck((ext), (role))
+#endif
+
+/*
  * ENRICH_MODULE_MAGIC marks the library: since PostgreSQL 18 with its name
  * and version, which pg_get_loaded_modules() shows (ENRICH_VERSION is the
  * control file's default_version, which the Makefile passes)

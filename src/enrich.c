@@ -10,6 +10,7 @@
 
 #include "fmgr.h"
 
+#include "budget.h"
 #include "compat.h"
 #include "guc.h"
 #include "launcher.h"
@@ -31,6 +32,7 @@ _PG_init(void)
 {
 	enrich_guc_init();
 	enrich_shared_init();
+	enrich_budget_init();
 	enrich_utility_init();
 	enrich_launcher_init();
 }

@@ -10,7 +10,9 @@
  */
 #include "postgres.h"
 
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "guc.h"
 
@@ -21,6 +23,8 @@ int			enrich_connect_timeout_ms = 5000;
 int			enrich_max_response_size_kb = 16 * 1024;
 char	   *enrich_ca_file = NULL;
 char	   *enrich_database = NULL;
+char	   *enrich_databases = NULL;
+int			enrich_max_workers = 6;
 int			enrich_batch_size = 1000;
 int			enrich_page_size = 50;
 int			enrich_poll_interval_min_ms = 200;
@@ -98,6 +102,54 @@ enrich_environment_arg(const char *name)
 }
 
 /*
+ * check_databases accepts '*' or a comma-separated list of database names
+ * (quoted like identifiers where they need it)
+ */
+static bool
+check_databases(char **newval, void **extra, GucSource source)
+{
+	char	   *copy = pstrdup(*newval);
+	List	   *names = NIL;
+	bool		ok = strcmp(*newval, "*") == 0 || SplitIdentifierString(copy, ',', &names);
+
+	if (!ok)
+		GUC_check_errdetail("List syntax is invalid: \"*\" or database names separated by commas.");
+	list_free(names);
+	pfree(copy);
+	return ok;
+}
+
+/*
+ * enrich_database_listed says whether the workers serve a database by its
+ * name: enrich.database when it is set (deprecated), else enrich.databases;
+ * *explicit says whether the name is in a list (not '*')
+ */
+bool
+enrich_database_listed(const char *name, bool *explicit)
+{
+	char	   *copy;
+	List	   *names = NIL;
+	ListCell   *lc;
+	bool		listed = false;
+
+	*explicit = true;
+	if (enrich_database != NULL && enrich_database[0] != '\0')
+		return strcmp(name, enrich_database) == 0;
+	if (enrich_databases == NULL || strcmp(enrich_databases, "*") == 0)
+	{
+		*explicit = false;
+		return true;
+	}
+	copy = pstrdup(enrich_databases);
+	if (SplitIdentifierString(copy, ',', &names))
+		foreach(lc, names)
+			listed |= strcmp((char *) lfirst(lc), name) == 0;
+	list_free(names);
+	pfree(copy);
+	return listed;
+}
+
+/*
  * enrich_worker_guc_init defines the settings of the background workers:
  * one definition after another, a list longer than a screen that reads as
  * the README's table of settings
@@ -105,14 +157,32 @@ enrich_environment_arg(const char *name)
 static void
 enrich_worker_guc_init(void)
 {
+	DefineCustomStringVariable("enrich.databases",
+							   "Databases whose enrich the workers serve: * (every one) or a list of names.",
+							   "The launcher starts workers in each where the extension is installed.",
+							   &enrich_databases,
+							   "*",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   check_databases, NULL, NULL);
+
 	DefineCustomStringVariable("enrich.database",
-							   "Database the enrich worker connects to.",
-							   "The extension must be created in that database.",
+							   "Deprecated: the one database the workers serve (enrich.databases).",
+							   "When not empty, it takes the place of enrich.databases.",
 							   &enrich_database,
-							   "postgres",
-							   PGC_POSTMASTER,
+							   "",
+							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.max_workers",
+							"Most enrich workers of the whole cluster.",
+							"Each database gets one worker before any gets a second, "
+							"up to enrich.workers each.",
+							&enrich_max_workers,
+							6, 1, ENRICH_MAX_DATABASES * ENRICH_MAX_WORKERS,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("enrich.batch_size",
 							"Most requests the worker sends in one bulk enrich.",

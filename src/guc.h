@@ -27,8 +27,16 @@ typedef enum EnrichEnvironment
 /* the version of the extension's catalog this library works with */
 #define ENRICH_CATALOG_VERSION "1.1"
 
-/* the most background workers enrich.workers may ask for */
+/* the most background workers enrich.workers may ask for, per database */
 #define ENRICH_MAX_WORKERS 8
+
+/* the API's rate tiers, as the rate budgets (budget.c) index them */
+#define ENRICH_TIER_BULK 0		/* tier 3: bulk enrich */
+#define ENRICH_TIER_READ 1		/* tier 4: status, items, list */
+#define ENRICH_TIER_COUNT 2
+
+/* the most databases the launcher serves at once */
+#define ENRICH_MAX_DATABASES 64
 
 /* guc.c: every enrich.* setting */
 extern char *enrich_api_url;
@@ -38,6 +46,8 @@ extern int	enrich_connect_timeout_ms;
 extern int	enrich_max_response_size_kb;
 extern char *enrich_ca_file;
 extern char *enrich_database;
+extern char *enrich_databases;
+extern int	enrich_max_workers;
 extern int	enrich_batch_size;
 extern int	enrich_page_size;
 extern int	enrich_poll_interval_min_ms;
@@ -57,5 +67,6 @@ extern void enrich_guc_init(void);
 extern const char *enrich_environment_name(int environment);
 extern int	enrich_environment_parse(const char *name);
 extern int	enrich_environment_arg(const char *name);
+extern bool enrich_database_listed(const char *name, bool *explicit);
 
 #endif							/* ENRICH_GUC_H */

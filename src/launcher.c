@@ -2,11 +2,17 @@
  *
  * launcher.c
  *	  The launcher: one background worker, connected to no database, that
- *	  starts the enrich.workers workers of enrich.database as dynamic
- *	  background workers while that database exists and takes connections,
- *	  starts one again when it exits, says at most once a minute why it
- *	  cannot, and stops them while a statement needs their database alone
- *	  (utility.c asks for that through shared memory).
+ *	  serves every database of enrich.databases (all by default) that takes
+ *	  connections.  It probes each with one worker, which finds whether
+ *	  enrich is installed there; where it is, it starts the database's
+ *	  enrich.workers workers as dynamic background workers (within
+ *	  enrich.max_workers for the whole cluster: each database gets one
+ *	  before any gets a second), and starts one again when it exits; where
+ *	  it is not, nothing runs until CREATE EXTENSION commits there (which
+ *	  wakes the launcher).  It says at most once a minute why a database a
+ *	  setting names is not served, and stops the workers of a database
+ *	  while a statement needs it alone (utility.c asks for that through
+ *	  shared memory) or once it is no longer to be served.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,9 +31,12 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "common/hashfn.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/varlena.h"
 
 #include "compat.h"
 #include "guc.h"
@@ -36,21 +45,24 @@
 
 PGDLLEXPORT void enrich_launcher_main(Datum main_arg);
 
-/* what the launcher found of enrich.database */
-typedef enum LauncherFinding
+/* a database of pg_database, as the launcher found it */
+typedef struct FoundDatabase
 {
-	FOUND_SERVE,				/* it exists and takes connections */
-	FOUND_MISSING,				/* no database has that name */
-	FOUND_NO_CONNECTIONS,		/* ALLOW_CONNECTIONS false */
-	FOUND_ASIDE					/* a statement needs it alone */
-} LauncherFinding;
+	Oid			oid;
+	NameData	name;
+	bool		serve;			/* listed, a template of none, takes connections */
+} FoundDatabase;
 
-/* how often the launcher looks at the database when nothing wakes it */
+/* how often the launcher looks at the databases when nothing wakes it */
 #define LAUNCHER_LOOK_MS 1000
 /* the least time between two log lines saying the same thing */
 #define LAUNCHER_SAY_AGAIN_MS 60000
 
-static BackgroundWorkerHandle *handles[ENRICH_MAX_WORKERS];
+/* the workers this launcher started, by database entry and slot */
+static BackgroundWorkerHandle *handles[ENRICH_MAX_DATABASES][ENRICH_MAX_WORKERS];
+
+/* the databases the cap left without a worker, by entry, as last said */
+static Oid	left_out_said[ENRICH_MAX_DATABASES];
 
 /*
  * enrich_launcher_init registers the launcher when enrich is preloaded
@@ -76,19 +88,20 @@ enrich_launcher_init(void)
 }
 
 /*
- * look_at_database finds enrich.database in pg_database, a shared catalog
- * that a process connected to no database reads by a plain scan (no index
- * of it is open to it), and says whether the workers may serve it
+ * find_databases reads pg_database, a shared catalog that a process
+ * connected to no database reads by a plain scan (no index of it is open
+ * to it), into a palloc'd array; *n is how many
  */
-static LauncherFinding
-look_at_database(Oid *database)
+static FoundDatabase *
+find_databases(int *n)
 {
-	LauncherFinding finding = FOUND_MISSING;
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tuple;
+	int			size = 16;
+	FoundDatabase *found = palloc(sizeof(FoundDatabase) * size);
 
-	*database = InvalidOid;
+	*n = 0;
 	StartTransactionCommand();
 	(void) GetTransactionSnapshot();
 	rel = table_open(DatabaseRelationId, AccessShareLock);
@@ -96,65 +109,93 @@ look_at_database(Oid *database)
 	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
+		bool		explicit;
 
-		if (strcmp(NameStr(db->datname), enrich_database) != 0)
-			continue;
-		*database = db->oid;
-		finding = db->datallowconn ? FOUND_SERVE : FOUND_NO_CONNECTIONS;
-		break;
+		if (*n == size)
+			found = repalloc(found, sizeof(FoundDatabase) * (size *= 2));
+		found[*n].oid = db->oid;
+		found[*n].name = db->datname;
+		found[*n].serve = db->datallowconn && !db->datistemplate &&
+			enrich_database_listed(NameStr(db->datname), &explicit);
+		(*n)++;
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
-	if (finding == FOUND_SERVE && enrich_shared_aside(*database, GetCurrentTimestamp()))
-		finding = FOUND_ASIDE;
-	return finding;
+	return found;
 }
 
 /*
- * say_why logs why the workers do not run, when that changed or a minute
- * passed since it was said
+ * listed_problem returns what is wrong with a database a list names
+ * (enrich.database or enrich.databases), or NULL: it does not exist, or
+ * takes no connections; the message names the setting
+ */
+static char *
+listed_problem(const char *name, const FoundDatabase *found, int n)
+{
+	const char *setting = enrich_database[0] != '\0' ? "enrich.database" : "enrich.databases";
+
+	for (int i = 0; i < n; i++)
+		if (strcmp(NameStr(found[i].name), name) == 0)
+			return found[i].serve ? NULL :
+				psprintf("database \"%s\" named by %s does not allow connections", name, setting);
+	return psprintf("database \"%s\" named by %s does not exist", name, setting);
+}
+
+/*
+ * say_problems logs what is wrong with the databases the settings name,
+ * when that changed or a minute passed since it was said
  */
 static void
-say_why(LauncherFinding finding)
+say_problems(const FoundDatabase *found, int n)
 {
-	static LauncherFinding said = FOUND_SERVE;
+	static uint32 said = 0;
 	static TimestampTz said_at = 0;
-	TimestampTz now = GetCurrentTimestamp();
+	char	   *copy = pstrdup(enrich_database[0] != '\0' ? enrich_database : enrich_databases);
+	List	   *names = NIL;
+	List	   *problems = NIL;
+	ListCell   *lc;
+	uint32		hash = 0;
 
-	if (finding == FOUND_SERVE || finding == FOUND_ASIDE ||
-		(finding == said && !TimestampDifferenceExceeds(said_at, now, LAUNCHER_SAY_AGAIN_MS)))
+	if (enrich_database[0] != '\0')
+		names = list_make1(copy);
+	else if (strcmp(copy, "*") == 0 || !SplitIdentifierString(copy, ',', &names))
+		names = NIL;
+	foreach(lc, names)
 	{
-		if (finding == FOUND_SERVE)
-			said = FOUND_SERVE;
+		char	   *problem = listed_problem((char *) lfirst(lc), found, n);
+
+		if (problem == NULL)
+			continue;
+		problems = lappend(problems, problem);
+		hash = hash_combine(hash, hash_bytes((unsigned char *) problem, strlen(problem)));
+	}
+	if (hash == 0 || (hash == said && !TimestampDifferenceExceeds(said_at, GetCurrentTimestamp(),
+																	LAUNCHER_SAY_AGAIN_MS)))
+	{
+		said = hash;
 		return;
 	}
-	said = finding;
-	said_at = now;
-	if (finding == FOUND_MISSING)
+	said = hash;
+	said_at = GetCurrentTimestamp();
+	foreach(lc, problems)
 		ereport(LOG,
-				(errmsg("enrich launcher: database \"%s\" named by enrich.database does not exist",
-						enrich_database),
-				 errdetail("The enrich workers start when it exists."),
-				 errhint("Create the database and the extension enrich in it, or set enrich.database to the database where enrich is installed.")));
-	else
-		ereport(LOG,
-				(errmsg("enrich launcher: database \"%s\" named by enrich.database does not allow connections",
-						enrich_database),
-				 errdetail("The enrich workers start when it does."),
-				 errhint("Run ALTER DATABASE %s ALLOW_CONNECTIONS true, or set enrich.database to another database.",
-						 quote_identifier(enrich_database))));
+				(errmsg("enrich launcher: %s", (char *) lfirst(lc)),
+				 errdetail("The enrich workers start there when it does."),
+				 errhint("Create the database (and the extension enrich in it), allow connections to it, or change the setting.")));
 }
 
 /*
- * start_worker starts the worker of a slot in a database; false when no
- * background worker slot is free (max_worker_processes), said once a minute
+ * start_worker starts the worker of a slot of a database entry; false when
+ * no background worker slot is free (max_worker_processes), said once a
+ * minute
  */
 static bool
-start_worker(int slot, Oid database)
+start_worker(int index, int slot, const FoundDatabase *db)
 {
 	static TimestampTz said_at = 0;
 	BackgroundWorker worker;
+	EnrichWorkerExtra extra;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -162,100 +203,224 @@ start_worker(int slot, Oid database)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "enrich");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "enrich_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "enrich worker %d", slot);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "enrich worker %d of %s", slot, NameStr(db->name));
 	snprintf(worker.bgw_type, BGW_MAXLEN, "enrich worker");
 	worker.bgw_main_arg = Int32GetDatum(slot);
-	memcpy(worker.bgw_extra, &database, sizeof(Oid));
+	StaticAssertStmt(sizeof(EnrichWorkerExtra) <= BGW_EXTRALEN, "EnrichWorkerExtra does not fit in bgw_extra");
+	extra.database = db->oid;
+	extra.index = index;
+	extra.name = db->name;
+	memcpy(worker.bgw_extra, &extra, sizeof(extra));
 	worker.bgw_notify_pid = MyProcPid;
-	if (RegisterDynamicBackgroundWorker(&worker, &handles[slot]))
+	if (RegisterDynamicBackgroundWorker(&worker, &handles[index][slot]))
 		return true;
-	handles[slot] = NULL;
+	handles[index][slot] = NULL;
 	if (TimestampDifferenceExceeds(said_at, GetCurrentTimestamp(), LAUNCHER_SAY_AGAIN_MS))
 	{
 		said_at = GetCurrentTimestamp();
 		ereport(LOG,
-				(errmsg("enrich launcher: could not start enrich worker %d: no background worker slot is free", slot),
-				 errhint("Raise max_worker_processes: enrich needs enrich.workers plus one.")));
+				(errmsg("enrich launcher: could not start enrich worker %d of database \"%s\": no background worker slot is free",
+						slot, NameStr(db->name)),
+				 errhint("Raise max_worker_processes: enrich needs one more than the workers it runs (enrich.workers per database, enrich.max_workers in all).")));
 	}
 	return false;
 }
 
 /*
- * worker_runs says whether the worker of a slot runs or is about to (its
- * handle says so, or, for a worker this launcher did not start, shared
- * memory)
+ * worker_runs says whether the worker of a slot of a database entry runs
+ * or is about to (its handle says so, or, for a worker this launcher did
+ * not start, shared memory)
  */
 static bool
-worker_runs(int slot)
+worker_runs(int index, int slot)
 {
 	pid_t		pid;
 
-	if (handles[slot] != NULL)
+	if (handles[index][slot] != NULL)
 	{
-		if (GetBackgroundWorkerPid(handles[slot], &pid) != BGWH_STOPPED)
+		if (GetBackgroundWorkerPid(handles[index][slot], &pid) != BGWH_STOPPED)
 			return true;
-		pfree(handles[slot]);
-		handles[slot] = NULL;
+		pfree(handles[index][slot]);
+		handles[index][slot] = NULL;
 	}
-	return enrich_shared_worker_pid(slot) != 0;
+	return enrich_shared_worker_pid(index, slot) != 0;
 }
 
 /*
- * stop_workers stops the workers: those this launcher started by their
- * handles, any other (started by a launcher before this one) by its pid
+ * stop_workers stops the workers of a database entry from slot first on:
+ * those this launcher started by their handles, any other (started by a
+ * launcher before this one) by its pid; returns whether none runs now
  */
-static void
-stop_workers(void)
+static bool
+stop_workers(int index, int first)
 {
-	for (int slot = 0; slot < enrich_workers; slot++)
-	{
-		pid_t		pid = enrich_shared_worker_pid(slot);
+	bool		none = true;
 
-		if (handles[slot] != NULL)
+	for (int slot = first; slot < ENRICH_MAX_WORKERS; slot++)
+	{
+		pid_t		pid = enrich_shared_worker_pid(index, slot);
+
+		if (handles[index][slot] != NULL)
 		{
-			TerminateBackgroundWorker(handles[slot]);
-			pfree(handles[slot]);
-			handles[slot] = NULL;
+			TerminateBackgroundWorker(handles[index][slot]);
+			pfree(handles[index][slot]);
+			handles[index][slot] = NULL;
 		}
 		else if (pid != 0)
 			(void) kill(pid, SIGTERM);
+		none &= pid == 0;
+	}
+	return none;
+}
+
+/*
+ * forget_databases stops the workers of the entries whose database is no
+ * longer one to serve (dropped, no longer listed, a template, or taking no
+ * connections) and frees each entry once its workers are gone
+ */
+static void
+forget_databases(const FoundDatabase *found, int n)
+{
+	EnrichDatabase *entries = palloc(sizeof(EnrichDatabase) * ENRICH_MAX_DATABASES);
+	int			nentries = enrich_shared_databases_copy(entries);
+
+	for (int e = 0; e < nentries; e++)
+	{
+		bool		serve = false;
+		int			index = enrich_shared_database_index(entries[e].database, entries[e].name, false);
+
+		for (int i = 0; i < n; i++)
+			serve |= found[i].oid == entries[e].database && found[i].serve;
+		if (!serve && index >= 0 && stop_workers(index, 0))
+			enrich_shared_database_release(index);
+	}
+	pfree(entries);
+}
+
+/*
+ * grant_workers shares enrich.max_workers among the databases where enrich
+ * is installed: each one gets one before any gets a second, up to what it
+ * wants (enrich.workers); fills granted, by position in wants
+ */
+static void
+grant_workers(const int *wants, int *granted, int n)
+{
+	int			total = 0;
+
+	for (int i = 0; i < n; i++)
+		granted[i] = 0;
+	for (int round = 0; round < ENRICH_MAX_WORKERS; round++)
+		for (int i = 0; i < n && total < enrich_max_workers; i++)
+			if (wants[i] > round)
+			{
+				granted[i]++;
+				total++;
+			}
+}
+
+/*
+ * say_left_out logs, once until it changes, that the cap left a database
+ * that wants workers without one
+ */
+static void
+say_left_out(int index, const FoundDatabase *db, bool left_out)
+{
+	if (!left_out)
+	{
+		left_out_said[index] = InvalidOid;
+		return;
+	}
+	if (left_out_said[index] == db->oid)
+		return;
+	left_out_said[index] = db->oid;
+	ereport(LOG,
+			(errmsg("enrich launcher: no worker for database \"%s\": enrich.max_workers (%d) are all given to other databases",
+					NameStr(db->name), enrich_max_workers),
+			 errhint("Raise enrich.max_workers (and max_worker_processes), or leave databases out of enrich.databases.")));
+}
+
+/*
+ * serve_databases makes each database to serve an entry, grants the
+ * workers, and starts or stops each entry's workers to match: one while
+ * enrich is probed there (outside the cap: a probe of a database without
+ * enrich ends at once), enrich.workers (or what the cap leaves) while it
+ * is installed, none while it is not or a statement needs it alone
+ */
+static void
+serve_databases(const FoundDatabase *found, int n)
+{
+	int		   *indexes = palloc(sizeof(int) * Max(n, 1));
+	int		   *wants = palloc(sizeof(int) * Max(n, 1));
+	int		   *granted = palloc(sizeof(int) * Max(n, 1));
+	bool	   *probe = palloc0(sizeof(bool) * Max(n, 1));
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < n; i++)
+	{
+		EnrichDatabaseState state;
+
+		wants[i] = 0;
+		indexes[i] = found[i].serve ?
+			enrich_shared_database_index(found[i].oid, NameStr(found[i].name), true) : -1;
+		if (indexes[i] < 0 || enrich_shared_aside(found[i].oid, now))
+			continue;
+		state = enrich_shared_database_state(indexes[i]);
+		wants[i] = state == ENRICH_DB_SERVED ? enrich_workers : 0;
+		probe[i] = state == ENRICH_DB_PROBE;
+	}
+	grant_workers(wants, granted, n);
+	for (int i = 0; i < n; i++)
+	{
+		if (indexes[i] < 0)
+			continue;
+		if (probe[i])
+			granted[i] = 1;		/* a probe is short: the cap does not count it */
+		enrich_shared_database_grant(indexes[i], granted[i]);
+		say_left_out(indexes[i], &found[i], wants[i] > 0 && granted[i] == 0);
+		(void) stop_workers(indexes[i], granted[i]);
+		for (int slot = 0; slot < granted[i]; slot++)
+			if (!worker_runs(indexes[i], slot) && !start_worker(indexes[i], slot, &found[i]))
+				break;
 	}
 }
 
 /*
- * launcher_look looks at the database once: starts the workers that do
- * not run when they may serve it, or stops them while a statement needs it
+ * launcher_look looks at the databases once: forgets those no longer to
+ * serve, and serves the others
  */
 static void
 launcher_look(void)
 {
-	Oid			database;
-	LauncherFinding finding = look_at_database(&database);
+	int			n;
+	FoundDatabase *found;
 
-	say_why(finding);
-	if (finding == FOUND_ASIDE)
-		stop_workers();
-	if (finding != FOUND_SERVE)
-		return;
-	for (int slot = 0; slot < enrich_workers; slot++)
-		if (!worker_runs(slot) && !start_worker(slot, database))
-			break;
+	(void) enrich_shared_rescan_asked();
+	found = find_databases(&n);
+	say_problems(found, n);
+	forget_databases(found, n);
+	serve_databases(found, n);
+	pfree(found);
 }
 
 /*
  * enrich_launcher_main is the launcher's entry point: connected to no
  * database, it looks every second, and at once when a worker starts or
- * stops or a statement asks the workers to step aside (its latch)
+ * stops, a CREATE EXTENSION commits in a database with no worker, or a
+ * statement asks the workers to step aside (its latch)
  */
 void
 enrich_launcher_main(Datum main_arg)
 {
+	MemoryContext look_context;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	enrich_shared_launcher_started();
 	pgstat_report_appname("enrich launcher");
+	look_context = AllocSetContextCreate(TopMemoryContext, "enrich launcher look",
+										 ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
@@ -265,7 +430,10 @@ enrich_launcher_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		MemoryContextSwitchTo(look_context);
 		launcher_look();
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(look_context);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | WL_TIMEOUT,
 						 LAUNCHER_LOOK_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

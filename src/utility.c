@@ -2,11 +2,12 @@
  *
  * utility.c
  *	  The ProcessUtility hook: what enrich does around a utility statement
- *	  of any session.  COMMIT PREPARED wakes the workers; DROP DATABASE,
- *	  CREATE DATABASE ... TEMPLATE and ALTER DATABASE ... RENAME of the
- *	  workers' database, by a role allowed to run them, have the workers
- *	  step out of it first (those need the database to themselves); CREATE
- *	  EXTENSION enrich SCHEMA enrich is refused with a hint.
+ *	  of any session.  COMMIT PREPARED wakes the workers; DROP EXTENSION
+ *	  enrich, and DROP DATABASE, CREATE DATABASE ... TEMPLATE and ALTER
+ *	  DATABASE ... RENAME of a served database, by a role allowed to run
+ *	  them, have the database's workers step out of it first (those need it
+ *	  without them); CREATE EXTENSION enrich SCHEMA enrich is refused with a
+ *	  hint.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,6 +15,8 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
@@ -87,6 +90,29 @@ may_run(Node *stmt, Oid database)
 	is_template = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
 	ReleaseSysCache(tuple);
 	return is_template;
+}
+
+/*
+ * drops_enrich says whether a statement is a DROP EXTENSION of enrich that
+ * its caller may run (the owner of the extension): the workers of the
+ * database step out of the way first, so that the DROP does not wait for
+ * them (or deadlock with one that holds a lock it needs)
+ */
+static bool
+drops_enrich(Node *stmt)
+{
+	ListCell   *lc;
+	Oid			extension;
+
+	if (!IsA(stmt, DropStmt) || ((DropStmt *) stmt)->removeType != OBJECT_EXTENSION)
+		return false;
+	extension = get_extension_oid("enrich", true);
+	if (!OidIsValid(extension) || !ENRICH_EXTENSION_OWNERCHECK(extension, GetUserId()))
+		return false;
+	foreach(lc, ((DropStmt *) stmt)->objects)
+		if (strcmp(strVal(lfirst(lc)), "enrich") == 0)
+			return true;
+	return false;
 }
 
 /*
@@ -170,7 +196,9 @@ enrich_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 	}
 	if (IsA(stmt, CreateExtensionStmt))
 		refuse_schema_enrich((CreateExtensionStmt *) stmt);
-	if (OidIsValid(database) && strcmp(alone, enrich_database) == 0 && may_run(stmt, database))
+	if (drops_enrich(stmt) && enrich_shared_serves(MyDatabaseId))
+		run_aside(MyDatabaseId, pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else if (OidIsValid(database) && enrich_shared_serves(database) && may_run(stmt, database))
 		run_aside(database, pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 	else if (prev_process_utility_hook)
 		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context, params,

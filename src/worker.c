@@ -50,11 +50,13 @@
 #include "utils/wait_event.h"
 
 #include "api.h"
+#include "budget.h"
 #include "counts.h"
 #include "compat.h"
 #include "guc.h"
 #include "shared.h"
 #include "keys.h"
+#include "launcher.h"
 #include "privacy.h"
 #include "http.h"
 #include "queue.h"
@@ -72,6 +74,7 @@ typedef struct EnvState
 	double		completion_ms;	/* when to poll a new batch first (EWMA) */
 	bool		completion_known;	/* completion_ms was learned, not assumed */
 	char	   *api_key;		/* cached in TopMemoryContext */
+	uint64		key_hash;		/* the key's rate budget (shared.c) */
 } EnvState;
 
 /* the kinds of calls a round makes */
@@ -93,6 +96,7 @@ typedef struct WorkerCall
 } WorkerCall;
 
 static int	worker_slot = -1;	/* this worker's slot among enrich.workers */
+static NameData worker_database;	/* the name of its database */
 
 static EnvState envs[ENRICH_ENV_COUNT];
 static uint64 keys_generation_seen = 0;
@@ -206,21 +210,21 @@ bucket_rate(int tier)
 static bool
 bucket_take(int environment, int tier, TimestampTz now, long *wait_ms)
 {
-	return enrich_shared_take_token(environment, tier, bucket_rate(tier), now, wait_ms);
+	return enrich_budget_take(envs[environment].key_hash, tier, bucket_rate(tier), now, wait_ms);
 }
 
 /* bucket_give_back returns a token that was not used */
 static void
 bucket_give_back(int environment, int tier)
 {
-	enrich_shared_give_back_token(environment, tier, bucket_rate(tier));
+	enrich_budget_give_back(envs[environment].key_hash, tier, bucket_rate(tier));
 }
 
-/* bucket_block honours a Retry-After, for every worker */
+/* bucket_block honours a Retry-After, for every worker of every database on the key */
 static void
 bucket_block(int environment, int tier, int retry_after_s)
 {
-	enrich_shared_block_tier(environment, tier,
+	enrich_budget_block(envs[environment].key_hash, tier,
 							 GetCurrentTimestamp() + (int64) Max(retry_after_s, 1) * USECS_PER_SEC);
 }
 
@@ -276,6 +280,21 @@ env_pause(int environment, const char *message)
 }
 
 /*
+ * key_hash returns the hash that names a key's rate budget in shared memory
+ * (never the key itself), 0 for no key
+ */
+static uint64
+key_hash(const char *key)
+{
+	uint64		hash;
+
+	if (key == NULL)
+		return 0;
+	hash = hash_bytes_extended((const unsigned char *) key, (int) strlen(key), 0x656e72696368);
+	return hash == 0 ? 1 : hash;
+}
+
+/*
  * worker_load_keys reads the keys when they changed (or at start), and at
  * least every enrich.idle_check; an environment a refused key paused
  * resumes with a new key (a pause holds for the keys' generation it was
@@ -307,6 +326,7 @@ worker_load_keys(uint64 generation)
 		if (envs[i].api_key)
 			pfree(envs[i].api_key);
 		envs[i].api_key = key ? MemoryContextStrdup(TopMemoryContext, key) : NULL;
+		envs[i].key_hash = key_hash(key);
 		/* a key set: the environment's last error is forgotten */
 		enrich_shared_set_last_error(i, envs[i].api_key ? "" :
 									 psprintf("no API key is set for environment \"%s\"",
@@ -416,24 +436,53 @@ plan_batch(EnrichOpenBatch *b, WorkerCall *call, EnrichHttpCall *http)
 }
 
 /*
+ * worker_leave ends a worker in a database where enrich is not installed:
+ * probed by the launcher (said at DEBUG1), or dropped (DROP EXTENSION,
+ * said once); the launcher starts none there until CREATE EXTENSION
+ * commits.  The round's transaction is committed first.
+ */
+static void
+worker_leave(void)
+{
+	EnrichDatabaseState before = enrich_shared_database_installed(false);
+
+	ereport(before == ENRICH_DB_SERVED ? LOG : DEBUG1,
+			(errmsg("enrich worker: extension enrich is not installed in database \"%s\"; its workers stop until CREATE EXTENSION enrich",
+					NameStr(worker_database))));
+	worker_commit();
+	proc_exit(0);
+}
+
+/*
  * catalog_usable says whether the extension's catalog in this database is
  * the version this library works with; a version it does not know (an
- * ALTER EXTENSION UPDATE is due) is logged once
+ * ALTER EXTENSION UPDATE is due) is logged once.  Where enrich is not
+ * installed the worker leaves (worker_leave); it says it started once it
+ * found enrich there.
  */
 static bool
 catalog_usable(const char *version)
 {
 	static char *logged = NULL;
+	static bool said_started = false;
 
 	if (version == NULL)
-		return false;			/* not installed here */
+		worker_leave();			/* not installed here */
+	(void) enrich_shared_database_installed(true);
+	if (!said_started)
+	{
+		said_started = true;
+		ereport(LOG,
+				(errmsg("enrich worker %d of %d started in database \"%s\"",
+						worker_slot, enrich_workers, NameStr(worker_database))));
+	}
 	if (strcmp(version, ENRICH_CATALOG_VERSION) == 0)
 		return true;
 	if (logged == NULL || strcmp(logged, version) != 0)
 	{
 		ereport(LOG,
 				(errmsg("enrich worker: the catalog of extension enrich in database \"%s\" is version %s; this library works with version %s",
-						enrich_database, version, ENRICH_CATALOG_VERSION),
+						NameStr(worker_database), version, ENRICH_CATALOG_VERSION),
 				 errhint("Run ALTER EXTENSION enrich UPDATE in that database; the workers wait until then.")));
 		if (logged != NULL)
 			pfree(logged);
@@ -1415,18 +1464,19 @@ worker_iteration(void)
 void
 enrich_worker_main(Datum main_arg)
 {
-	Oid			database;
+	EnrichWorkerExtra extra;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	worker_slot = DatumGetInt32(main_arg);
-	memcpy(&database, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
+	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
+	worker_database = extra.name;
+	BackgroundWorkerInitializeConnectionByOid(extra.database, InvalidOid, 0);
 	enrich_pin_worker_settings();
 	/* a launcher started again did not know this slot's worker ran */
-	if (!enrich_shared_worker_started(worker_slot))
+	if (!enrich_shared_worker_started(extra.index, worker_slot))
 		proc_exit(0);
 	pgstat_report_appname("enrich worker");
 	srandom((unsigned int) (MyProcPid ^ GetCurrentTimestamp()));
@@ -1438,10 +1488,6 @@ enrich_worker_main(Datum main_arg)
 	}
 	loop_context = AllocSetContextCreate(TopMemoryContext, "enrich worker loop",
 										 ALLOCSET_DEFAULT_SIZES);
-	ereport(LOG,
-			(errmsg("enrich worker %d of %d started in database \"%s\"",
-					worker_slot, enrich_workers, enrich_database)));
-
 	for (;;)
 	{
 		long		sleep_ms;

@@ -188,6 +188,7 @@ start_cluster()
 		fsync = off
 		enrich.api_url = '$ENRICH_MOCK_URL'
 		enrich.environment = 'test'
+		enrich.databases = 'postgres'
 		log_line_prefix = '%m [%p] %q%a '
 	EOF
 	as_runner pg_ctl -D "$pgdata" -l "$work/postgres.log" -w -t 60 start >/dev/null ||

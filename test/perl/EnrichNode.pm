@@ -53,12 +53,20 @@ sub wait_for
 {
 	my ($node, $query, $what, $seconds) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	return $node->wait_for_in('postgres', $query, $what, $seconds);
+}
+
+# $node->wait_for_in($db, $query, $what, $seconds) is wait_for in database $db
+sub wait_for_in
+{
+	my ($node, $db, $query, $what, $seconds) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
 	my $passed;
 	{
 		local $PostgreSQL::Test::Utils::timeout_default = $seconds // 120;
-		$passed = ok($node->poll_query_until('postgres', $query), $what);
+		$passed = ok($node->poll_query_until($db, $query), $what);
 	}
-	diag($node->describe_queue . "\n" . $node->describe_processes('enrich worker'))
+	diag($node->describe_queue($db) . "\n" . $node->describe_processes('enrich worker'))
 	  unless $passed;
 	return $passed;
 }
@@ -123,12 +131,13 @@ sub describe_processes
 	return join("\n", @parts);
 }
 
-# $node->describe_queue returns, as text: the requests not yet done or
+# $node->describe_queue($db) returns, as text, of database $db (default
+# postgres): the requests not yet done or
 # failed (how many by state, and the oldest few), the open batches, what
 # the workers are doing and the state of each environment
 sub describe_queue
 {
-	my ($node) = @_;
+	my ($node, $db) = @_;
 	my @parts;
 	my @queries = (
 		'requests not final, by state' => q{
@@ -156,7 +165,7 @@ sub describe_queue
 	while (my ($title, $query) = splice(@queries, 0, 2))
 	{
 		my ($stdout, $stderr);
-		$node->psql('postgres', $query, stdout => \$stdout, stderr => \$stderr,
+		$node->psql($db // 'postgres', $query, stdout => \$stdout, stderr => \$stderr,
 			extra_params => ['-P', 'tuples_only=off', '-P', 'footer=off']);
 		push @parts, "-- $title:\n" . ($stdout ne '' ? $stdout : '(none)')
 		  . ($stderr ? "\n$stderr" : '');

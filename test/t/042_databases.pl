@@ -63,7 +63,7 @@ sleep 3;
 my @lines = log_since(0);
 is(scalar(grep { /enrich launcher: database "crm" named by enrich.database does not exist/ } @lines), 1,
 	'a missing enrich.database is logged once');
-is(scalar(grep { /HINT:  Create the database and the extension enrich in it/ } @lines), 1, 'with a hint');
+is(scalar(grep { /HINT:  Create the database \(and the extension enrich in it\)/ } @lines), 1, 'with a hint');
 is(scalar(fatal(@lines)), 0, 'and no FATAL') or diag(join("\n", fatal(@lines)));
 is(worker_count(), 0, 'no worker runs meanwhile');
 is($sql->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'enrich launcher' AND datid IS NULL}), 1,

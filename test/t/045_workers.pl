@@ -127,7 +127,7 @@ sql(q{ALTER SYSTEM SET enrich.workers = 3; ALTER SYSTEM SET max_worker_processes
 $node->restart;
 $node->wait_for(q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'enrich worker'},
 	'two of the three workers run');
-ok($node->log_contains(qr/enrich launcher: could not start enrich worker 2: no background worker slot is free/),
+ok($node->log_contains(qr/enrich launcher: could not start enrich worker 2 of database "postgres": no background worker slot is free/),
 	'the log says the third could not be started');
 sql(q{INSERT INTO contacts (id, url) SELECT g, 'linkedin.com/in/workers-' || g FROM generate_series(301, 600) g});
 $node->wait_for(q{SELECT count(*) = 600 FROM contacts WHERE person IS NOT NULL}, 'the two enrich 300 more contacts');

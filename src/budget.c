@@ -1,0 +1,296 @@
+/*-------------------------------------------------------------------------
+ *
+ * budget.c
+ *	  The rate budget of each API key, in shared memory of its own: the API
+ *	  limits calls per key and tier, so the workers of every database that
+ *	  uses a key share one token bucket per tier, and a Retry-After the API
+ *	  sends one database holds for all.  A key is known here by a hash only,
+ *	  never by its text.
+ *
+ * The databases that use a key share its budget fairly: while two or more
+ * have calls to make (each asked within the last second), one that made
+ * more than its share of the recent calls (an average over about two
+ * seconds) leaves a token to the others when tokens are scarce, so that
+ * none gets less than about its share, whatever the number of workers
+ * each runs.  A database alone uses the whole budget.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+
+#include "budget.h"
+#include "shared.h"
+
+/* the most API keys in use at once, and databases sharing one */
+#define ENRICH_MAX_KEYS 64
+#define ENRICH_MAX_SHARERS 8
+
+/* a database that asked for a token this recently has calls to make */
+#define SHARER_ACTIVE_USECS (1000 * 1000)
+/* how long, in seconds, a database's use of a budget is remembered */
+#define SHARER_MEMORY_SECONDS 2.0
+/* the share above a fair one at which a database leaves tokens to others */
+#define SHARER_MARGIN 0.05
+
+/* a database's use of one tier of a key's budget */
+typedef struct Sharer
+{
+	Oid			database;		/* InvalidOid: a free entry */
+	TimestampTz asked_at;
+	double		used;			/* calls, decaying */
+	TimestampTz used_at;
+} Sharer;
+
+/* a token bucket: one API rate tier of one key */
+typedef struct TokenBucket
+{
+	double		tokens;
+	TimestampTz refilled_at;
+	TimestampTz blocked_until;	/* a 429 said to wait */
+	Sharer		sharers[ENRICH_MAX_SHARERS];
+} TokenBucket;
+
+/* the rate budget of one API key */
+typedef struct KeyBudget
+{
+	uint64		key_hash;		/* 0: a free entry */
+	TimestampTz used_at;
+	TokenBucket tiers[ENRICH_TIER_COUNT];
+} KeyBudget;
+
+typedef struct BudgetShared
+{
+	slock_t		mutex;
+	KeyBudget	budgets[ENRICH_MAX_KEYS];
+} BudgetShared;
+
+static BudgetShared *budget_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* budget_shmem_request asks the postmaster for the budgets' memory */
+static void
+budget_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(BudgetShared)));
+}
+
+/* budget_shmem_startup creates or attaches the budgets' memory */
+static void
+budget_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	budget_shared = ShmemInitStruct("enrich budgets", sizeof(BudgetShared), &found);
+	if (!found)
+	{
+		memset(budget_shared, 0, sizeof(BudgetShared));
+		SpinLockInit(&budget_shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * enrich_budget_init installs the shared memory hooks when enrich is
+ * preloaded; otherwise every token is granted (no worker runs anyway)
+ */
+void
+enrich_budget_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = budget_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = budget_shmem_startup;
+}
+
+/*
+ * key_bucket returns the bucket of a tier of a key, making the key a
+ * budget (from a free entry, or the one used longest ago) when it has
+ * none; the spinlock is held
+ */
+static TokenBucket *
+key_bucket(uint64 key_hash, int tier, TimestampTz now)
+{
+	KeyBudget  *oldest = &budget_shared->budgets[0];
+
+	for (int k = 0; k < ENRICH_MAX_KEYS; k++)
+	{
+		KeyBudget  *b = &budget_shared->budgets[k];
+
+		if (b->key_hash == key_hash)
+		{
+			b->used_at = now;
+			return &b->tiers[tier];
+		}
+		if (b->key_hash == 0 || b->used_at < oldest->used_at)
+			oldest = b;
+	}
+	memset(oldest, 0, sizeof(KeyBudget));
+	oldest->key_hash = key_hash;
+	oldest->used_at = now;
+	return &oldest->tiers[tier];
+}
+
+/*
+ * sharer_of returns this database's use of a bucket, taking the entry asked
+ * from longest ago when it has none; the spinlock is held
+ */
+static Sharer *
+sharer_of(TokenBucket *b, TimestampTz now)
+{
+	Sharer	   *oldest = &b->sharers[0];
+
+	for (int i = 0; i < ENRICH_MAX_SHARERS; i++)
+	{
+		if (b->sharers[i].database == MyDatabaseId)
+			return &b->sharers[i];
+		if (b->sharers[i].asked_at < oldest->asked_at)
+			oldest = &b->sharers[i];
+	}
+	memset(oldest, 0, sizeof(Sharer));
+	oldest->database = MyDatabaseId;
+	oldest->used_at = now;
+	return oldest;
+}
+
+/* decayed returns a sharer's use, decayed to now */
+static double
+decayed(Sharer *s, TimestampTz now)
+{
+	double		age = Max(0, now - s->used_at) / 1e6;
+
+	s->used *= exp(-age / SHARER_MEMORY_SECONDS);
+	s->used_at = now;
+	return s->used;
+}
+
+/*
+ * over_share says whether this database (me) should leave a token to the
+ * other databases that have calls to make: tokens are scarce and it made
+ * more than its share of the recent calls; the spinlock is held
+ */
+static bool
+over_share(TokenBucket *b, Sharer *me, double capacity, TimestampTz now)
+{
+	int			active = 0;
+	double		total = 0;
+
+	if (b->tokens >= capacity / 2)
+		return false;
+	for (int i = 0; i < ENRICH_MAX_SHARERS; i++)
+	{
+		Sharer	   *s = &b->sharers[i];
+
+		if (!OidIsValid(s->database) || now - s->asked_at > SHARER_ACTIVE_USECS)
+			continue;
+		active++;
+		total += decayed(s, now);
+	}
+	return active >= 2 && total >= 1.0 &&
+		decayed(me, now) / total > 1.0 / active + SHARER_MARGIN;
+}
+
+/*
+ * enrich_budget_take takes a token of a tier of a key's budget that allows
+ * rate calls a second (0: unlimited) if one is available and this database
+ * is not over its share; otherwise it returns false and lowers *wait_ms to
+ * when to ask again.  A Retry-After blocks the tier even when it is
+ * unlimited.
+ */
+bool
+enrich_budget_take(uint64 key_hash, int tier, int rate, TimestampTz now, long *wait_ms)
+{
+	TokenBucket *b;
+	Sharer	   *me;
+	double		capacity = Max(1.0, (double) rate);
+	bool		taken = false;
+	long		wait = -1;
+
+	if (budget_shared == NULL)
+		return true;
+	SpinLockAcquire(&budget_shared->mutex);
+	b = key_bucket(key_hash, tier, now);
+	me = sharer_of(b, now);
+	me->asked_at = now;
+	if (b->blocked_until > now)
+		wait = (long) ((b->blocked_until - now) / 1000 + 1);
+	else if (rate == 0)
+		taken = true;
+	else
+	{
+		if (b->refilled_at == 0)
+			b->tokens = capacity;
+		else if (now > b->refilled_at)
+			b->tokens = Min(capacity, b->tokens + (now - b->refilled_at) / 1e6 * rate);
+		b->refilled_at = Max(b->refilled_at, now);
+		if (b->tokens >= 1.0 && !over_share(b, me, capacity, now))
+		{
+			b->tokens -= 1.0;
+			taken = true;
+		}
+		else
+			wait = (long) (Max(1.0 - b->tokens, 1.0 / ENRICH_MAX_SHARERS) * 1000.0 / rate) + 1;
+	}
+	if (taken)
+		me->used = decayed(me, now) + 1.0;
+	SpinLockRelease(&budget_shared->mutex);
+	if (taken)
+		enrich_shared_count_call(tier, now);
+	if (wait >= 0)
+		*wait_ms = Min(*wait_ms, wait);
+	return taken;
+}
+
+/* enrich_budget_give_back returns a token that was not used */
+void
+enrich_budget_give_back(uint64 key_hash, int tier, int rate)
+{
+	TokenBucket *b;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (budget_shared == NULL || rate == 0)
+		return;
+	SpinLockAcquire(&budget_shared->mutex);
+	b = key_bucket(key_hash, tier, now);
+	b->tokens = Min(b->tokens + 1.0, Max(1.0, (double) rate));
+	{
+		Sharer	   *me = sharer_of(b, now);
+
+		me->used = Max(0.0, decayed(me, now) - 1.0);
+	}
+	SpinLockRelease(&budget_shared->mutex);
+}
+
+/*
+ * enrich_budget_block honours a Retry-After: no call of the tier with that
+ * key until then, from any database
+ */
+void
+enrich_budget_block(uint64 key_hash, int tier, TimestampTz until)
+{
+	TokenBucket *b;
+
+	if (budget_shared == NULL)
+		return;
+	SpinLockAcquire(&budget_shared->mutex);
+	b = key_bucket(key_hash, tier, GetCurrentTimestamp());
+	b->blocked_until = Max(b->blocked_until, until);
+	b->tokens = 0;
+	SpinLockRelease(&budget_shared->mutex);
+}
