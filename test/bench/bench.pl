@@ -40,6 +40,16 @@
 #               the median read of each run, against what 1.0's view did
 #               (a count of enrich.requests by state); and the time the
 #               1,000,000 rows took to insert, the counting triggers included
+#   apibound    the API as the limit: 100,000 requests against a mock with
+#               the contract's rate limits (tier 3: 5/s, tier 4: 50/s, bursts
+#               of 2 s), a 2 s start delay and 500 items/s per batch, with
+#               enrich.tier3_rate = 5 and enrich.tier4_rate = 50: items/s
+#               against the key's ceiling (50 pages of 50 a second), the
+#               share of tier 4 calls that carried items, the status and
+#               list calls, and 429s
+#   twodbs      two databases on that key at once, 50,000 requests each:
+#               each one's items/s, their sum, and the fairness (the share
+#               of the items the slower had when the faster finished)
 #   calls       HTTP calls per 1,000 requests with the mock's start delay at
 #               2 s, for 1,000 and 10,000 requests, against the ideal (one
 #               bulk enrich per 1,000, one items call per 50, one status poll
@@ -52,9 +62,10 @@
 # Usage (test/harness.sh bench runs it as the cluster's OS user, with
 # TESTDIR set, from a copy of test/):
 #   perl -I test/perl -I <pgxs>/src/test/perl test/bench/bench.pl --csv FILE
-#        [--runs N] [--cases throughput,latency,items,trigger,progress,calls]
+#        [--runs N] [--cases throughput,latency,items,trigger,progress,apibound,twodbs,calls]
 #        [--requests N] [--latency-trials N] [--copy-rows N]
-#        [--items-batches N] [--trigger-runs N] [--progress-rows N] [--pgss]
+#        [--items-batches N] [--trigger-runs N] [--progress-rows N]
+#        [--apibound-requests N] [--pgss]
 # --pgss preloads pg_stat_statements and prints each case's top statements
 # (a profiling aid: it costs a little, so the figures are then not the
 # reference ones).
@@ -78,7 +89,7 @@ use lib "$FindBin::Bin/../perl";
 
 use File::Spec;
 use Getopt::Long;
-use List::Util qw(max sum);
+use List::Util qw(max min sum);
 use Time::HiRes qw(time sleep);
 
 use EnrichMock;
@@ -95,13 +106,14 @@ $PostgreSQL::Test::Utils::timeout_default = 900;
 my %opt = (
 	csv => undef,
 	runs => 3,
-	cases => 'throughput,latency,items,trigger,progress,calls',
+	cases => 'throughput,latency,items,trigger,progress,apibound,twodbs,calls',
 	requests => 100_000,
 	latency_trials => 200,
 	copy_rows => 200_000,
 	items_batches => 50,
 	trigger_runs => 5,
 	progress_rows => 1_000_000,
+	apibound_requests => 100_000,
 	pgss => 0,
 );
 # abort reports an error that stops the bench before its cases ran (STDERR
@@ -119,17 +131,18 @@ sub abort
 	local $SIG{__WARN__} = sub { print $TERM $_[0] };
 	GetOptions(\%opt, 'csv=s', 'runs=i', 'cases=s', 'requests=i', 'latency_trials|latency-trials=i',
 		'copy_rows|copy-rows=i', 'items_batches|items-batches=i', 'trigger_runs|trigger-runs=i',
-		'progress_rows|progress-rows=i', 'pgss!')
+		'progress_rows|progress-rows=i', 'apibound_requests|apibound-requests=i', 'pgss!')
 	  or abort("usage: bench.pl [--csv FILE] [--runs N] [--cases LIST] [--requests N] [--latency-trials N]\n"
-		  . "                [--copy-rows N] [--items-batches N] [--trigger-runs N] [--progress-rows N] [--pgss]");
+		  . "                [--copy-rows N] [--items-batches N] [--trigger-runs N] [--progress-rows N]\n"
+		  . "                [--apibound-requests N] [--pgss]");
 }
 abort("--runs and --trigger-runs must be at least 1") if $opt{runs} < 1 || $opt{trigger_runs} < 1;
 abort("--requests must be a positive multiple of 50") if $opt{requests} < 50 || $opt{requests} % 50;
 my %want = map { $_ => 1 } split /,/, $opt{cases};
 for (sort keys %want)
 {
-	abort("unknown case '$_' (throughput, latency, items, trigger, progress, calls)")
-	  unless /^(?:throughput|latency|items|trigger|progress|calls)$/;
+	abort("unknown case '$_' (throughput, latency, items, trigger, progress, apibound, twodbs, calls)")
+	  unless /^(?:throughput|latency|items|trigger|progress|apibound|twodbs|calls)$/;
 }
 
 my $started = time;
@@ -745,6 +758,153 @@ sub case_progress
 }
 
 # ---------------------------------------------------------------------------
+# the API as the limit: one key's budget, one database or two
+# ---------------------------------------------------------------------------
+
+# with_limited_api runs $code against a mock with the contract's rate
+# limits, a 2 s start delay and 500 items/s per batch, the workers keeping
+# to the same limits; the mock is passed to $code
+sub with_limited_api
+{
+	my ($code) = @_;
+	my $limited = EnrichMock->start(start_delay_ms => 2000, items_per_second => 500, tier3 => 5, tier4 => 50);
+	sql("ALTER SYSTEM SET enrich.api_url = '" . $limited->url . "'");
+	sql("ALTER SYSTEM SET enrich.tier3_rate = 5");
+	sql("ALTER SYSTEM SET enrich.tier4_rate = 50");
+	sql("SELECT pg_reload_conf()");
+	my $ok = eval { $code->($limited); 1 };
+	my $err = $@;
+	sql("ALTER SYSTEM RESET $_") for qw(enrich.api_url enrich.tier3_rate enrich.tier4_rate);
+	sql("SELECT pg_reload_conf()");
+	$limited->stop;
+	die $err unless $ok;
+}
+
+# tier4_calls returns, from a mock's stats: item pages, status polls, list
+# calls, and the 429s of every endpoint
+sub tier4_calls
+{
+	my ($stats) = @_;
+	my $ep = $stats->{endpoints};
+	my $count = sub { my ($name) = @_; return sum(0, values %{ $ep->{$name} // {} }) };
+	my $refused = sum(0, map { $_->{429} // 0 } values %$ep);
+	return ($count->('list_items'), $count->('batch_status'), $count->('list_batches'), $refused);
+}
+
+# case_apibound: n requests with the API as the limit
+sub case_apibound
+{
+	my $n = $opt{apibound_requests};
+	my (@rate, @pages_share, @other_per_1000, @refused);
+
+	with_limited_api(sub {
+		my ($limited) = @_;
+		for my $run (1 .. $opt{runs})
+		{
+			reset_queue(1);
+			restart_workers();
+			$limited->reset;
+			my $t0 = time;
+			sql("INSERT INTO enrich.requests (person_id) SELECT 'p-apibound-$run-' || g FROM generate_series(1, $n) g");
+			wait_queue_empty(900, 0.2);
+			my $secs = time - $t0;
+			my ($pages, $status, $list, $refused) = tier4_calls($limited->stats);
+			my $tier4 = $pages + $status + $list;
+			push @rate, $n / $secs;
+			push @pages_share, $pages / $tier4;
+			push @other_per_1000, ($status + $list) * 1000 / $n;
+			push @refused, $refused;
+			note(sprintf("API-bound run %d: %.1f s, %.0f items/s; tier 4: %d pages, %d status, %d list; %d 429s",
+					$run, $secs, $n / $secs, $pages, $status, $list, $refused));
+		}
+	});
+	reset_queue();
+	my $nice = $n == 100_000 ? '100,000' : $n;
+	add_row(case => 'API-bound', figure => "items/s, $nice requests, contract limits, 2 s delay, 500 items/s per batch",
+		values => \@rate, unit => 'items/s', digits => 0, target => '≥ 2375 (0.95 × 2,500)',
+		test => sub { $_[0] >= 2375 });
+	add_row(case => 'API-bound', figure => 'share of tier 4 calls that were item pages',
+		values => \@pages_share, unit => 'ratio', digits => 3, target => '≥ 0.95', test => sub { $_[0] >= 0.95 });
+	add_row(case => 'API-bound', figure => 'status and list calls per 1,000 requests',
+		values => \@other_per_1000, unit => 'calls', digits => 1);
+	add_row(case => 'API-bound', figure => '429 answers', values => \@refused, unit => 'calls', digits => 0,
+		target => '0', test => sub { $_[0] == 0 });
+}
+
+# twodbs_run queues n requests in each of two databases at once and returns
+# each one's items/s, their sum, and the share of the items the slower one
+# had when the faster finished
+sub twodbs_run
+{
+	my ($n, $run, @dbs) = @_;
+	my %secs;
+	my $t0 = time;
+	$node->safe_psql($_, "INSERT INTO enrich.requests (person_id) SELECT 'p-twodbs-$_-$run-' || g "
+		  . "FROM generate_series(1, $n) g") for @dbs;
+	my $share;
+	my $deadline = time + 900;
+	while (keys %secs < @dbs && time < $deadline)
+	{
+		my %done = map { $_ => $node->safe_psql($_, "SELECT count(*) FROM enrich.requests WHERE state = 'done'") } @dbs;
+		for my $db (@dbs)
+		{
+			next if exists $secs{$db} || $done{$db} < $n;
+			$secs{$db} = time - $t0;
+			$share //= min(map { $done{$_} } @dbs) / sum(map { $done{$_} } @dbs);
+		}
+		sleep 0.1;
+	}
+	die "bench: two databases: not done in 900 s\n" unless keys %secs == @dbs;
+	my $total = max(values %secs);
+	return ((map { $n / $secs{$_} } @dbs), 2 * $n / $total, $share);
+}
+
+# case_twodbs: two databases on one key at once
+sub case_twodbs
+{
+	my $n = $opt{apibound_requests} / 2;
+	my @dbs = qw(bench_db_a bench_db_b);
+	my (%rate, @sum, @share);
+
+	for my $db (@dbs)
+	{
+		sql("CREATE DATABASE $db");
+		$node->safe_psql($db, sprintf("CREATE EXTENSION enrich; SELECT enrich_set_api_key('test', '%s')",
+				$mock->key_test));
+	}
+	my $ok = eval {
+		with_limited_api(sub {
+			my ($limited) = @_;
+			for my $run (1 .. $opt{runs})
+			{
+				$node->safe_psql($_, 'TRUNCATE enrich.requests, enrich.batches, enrich.intake') for @dbs;
+				$limited->reset;
+				my ($a, $b, $sum, $share) = twodbs_run($n, $run, @dbs);
+				push @{ $rate{a} }, $a;
+				push @{ $rate{b} }, $b;
+				push @sum, $sum;
+				push @share, $share;
+				note(sprintf("two databases run %d: %.0f and %.0f items/s, %.0f together; "
+						  . "the slower had %.3f of the items when the faster finished", $run, $a, $b, $sum, $share));
+			}
+		});
+		1;
+	};
+	my $err = $@;
+	sql("DROP DATABASE $_ WITH (FORCE)") for @dbs;
+	die $err unless $ok;
+	my $nice = $n == 50_000 ? '50,000' : $n;
+	add_row(case => 'two databases', figure => "items/s of the first, $nice requests each at once, one key",
+		values => $rate{a}, unit => 'items/s', digits => 0);
+	add_row(case => 'two databases', figure => 'items/s of the second', values => $rate{b}, unit => 'items/s',
+		digits => 0);
+	add_row(case => 'two databases', figure => 'items/s together (the key\'s ceiling: 2,500)', values => \@sum,
+		unit => 'items/s', digits => 0);
+	add_row(case => 'two databases', figure => 'share of the items the slower had when the faster finished',
+		values => \@share, unit => 'ratio', digits => 3, target => '≥ 0.4', test => sub { $_[0] >= 0.4 });
+}
+
+# ---------------------------------------------------------------------------
 # HTTP calls
 # ---------------------------------------------------------------------------
 
@@ -939,6 +1099,8 @@ my @cases = (
 	[ items => 'enrich_items', \&case_items ],
 	[ trigger => 'trigger overhead', \&case_trigger ],
 	[ progress => 'progress', \&case_progress ],
+	[ apibound => 'API-bound', \&case_apibound ],
+	[ twodbs => 'two databases', \&case_twodbs ],
 	[ calls => 'HTTP calls', \&case_calls ],
 );
 for my $c (@cases)
