@@ -196,6 +196,8 @@ start_worker(int index, int slot, const FoundDatabase *db)
 	static TimestampTz said_at = 0;
 	BackgroundWorker worker;
 	EnrichWorkerExtra extra;
+	MemoryContext old;
+	bool		registered;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -212,7 +214,11 @@ start_worker(int index, int slot, const FoundDatabase *db)
 	extra.name = db->name;
 	memcpy(worker.bgw_extra, &extra, sizeof(extra));
 	worker.bgw_notify_pid = MyProcPid;
-	if (RegisterDynamicBackgroundWorker(&worker, &handles[index][slot]))
+	/* the handle outlives the look (whose memory is reset after it) */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handles[index][slot]);
+	MemoryContextSwitchTo(old);
+	if (registered)
 		return true;
 	handles[index][slot] = NULL;
 	if (TimestampDifferenceExceeds(said_at, GetCurrentTimestamp(), LAUNCHER_SAY_AGAIN_MS))
@@ -353,6 +359,7 @@ serve_databases(const FoundDatabase *found, int n)
 	int		   *wants = palloc(sizeof(int) * Max(n, 1));
 	int		   *granted = palloc(sizeof(int) * Max(n, 1));
 	bool	   *probe = palloc0(sizeof(bool) * Max(n, 1));
+	bool	   *absent = palloc0(sizeof(bool) * Max(n, 1));
 	TimestampTz now = GetCurrentTimestamp();
 
 	for (int i = 0; i < n; i++)
@@ -367,6 +374,7 @@ serve_databases(const FoundDatabase *found, int n)
 		state = enrich_shared_database_state(indexes[i]);
 		wants[i] = state == ENRICH_DB_SERVED ? enrich_workers : 0;
 		probe[i] = state == ENRICH_DB_PROBE;
+		absent[i] = state == ENRICH_DB_ABSENT;
 	}
 	grant_workers(wants, granted, n);
 	for (int i = 0; i < n; i++)
@@ -377,7 +385,9 @@ serve_databases(const FoundDatabase *found, int n)
 			granted[i] = 1;		/* a probe is short: the cap does not count it */
 		enrich_shared_database_grant(indexes[i], granted[i]);
 		say_left_out(indexes[i], &found[i], wants[i] > 0 && granted[i] == 0);
-		(void) stop_workers(indexes[i], granted[i]);
+		/* a worker that found enrich absent leaves by itself */
+		if (!absent[i])
+			(void) stop_workers(indexes[i], granted[i]);
 		for (int slot = 0; slot < granted[i]; slot++)
 			if (!worker_runs(indexes[i], slot) && !start_worker(indexes[i], slot, &found[i]))
 				break;
