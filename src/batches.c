@@ -40,6 +40,7 @@ static SPIPlanPtr mark_followers_plan = NULL;
 static SPIPlanPtr requeue_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr due_batches_plan = NULL;
+static SPIPlanPtr listed_batches_plan = NULL;
 static SPIPlanPtr batch_polled_plan = NULL;
 static SPIPlanPtr typical_completion_plan = NULL;
 static SPIPlanPtr batch_error_plan = NULL;
@@ -160,27 +161,18 @@ enrich_queue_fail(const EnrichOutgoing *leads, int n, const char *code, const ch
 	enrich_queue_settle_followers(values[0]);
 }
 
-/* enrich_queue_due_batches returns this worker's open batches whose poll is due */
-int
-enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
-{
-	Oid			types[3] = {INT4OID, INT4OID, INT4OID};
-	Datum		values[3] = {Int32GetDatum(limit)};
-	uint64		n;
-	EnrichOpenBatch *batches;
+/* the columns of an open batch that open_batches reads */
+#define OPEN_BATCH_COLUMNS \
+	"batch_id, environment, status, items_cursor, processed_count, items_received, " \
+	"request_count, poll_interval_ms, " \
+	"extract(epoch FROM pg_catalog.clock_timestamp()" SQL_OP(-) "submitted_at)" SQL_OP(*) "1000 "
 
-	enrich_queue_batch_share(&values[1], &values[2]);
-	n = enrich_plan_run(&due_batches_plan,
-				  "SELECT batch_id, environment, status, items_cursor, processed_count, items_received, "
-				  "    request_count, poll_interval_ms, "
-				  "    extract(epoch FROM pg_catalog.clock_timestamp()" SQL_OP(-) "submitted_at)" SQL_OP(*) "1000 "
-				  "FROM enrich.batches "
-				  "WHERE NOT closed AND origin" SQL_OP(=) "'worker' "
-				  "  AND next_poll_at" SQL_OP(<=) "pg_catalog.clock_timestamp() "
-				  "  AND " BATCH_HERE("$2", "$3") " "
-				  "ORDER BY next_poll_at LIMIT $1",
-				  3, types, values, NULL, true);
-	batches = palloc0(sizeof(EnrichOpenBatch) * Max(n, 1));
+/* open_batches reads the n rows of OPEN_BATCH_COLUMNS SPI returned */
+static EnrichOpenBatch *
+open_batches(uint64 n)
+{
+	EnrichOpenBatch *batches = palloc0(sizeof(EnrichOpenBatch) * Max(n, 1));
+
 	for (uint64 i = 0; i < n; i++)
 	{
 		EnrichOpenBatch *b = &batches[i];
@@ -196,7 +188,49 @@ enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
 		b->poll_interval_ms = (int) enrich_column_int64(i, 8);
 		b->age_ms = age ? strtod(age, NULL) : 0;
 	}
-	*batches_out = batches;
+	return batches;
+}
+
+/* enrich_queue_due_batches returns this worker's open batches whose poll is due */
+int
+enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
+{
+	Oid			types[3] = {INT4OID, INT4OID, INT4OID};
+	Datum		values[3] = {Int32GetDatum(limit)};
+	uint64		n;
+
+	enrich_queue_batch_share(&values[1], &values[2]);
+	n = enrich_plan_run(&due_batches_plan,
+				  "SELECT " OPEN_BATCH_COLUMNS
+				  "FROM enrich.batches "
+				  "WHERE NOT closed AND origin" SQL_OP(=) "'worker' "
+				  "  AND next_poll_at" SQL_OP(<=) "pg_catalog.clock_timestamp() "
+				  "  AND " BATCH_HERE("$2", "$3") " "
+				  "ORDER BY next_poll_at LIMIT $1",
+				  3, types, values, NULL, true);
+	*batches_out = open_batches(n);
+	return (int) n;
+}
+
+/*
+ * enrich_queue_listed_batches returns the open batches of the workers (any
+ * worker's) among ids, a text[] of the batches a list call returned, in an
+ * environment: those whose status the list tells
+ */
+int
+enrich_queue_listed_batches(Datum ids, int environment, EnrichOpenBatch **batches_out)
+{
+	Oid			types[2] = {TEXTARRAYOID, TEXTOID};
+	Datum		values[2] = {ids, CStringGetTextDatum(enrich_environment_name(environment))};
+	uint64		n;
+
+	n = enrich_plan_run(&listed_batches_plan,
+				  "SELECT " OPEN_BATCH_COLUMNS
+				  "FROM enrich.batches "
+				  "WHERE batch_id" SQL_OP(=) "ANY ($1) AND environment" SQL_OP(=) "$2 "
+				  "  AND NOT closed AND origin" SQL_OP(=) "'worker'",
+				  2, types, values, NULL, true);
+	*batches_out = open_batches(n);
 	return (int) n;
 }
 

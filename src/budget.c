@@ -207,6 +207,18 @@ over_share(TokenBucket *b, Sharer *me, double capacity, TimestampTz now)
 }
 
 /*
+ * bucket_capacity returns how many tokens a tier of rate calls a second
+ * holds: enrich.rate_burst seconds of calls less a tenth of a second's, one
+ * call at least (the calls of a burst reach the API spread by the
+ * network's jitter), one token at least
+ */
+static double
+bucket_capacity(int rate)
+{
+	return Max(1.0, (double) rate * enrich_rate_burst_s - Max(1.0, rate / 10.0));
+}
+
+/*
  * enrich_budget_take takes a token of a tier of a key's budget that allows
  * rate calls a second (0: unlimited) if one is available and this database
  * is not over its share; otherwise it returns false and lowers *wait_ms to
@@ -218,7 +230,7 @@ enrich_budget_take(uint64 key_hash, int tier, int rate, TimestampTz now, long *w
 {
 	TokenBucket *b;
 	Sharer	   *me;
-	double		capacity = Max(1.0, (double) rate);
+	double		capacity = bucket_capacity(rate);
 	bool		taken = false;
 	long		wait = -1;
 
@@ -268,7 +280,7 @@ enrich_budget_give_back(uint64 key_hash, int tier, int rate)
 		return;
 	SpinLockAcquire(&budget_shared->mutex);
 	b = key_bucket(key_hash, tier, now);
-	b->tokens = Min(b->tokens + 1.0, Max(1.0, (double) rate));
+	b->tokens = Min(b->tokens + 1.0, bucket_capacity(rate));
 	{
 		Sharer	   *me = sharer_of(b, now);
 

@@ -36,6 +36,7 @@ int			enrich_retry_delay_ms = 1000;
 int			enrich_retry_delay_max_ms = 600000;
 int			enrich_tier3_rate = 5;
 int			enrich_tier4_rate = 50;
+int			enrich_rate_burst_s = 2;
 int			enrich_reconcile_grace_ms = 120000;
 int			enrich_idle_check_ms = 30000;
 int			enrich_write_back_timeout_ms = 30000;
@@ -295,6 +296,14 @@ enrich_worker_guc_init(void)
 							&enrich_tier4_rate,
 							50, 0, 100000,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.rate_burst",
+							"How many seconds of calls each rate tier may save up and spend at once (the contract's burst).",
+							"The API's token buckets hold two seconds of calls by contract.",
+							&enrich_rate_burst_s,
+							2, 1, 60,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 }
 

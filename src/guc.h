@@ -59,6 +59,7 @@ extern int	enrich_retry_delay_ms;
 extern int	enrich_retry_delay_max_ms;
 extern int	enrich_tier3_rate;
 extern int	enrich_tier4_rate;
+extern int	enrich_rate_burst_s;
 extern int	enrich_reconcile_grace_ms;
 extern int	enrich_idle_check_ms;
 extern int	enrich_write_back_timeout_ms;

@@ -57,6 +57,7 @@
 #include "shared.h"
 #include "keys.h"
 #include "launcher.h"
+#include "plans.h"
 #include "privacy.h"
 #include "http.h"
 #include "queue.h"
@@ -82,7 +83,8 @@ typedef enum WorkerCallKind
 {
 	CALL_SUBMIT,
 	CALL_STATUS,
-	CALL_ITEMS
+	CALL_ITEMS,
+	CALL_LIST
 } WorkerCallKind;
 
 /* one call of a round and what it needs to record its answer */
@@ -93,6 +95,8 @@ typedef struct WorkerCall
 	EnrichOutgoing *leads;		/* CALL_SUBMIT */
 	int			nleads;
 	EnrichOpenBatch *batch;		/* CALL_STATUS, CALL_ITEMS */
+	EnrichOpenBatch **waiting;	/* CALL_LIST: the batches it was made for */
+	int			nwaiting;
 } WorkerCall;
 
 static int	worker_slot = -1;	/* this worker's slot among enrich.workers */
@@ -118,6 +122,7 @@ typedef struct BatchRing
 
 static BatchRing foreign_batches;	/* reconciliation found them not ours */
 static BatchRing unmatched_logged;	/* their unmatched items were logged */
+static BatchRing unlisted_batches;	/* a list did not show them: polled alone */
 static MemoryContext loop_context = NULL;
 static bool batches_recorded = false;	/* this round recorded a new batch */
 static int32 others_seen[ENRICH_MAX_WORKERS];	/* other workers last round */
@@ -406,6 +411,44 @@ first_poll_ms(double took_ms)
 }
 
 /*
+ * A batch's creation by the API precedes its recording here by the time of
+ * the call: a list of batches asks from the UTC day of the oldest one it is
+ * for, an hour earlier.
+ */
+#define LIST_MARGIN_MS (3600 * 1000.0)
+
+/*
+ * After a list, a batch with no page ready waits at least this long for the
+ * next: a list is for every batch, and lists are few.
+ */
+#define LIST_INTERVAL_MS 500
+
+/* utc_date_ago returns the UTC date (YYYY-MM-DD) of ms milliseconds ago */
+static char *
+utc_date_ago(double ms)
+{
+	time_t		t = time(NULL) - (time_t) (ms / 1000);
+	struct tm	tm;
+	char	   *date = palloc(16);
+
+	gmtime_r(&t, &tm);
+	strftime(date, 16, "%Y-%m-%d", &tm);
+	return date;
+}
+
+/*
+ * items_ready says whether a batch has a page of items to read: it
+ * completed, or processed a full page more than was read
+ */
+static bool
+items_ready(const EnrichOpenBatch *b)
+{
+	return strcmp(b->status, "completed") == 0 ||
+		(strcmp(b->status, "processing") == 0 &&
+		 b->processed_count - b->items_received >= enrich_page_size);
+}
+
+/*
  * plan_batch decides the next call of a due batch: a page of items when the
  * batch completed or has a full page ready, a status poll otherwise
  */
@@ -413,13 +456,10 @@ static bool
 plan_batch(EnrichOpenBatch *b, WorkerCall *call, EnrichHttpCall *http)
 {
 	const char *environment = enrich_environment_name(b->environment);
-	bool		items_ready = strcmp(b->status, "completed") == 0 ||
-		(strcmp(b->status, "processing") == 0 &&
-		 b->processed_count - b->items_received >= enrich_page_size);
 
 	call->environment = b->environment;
 	call->batch = b;
-	if (items_ready)
+	if (items_ready(b))
 	{
 		call->kind = CALL_ITEMS;
 		prepare_call(http, "GET",
@@ -609,6 +649,42 @@ plan_submits(int e, TimestampTz now, WorkerCall *calls, EnrichHttpCall *https, i
 }
 
 /*
+ * plan_statuses asks for the status of the due batches of an environment
+ * that have no page ready: one status call for one batch, one list call
+ * (the newest batches of the key, up to 1,000, with their statuses) for
+ * several, so that the tier 4 budget goes to pages of items
+ */
+static void
+plan_statuses(int e, EnrichOpenBatch **waiting, int nwaiting, TimestampTz now,
+			  WorkerCall *calls, EnrichHttpCall *https, int *ncalls, long *wait_ms)
+{
+	WorkerCall *call = &calls[*ncalls];
+	double		oldest_ms = 0;
+
+	if (nwaiting == 0 || *ncalls >= enrich_max_in_flight ||
+		!bucket_take(e, ENRICH_TIER_READ, now, wait_ms))
+		return;
+	if (nwaiting == 1)
+	{
+		plan_batch(waiting[0], call, &https[*ncalls]);
+		(*ncalls)++;
+		return;
+	}
+	for (int i = 0; i < nwaiting; i++)
+		oldest_ms = Max(oldest_ms, waiting[i]->age_ms);
+	call->kind = CALL_LIST;
+	call->environment = e;
+	call->batch = NULL;
+	call->waiting = waiting;
+	call->nwaiting = nwaiting;
+	prepare_call(&https[*ncalls], "GET",
+				 enrich_api_url_batches(enrich_environment_name(e), utc_date_ago(oldest_ms + LIST_MARGIN_MS),
+										ENRICH_API_MAX_BATCH_LIST, 0),
+				 e, NULL);
+	(*ncalls)++;
+}
+
+/*
  * plan_polls plans a status poll or a page of items of each of this
  * worker's batches that are due, while calls and tokens of tier 4 last
  * (inside the caller's transaction)
@@ -618,7 +694,11 @@ plan_polls(TimestampTz now, WorkerCall *calls, EnrichHttpCall *https, int *ncall
 {
 	EnrichOpenBatch *batches;
 	int			nbatches = enrich_queue_due_batches(enrich_max_in_flight * 2, &batches);
+	EnrichOpenBatch **waiting[ENRICH_ENV_COUNT];
+	int			nwaiting[ENRICH_ENV_COUNT] = {0};
 
+	for (int e = 0; e < ENRICH_ENV_COUNT; e++)
+		waiting[e] = palloc(sizeof(EnrichOpenBatch *) * Max(nbatches, 1));
 	for (int i = 0; i < nbatches && *ncalls < enrich_max_in_flight; i++)
 	{
 		EnrichOpenBatch *b = &batches[i];
@@ -627,11 +707,18 @@ plan_polls(TimestampTz now, WorkerCall *calls, EnrichHttpCall *https, int *ncall
 			continue;
 		if (strcmp(b->status, "failed") == 0)
 			continue;			/* closed when its status was recorded */
+		if (!items_ready(b) && !ring_has(&unlisted_batches, b->batch_id))
+		{
+			waiting[b->environment][nwaiting[b->environment]++] = b;
+			continue;			/* its status: below */
+		}
 		if (!bucket_take(b->environment, ENRICH_TIER_READ, now, wait_ms))
 			continue;
 		plan_batch(b, &calls[*ncalls], &https[*ncalls]);
 		(*ncalls)++;
 	}
+	for (int e = 0; e < ENRICH_ENV_COUNT; e++)
+		plan_statuses(e, waiting[e], nwaiting[e], now, calls, https, ncalls, wait_ms);
 }
 
 /*
@@ -863,17 +950,61 @@ record_batch_failure(WorkerCall *call, EnrichHttpCall *http, EnrichCallOutcome o
 							 outcome == ENRICH_OUTCOME_BAD_REQUEST && call->kind == CALL_ITEMS);
 }
 
-/* record_status records a status poll */
+/*
+ * apply_status records the status of one of the worker's open batches (its
+ * own poll, or a list's), learns how long batches take from a completed
+ * one, and sets when to look at it next: at once when a page is ready,
+ * else later each time, least_next_ms at least
+ */
+static void
+apply_status(EnrichOpenBatch *b, int environment, const EnrichBatchStatus *status,
+			 int least_next_ms)
+{
+	EnvState   *env = &envs[environment];
+	int			next;
+	double		took = -1;
+
+	if (strcmp(status->status, "failed") == 0)
+	{
+		enrich_queue_batch_polled(b->batch_id, status->status, status->processed_count, 0, -1);
+		enrich_queue_close_batch(b->batch_id, "failed", "batch_failed",
+								 "the API failed the whole batch");
+		return;
+	}
+	if (strcmp(status->status, "completed") == 0)
+	{
+		took = completion_ms(status);
+
+		/* learn when to poll the next batch first: a little after it should be done */
+		if (took >= 0 && env->completion_known)
+			env->completion_ms = env->completion_ms * 0.7 + first_poll_ms(took) * 0.3;
+		else if (took >= 0)
+		{
+			env->completion_ms = first_poll_ms(took);
+			env->completion_known = true;
+		}
+		next = 0;
+	}
+	else if (strcmp(status->status, "processing") == 0 &&
+			 status->processed_count - b->items_received >= enrich_page_size)
+		next = 0;
+	else
+		next = Max(least_next_ms, b->poll_interval_ms == 0 ? clamp_poll(COLD_POLL_INTERVAL_MS) :
+				   clamp_poll(b->poll_interval_ms * 2.0));
+	enrich_queue_batch_polled(b->batch_id, status->status, status->processed_count, next,
+							  took >= 0 ? (int) Min(took, (double) INT_MAX) : -1);
+}
+
+/*
+ * record_status records the answer to a status poll: the status, or the
+ * failure
+ */
 static void
 record_status(WorkerCall *call, EnrichHttpCall *http)
 {
-	EnrichOpenBatch *b = call->batch;
-	EnvState   *env = &envs[call->environment];
 	char	   *message;
 	EnrichCallOutcome outcome = enrich_api_outcome(http, 200, &message);
 	EnrichBatchStatus status;
-	int			next;
-	double		took = -1;
 
 	if (outcome == ENRICH_OUTCOME_OK)
 	{
@@ -891,36 +1022,82 @@ record_status(WorkerCall *call, EnrichHttpCall *http)
 		return;
 	}
 	env_reached(call->environment);
+	apply_status(call->batch, call->environment, &status, 0);
+}
 
-	if (strcmp(status.status, "failed") == 0)
+/*
+ * record_list_failure records a list call that failed: a 429 or a refused
+ * key holds for the environment as for any call, and the batches it was
+ * for are polled later; said once for all of them
+ */
+static void
+record_list_failure(WorkerCall *call, EnrichHttpCall *http, EnrichCallOutcome outcome,
+					const char *message)
+{
+	if (outcome == ENRICH_OUTCOME_RATE_LIMITED)
+		bucket_block(call->environment, ENRICH_TIER_READ, http->retry_after);
+	else if (outcome == ENRICH_OUTCOME_UNAUTHORIZED)
+		env_pause(call->environment, message);
+	ereport(LOG,
+			(errmsg("enrich worker: the list of batches of environment \"%s\" failed: %s",
+					enrich_environment_name(call->environment), message)));
+	for (int i = 0; i < call->nwaiting; i++)
+		enrich_queue_batch_error(call->waiting[i]->batch_id,
+								 clamp_poll(call->waiting[i]->poll_interval_ms * 2.0), message, false);
+}
+
+/*
+ * record_list records the answer to a list call: the status of each open
+ * batch of this database it lists, whichever worker's; a batch it was for
+ * and does not list (more than 1,000 newer batches on the key) is polled
+ * by itself next time
+ */
+static void
+record_list(WorkerCall *call, EnrichHttpCall *http)
+{
+	char	   *message;
+	EnrichCallOutcome outcome = enrich_api_outcome(http, 200, &message);
+	EnrichBatchList list;
+	EnrichOpenBatch *open;
+	char	  **ids;
+	int			nopen;
+
+	if (outcome == ENRICH_OUTCOME_OK)
 	{
-		enrich_queue_batch_polled(b->batch_id, status.status, status.processed_count, 0, -1);
-		enrich_queue_close_batch(b->batch_id, "failed", "batch_failed",
-								 "the API failed the whole batch");
+		char	   *err = enrich_api_parse_batch_list(http->response, &list);
+
+		if (err != NULL)
+		{
+			outcome = ENRICH_OUTCOME_TRANSIENT;
+			message = psprintf("malformed list of batches: %s", err);
+		}
+	}
+	if (outcome != ENRICH_OUTCOME_OK)
+	{
+		record_list_failure(call, http, outcome, message);
 		return;
 	}
-	if (strcmp(status.status, "completed") == 0)
+	env_reached(call->environment);
+	ids = palloc(sizeof(char *) * Max(list.nbatches, 1));
+	for (int i = 0; i < list.nbatches; i++)
+		ids[i] = list.batches[i].batch_id;
+	nopen = enrich_queue_listed_batches(enrich_text_array(ids, list.nbatches), call->environment, &open);
+	for (int i = 0; i < nopen; i++)
+		for (int j = 0; j < list.nbatches; j++)
+			if (strcmp(open[i].batch_id, ids[j]) == 0)
+			{
+				apply_status(&open[i], call->environment, &list.batches[j], LIST_INTERVAL_MS);
+				break;
+			}
+	for (int i = 0; i < call->nwaiting; i++)
 	{
-		took = completion_ms(&status);
+		bool		listed = false;
 
-		/* learn when to poll the next batch first: a little after it should be done */
-		if (took >= 0 && env->completion_known)
-			env->completion_ms = env->completion_ms * 0.7 + first_poll_ms(took) * 0.3;
-		else if (took >= 0)
-		{
-			env->completion_ms = first_poll_ms(took);
-			env->completion_known = true;
-		}
-		next = 0;
+		for (int j = 0; j < list.nbatches && !listed; j++)
+			listed = strcmp(call->waiting[i]->batch_id, ids[j]) == 0;
+		if (!listed)
+			ring_add(&unlisted_batches, call->waiting[i]->batch_id);
 	}
-	else if (strcmp(status.status, "processing") == 0 &&
-			 status.processed_count - b->items_received >= enrich_page_size)
-		next = 0;
-	else
-		next = b->poll_interval_ms == 0 ? clamp_poll(COLD_POLL_INTERVAL_MS) :
-			clamp_poll(b->poll_interval_ms * 2.0);
-	enrich_queue_batch_polled(b->batch_id, status.status, status.processed_count, next,
-							  took >= 0 ? (int) Min(took, (double) INT_MAX) : -1);
 }
 
 /* record_items applies a page of items */
@@ -1055,7 +1232,7 @@ worker_record(WorkerCall *call, EnrichHttpCall *http)
 
 	static const char *const activity[] = {
 		"enrich: recording a bulk enrich", "enrich: recording a batch status",
-		"enrich: applying a page of items"
+		"enrich: applying a page of items", "enrich: recording a list of batches"
 	};
 
 	PG_TRY();
@@ -1071,6 +1248,9 @@ worker_record(WorkerCall *call, EnrichHttpCall *http)
 				break;
 			case CALL_ITEMS:
 				record_items(call, http);
+				break;
+			case CALL_LIST:
+				record_list(call, http);
 				break;
 		}
 		worker_commit();

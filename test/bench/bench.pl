@@ -788,7 +788,8 @@ sub tier4_calls
 	my $ep = $stats->{endpoints};
 	my $count = sub { my ($name) = @_; return sum(0, values %{ $ep->{$name} // {} }) };
 	my $refused = sum(0, map { $_->{429} // 0 } values %$ep);
-	return ($count->('list_items'), $count->('batch_status'), $count->('list_batches'), $refused);
+	my $where = join(', ', map { "$_ $ep->{$_}{429}" } grep { $ep->{$_}{429} } sort keys %$ep);
+	return ($count->('list_items'), $count->('batch_status'), $count->('list_batches'), $refused, $where);
 }
 
 # case_apibound: n requests with the API as the limit
@@ -808,14 +809,14 @@ sub case_apibound
 			sql("INSERT INTO enrich.requests (person_id) SELECT 'p-apibound-$run-' || g FROM generate_series(1, $n) g");
 			wait_queue_empty(900, 0.2);
 			my $secs = time - $t0;
-			my ($pages, $status, $list, $refused) = tier4_calls($limited->stats);
+			my ($pages, $status, $list, $refused, $where) = tier4_calls($limited->stats);
 			my $tier4 = $pages + $status + $list;
 			push @rate, $n / $secs;
 			push @pages_share, $pages / $tier4;
 			push @other_per_1000, ($status + $list) * 1000 / $n;
 			push @refused, $refused;
-			note(sprintf("API-bound run %d: %.1f s, %.0f items/s; tier 4: %d pages, %d status, %d list; %d 429s",
-					$run, $secs, $n / $secs, $pages, $status, $list, $refused));
+			note(sprintf("API-bound run %d: %.1f s, %.0f items/s; tier 4: %d pages, %d status, %d list; %d 429s%s",
+					$run, $secs, $n / $secs, $pages, $status, $list, $refused, $where ? " ($where)" : ''));
 		}
 	});
 	reset_queue();
