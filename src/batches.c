@@ -215,7 +215,8 @@ enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
 /*
  * enrich_queue_listed_batches returns the open batches of the workers (any
  * worker's) among ids, a text[] of the batches a list call returned, in an
- * environment: those whose status the list tells
+ * environment: those whose status the list tells.  In the order of their
+ * ids, which two workers recording lists at once update in the same order.
  */
 int
 enrich_queue_listed_batches(Datum ids, int environment, EnrichOpenBatch **batches_out)
@@ -228,7 +229,8 @@ enrich_queue_listed_batches(Datum ids, int environment, EnrichOpenBatch **batche
 				  "SELECT " OPEN_BATCH_COLUMNS
 				  "FROM enrich.batches "
 				  "WHERE batch_id" SQL_OP(=) "ANY ($1) AND environment" SQL_OP(=) "$2 "
-				  "  AND NOT closed AND origin" SQL_OP(=) "'worker'",
+				  "  AND NOT closed AND origin" SQL_OP(=) "'worker' "
+				  "ORDER BY batch_id",
 				  2, types, values, NULL, true);
 	*batches_out = open_batches(n);
 	return (int) n;

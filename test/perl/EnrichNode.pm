@@ -198,4 +198,15 @@ sub count_mismatches
 		WHERE t.n IS DISTINCT FROM c.n});
 }
 
+# $node->sqlstate_of($db, $role, $query) runs a statement as a role and
+# returns its SQLSTATE ('no error' when it succeeds, the whole error text
+# when none is shown)
+sub sqlstate_of
+{
+	my ($node, $db, $role, $query) = @_;
+	my ($rc, $out, $err) = $node->psql($db, "\\set VERBOSITY verbose\n$query",
+		extra_params => [ '-U', $role ]);
+	return $rc == 0 ? 'no error' : ($err =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : $err);
+}
+
 1;

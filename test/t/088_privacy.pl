@@ -23,13 +23,7 @@ sub sql { return $node->safe_psql('postgres', $_[0]) }
 sub as { my ($role, $query) = @_; return $node->safe_psql('postgres', $query, extra_params => [ '-U', $role ]) }
 
 # as_fails runs a statement as a role and returns its SQLSTATE (it must fail)
-sub as_fails
-{
-	my ($role, $query) = @_;
-	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$query",
-		extra_params => [ '-U', $role ]);
-	return $rc == 0 ? 'no error' : ($err =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : $err);
-}
+sub as_fails { my ($role, $query) = @_; return $node->sqlstate_of('postgres', $role, $query) }
 
 sql(q{CREATE ROLE app LOGIN; CREATE ROLE bob LOGIN; CREATE ROLE auditor LOGIN;
 	GRANT enrich_user TO app, bob; GRANT enrich_admin TO auditor;
