@@ -215,24 +215,30 @@ enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
 /*
  * enrich_queue_listed_batches returns the open batches of the workers (any
  * worker's) among ids, a text[] of the batches a list call returned, in an
- * environment: those whose status the list tells.  In the order of their
- * ids, which two workers recording lists at once update in the same order.
+ * environment: those whose status the list tells, and each one's position
+ * in ids.  In the order of their ids, which two workers recording lists at
+ * once update in the same order.
  */
 int
-enrich_queue_listed_batches(Datum ids, int environment, EnrichOpenBatch **batches_out)
+enrich_queue_listed_batches(Datum ids, int environment, EnrichOpenBatch **batches_out,
+							int **positions_out)
 {
 	Oid			types[2] = {TEXTARRAYOID, TEXTOID};
 	Datum		values[2] = {ids, CStringGetTextDatum(enrich_environment_name(environment))};
 	uint64		n;
 
 	n = enrich_plan_run(&listed_batches_plan,
-				  "SELECT " OPEN_BATCH_COLUMNS
-				  "FROM enrich.batches "
-				  "WHERE batch_id" SQL_OP(=) "ANY ($1) AND environment" SQL_OP(=) "$2 "
-				  "  AND NOT closed AND origin" SQL_OP(=) "'worker' "
-				  "ORDER BY batch_id",
+				  "SELECT " OPEN_BATCH_COLUMNS ", u.ord "
+				  "FROM enrich.batches b "
+				  "JOIN pg_catalog.unnest($1) WITH ORDINALITY AS u(id, ord) ON b.batch_id" SQL_OP(=) "u.id "
+				  "WHERE b.environment" SQL_OP(=) "$2 "
+				  "  AND NOT b.closed AND b.origin" SQL_OP(=) "'worker' "
+				  "ORDER BY b.batch_id",
 				  2, types, values, NULL, true);
 	*batches_out = open_batches(n);
+	*positions_out = palloc(sizeof(int) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+		(*positions_out)[i] = (int) enrich_column_int64(i, 10) - 1;
 	return (int) n;
 }
 

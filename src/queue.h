@@ -53,7 +53,8 @@ extern void enrich_queue_requeue(const EnrichOutgoing *leads, int n, bool count_
 extern void enrich_queue_fail(const EnrichOutgoing *leads, int n,
 							  const char *code, const char *message);
 extern int	enrich_queue_due_batches(int limit, EnrichOpenBatch **batches);
-extern int	enrich_queue_listed_batches(Datum ids, int environment, EnrichOpenBatch **batches);
+extern int	enrich_queue_listed_batches(Datum ids, int environment, EnrichOpenBatch **batches,
+										int **positions);
 extern void enrich_queue_batch_polled(const char *batch_id, const char *status,
 									  int processed_count, int next_poll_ms, int took_ms);
 extern double enrich_queue_typical_completion_ms(int environment);

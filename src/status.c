@@ -55,14 +55,18 @@ workers_running(const EnrichDatabase *db)
 static char *
 why_no_worker(const EnrichDatabase *db, bool installed)
 {
-	char	   *name = get_database_name(MyDatabaseId);
 	bool		explicit;
 
 	if (!installed)
 		return "not running: enrich is not in shared_preload_libraries";
-	if (db == NULL && !enrich_database_listed(name, &explicit))
-		return psprintf("not running: database \"%s\" is not in %s", name,
-						enrich_database[0] != '\0' ? "enrich.database" : "enrich.databases");
+	if (db == NULL)
+	{
+		char	   *name = get_database_name(MyDatabaseId);
+
+		if (!enrich_database_listed(name, &explicit))
+			return psprintf("not running: database \"%s\" is not in %s", name,
+							enrich_database[0] != '\0' ? "enrich.database" : "enrich.databases");
+	}
 	if (db != NULL && db->granted == 0 && db->state != ENRICH_DB_ABSENT)
 		return psprintf("not running: enrich.max_workers (%d) are all given to other databases",
 						enrich_max_workers);

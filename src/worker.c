@@ -1060,6 +1060,7 @@ record_list(WorkerCall *call, EnrichHttpCall *http)
 	EnrichBatchList list;
 	EnrichOpenBatch *open;
 	char	  **ids;
+	int		   *positions;
 	int			nopen;
 
 	if (outcome == ENRICH_OUTCOME_OK)
@@ -1081,14 +1082,10 @@ record_list(WorkerCall *call, EnrichHttpCall *http)
 	ids = palloc(sizeof(char *) * Max(list.nbatches, 1));
 	for (int i = 0; i < list.nbatches; i++)
 		ids[i] = list.batches[i].batch_id;
-	nopen = enrich_queue_listed_batches(enrich_text_array(ids, list.nbatches), call->environment, &open);
+	nopen = enrich_queue_listed_batches(enrich_text_array(ids, list.nbatches), call->environment,
+										&open, &positions);
 	for (int i = 0; i < nopen; i++)
-		for (int j = 0; j < list.nbatches; j++)
-			if (strcmp(open[i].batch_id, ids[j]) == 0)
-			{
-				apply_status(&open[i], call->environment, &list.batches[j], LIST_INTERVAL_MS);
-				break;
-			}
+		apply_status(&open[i], call->environment, &list.batches[positions[i]], LIST_INTERVAL_MS);
 	for (int i = 0; i < call->nwaiting; i++)
 	{
 		bool		listed = false;
