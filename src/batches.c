@@ -191,24 +191,53 @@ open_batches(uint64 n)
 	return batches;
 }
 
-/* enrich_queue_due_batches returns this worker's open batches whose poll is due */
+/*
+ * READY_PAGES is how many pages of items a batch is known to have ready
+ * (what items_ready in worker.c tests), pages of $4 items: the rest of a
+ * completed batch (one call at least, for its end), the full pages a
+ * processing one processed beyond what was read
+ */
+#define READY_PAGES \
+	"CASE WHEN status" SQL_OP(=) "'completed' THEN " \
+	"  GREATEST(1, (request_count" SQL_OP(-) "items_received" SQL_OP(+) "$4" SQL_OP(-) "1)" SQL_OP(/) "$4) " \
+	"WHEN status" SQL_OP(=) "'processing' THEN " \
+	"  GREATEST(0, (processed_count" SQL_OP(-) "items_received)" SQL_OP(/) "$4) " \
+	"ELSE 0 END"
+
+/*
+ * enrich_queue_due_batches returns this worker's open batches whose poll is
+ * due, or with early all its open batches (each says whether it is due):
+ * those with pages ready first, and in each row the pages known ready in
+ * its environment's batches of the read
+ */
 int
-enrich_queue_due_batches(int limit, EnrichOpenBatch **batches_out)
+enrich_queue_due_batches(int limit, bool early, EnrichOpenBatch **batches_out)
 {
-	Oid			types[3] = {INT4OID, INT4OID, INT4OID};
-	Datum		values[3] = {Int32GetDatum(limit)};
+	Oid			types[5] = {INT4OID, INT4OID, INT4OID, INT4OID, BOOLOID};
+	Datum		values[5] = {Int32GetDatum(limit), 0, 0, Int32GetDatum(enrich_page_size),
+	BoolGetDatum(early)};
+	EnrichOpenBatch *batches;
 	uint64		n;
 
 	enrich_queue_batch_share(&values[1], &values[2]);
 	n = enrich_plan_run(&due_batches_plan,
-				  "SELECT " OPEN_BATCH_COLUMNS
-				  "FROM enrich.batches "
-				  "WHERE NOT closed AND origin" SQL_OP(=) "'worker' "
-				  "  AND next_poll_at" SQL_OP(<=) "pg_catalog.clock_timestamp() "
-				  "  AND " BATCH_HERE("$2", "$3") " "
-				  "ORDER BY next_poll_at LIMIT $1",
-				  3, types, values, NULL, true);
-	*batches_out = open_batches(n);
+				  "SELECT " OPEN_BATCH_COLUMNS ", CASE WHEN due THEN 1 ELSE 0 END, "
+				  "  pg_catalog.sum(ready) OVER (PARTITION BY environment) "
+				  "FROM (SELECT *, " READY_PAGES " AS ready, "
+				  "        COALESCE(next_poll_at" SQL_OP(<=) "pg_catalog.clock_timestamp(), false) AS due "
+				  "      FROM enrich.batches "
+				  "      WHERE NOT closed AND origin" SQL_OP(=) "'worker' "
+				  "        AND " BATCH_HERE("$2", "$3") ") b "
+				  "WHERE due OR $5 "
+				  "ORDER BY ready" SQL_OP(>) "0 DESC, next_poll_at LIMIT $1",
+				  5, types, values, NULL, true);
+	batches = open_batches(n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		batches[i].due = enrich_column_int64(i, 10) != 0;
+		batches[i].env_ready_pages = (int) enrich_column_int64(i, 11);
+	}
+	*batches_out = batches;
 	return (int) n;
 }
 

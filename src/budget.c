@@ -48,6 +48,7 @@ typedef struct Sharer
 	TimestampTz asked_at;
 	double		used;			/* calls, decaying */
 	TimestampTz used_at;
+	TimestampTz looked_at;		/* its last early look */
 } Sharer;
 
 /* a token bucket: one API rate tier of one key */
@@ -218,6 +219,49 @@ bucket_capacity(int rate)
 	return Max(1.0, (double) rate * enrich_rate_burst_s - Max(1.0, rate / 10.0));
 }
 
+/* refill adds the tokens earned since the last refill; the spinlock is held */
+static void
+refill(TokenBucket *b, double capacity, int rate, TimestampTz now)
+{
+	if (b->refilled_at == 0)
+		b->tokens = capacity;
+	else if (now > b->refilled_at)
+		b->tokens = Min(capacity, b->tokens + (now - b->refilled_at) / 1e6 * rate);
+	b->refilled_at = Max(b->refilled_at, now);
+}
+
+/*
+ * enrich_budget_look says whether a worker of this database may take an
+ * early look at its batches with a call of a tier: none did in the last
+ * interval_ms, and the worker knows of nothing else to call (starved) or
+ * the tier's bucket is full, so that its token would be lost otherwise.
+ * Never for an unlimited or blocked tier.  It counts the look as taken;
+ * the call still takes its token.
+ */
+bool
+enrich_budget_look(uint64 key_hash, int tier, int rate, TimestampTz now, long interval_ms,
+				   bool starved)
+{
+	TokenBucket *b;
+	Sharer	   *me;
+	bool		look = false;
+
+	if (budget_shared == NULL || rate == 0)
+		return false;
+	SpinLockAcquire(&budget_shared->mutex);
+	b = key_bucket(key_hash, tier, now);
+	me = sharer_of(b, now);
+	refill(b, bucket_capacity(rate), rate, now);
+	if (b->blocked_until <= now && now - me->looked_at >= interval_ms * (int64) 1000 &&
+		(starved || b->tokens >= bucket_capacity(rate) - 1.0))
+	{
+		me->looked_at = now;
+		look = true;
+	}
+	SpinLockRelease(&budget_shared->mutex);
+	return look;
+}
+
 /*
  * enrich_budget_take takes a token of a tier of a key's budget that allows
  * rate calls a second (0: unlimited) if one is available and this database
@@ -246,11 +290,7 @@ enrich_budget_take(uint64 key_hash, int tier, int rate, TimestampTz now, long *w
 		taken = true;
 	else
 	{
-		if (b->refilled_at == 0)
-			b->tokens = capacity;
-		else if (now > b->refilled_at)
-			b->tokens = Min(capacity, b->tokens + (now - b->refilled_at) / 1e6 * rate);
-		b->refilled_at = Max(b->refilled_at, now);
+		refill(b, capacity, rate, now);
 		if (b->tokens >= 1.0 && !over_share(b, me, capacity, now))
 		{
 			b->tokens -= 1.0;

@@ -25,6 +25,9 @@ typedef struct EnrichOpenBatch
 	int			request_count;
 	int			poll_interval_ms;
 	double		age_ms;			/* since it was submitted */
+	bool		due;			/* its poll is due (false: read early) */
+	int			env_ready_pages;	/* pages known ready, in its environment's
+									 * batches of this read */
 } EnrichOpenBatch;
 
 /* queue.c: what the statements of claim.c, reconcile.c and batches.c share */
@@ -52,7 +55,7 @@ extern void enrich_queue_requeue(const EnrichOutgoing *leads, int n, bool count_
 								 int delay_ms, const char *code, const char *message);
 extern void enrich_queue_fail(const EnrichOutgoing *leads, int n,
 							  const char *code, const char *message);
-extern int	enrich_queue_due_batches(int limit, EnrichOpenBatch **batches);
+extern int	enrich_queue_due_batches(int limit, bool early, EnrichOpenBatch **batches);
 extern int	enrich_queue_listed_batches(Datum ids, int environment, EnrichOpenBatch **batches,
 										int **positions);
 extern void enrich_queue_batch_polled(const char *batch_id, const char *status,

@@ -685,40 +685,119 @@ plan_statuses(int e, EnrichOpenBatch **waiting, int nwaiting, TimestampTz now,
 }
 
 /*
+ * A worker that knows of no page ready, or whose tier 4 bucket is full, has
+ * tokens it would not use: it spends one on a list call for the batches
+ * whose poll is not yet due (their pages come as they are processed, and a
+ * cold start knows nothing of when).  One such early look per database at
+ * most every tenth of the youngest waiting batch's age, between the two
+ * poll interval settings: a batch of hours is looked at early a few dozen
+ * times, not thousands.  Not with an unlimited tier 4: the polls alone.
+ */
+static TimestampTz next_early_read = 0;
+
+/* early_interval_ms is how long to wait between two early looks */
+static long
+early_interval_ms(const EnrichOpenBatch *const *early, int nearly)
+{
+	double		youngest = COMPLETION_MS_MAX;
+
+	for (int i = 0; i < nearly; i++)
+		youngest = Min(youngest, early[i]->age_ms);
+	return clamp_poll(youngest / 10);
+}
+
+/*
+ * backlogged says whether an environment's batches have more pages known
+ * ready than its tier 4 bucket holds: a status or list call would then
+ * take a page's token, and only tell of pages that cannot be read sooner
+ */
+static bool
+backlogged(int ready_pages)
+{
+	return enrich_tier4_rate > 0 && ready_pages >= enrich_tier4_rate * enrich_rate_burst_s;
+}
+
+/*
+ * plan_statuses_early plans the statuses of an environment's batches: of
+ * the due ones, unless pages are backlogged, else of the early ones, when
+ * an early look is allowed
+ */
+static void
+plan_statuses_early(int e, EnrichOpenBatch **waiting, int nwaiting, EnrichOpenBatch **early,
+					int nearly, int ready_pages, TimestampTz now, WorkerCall *calls,
+					EnrichHttpCall *https, int *ncalls, long *wait_ms)
+{
+	long		interval = early_interval_ms((const EnrichOpenBatch *const *) early, nearly);
+
+	if (nearly > 0)
+	{
+		next_early_read = now + interval * (int64) 1000;
+		*wait_ms = Min(*wait_ms, interval);
+	}
+	if (backlogged(ready_pages))
+		return;
+	if (nwaiting > 0)
+		plan_statuses(e, waiting, nwaiting, now, calls, https, ncalls, wait_ms);
+	else if (nearly > 0 && env_callable(e, now, wait_ms) &&
+			 enrich_budget_look(envs[e].key_hash, ENRICH_TIER_READ, enrich_tier4_rate, now, interval,
+								ready_pages == 0))
+		plan_statuses(e, early, nearly, now, calls, https, ncalls, wait_ms);
+}
+
+/*
  * plan_polls plans a status poll or a page of items of each of this
- * worker's batches that are due, while calls and tokens of tier 4 last
- * (inside the caller's transaction)
+ * worker's batches that are due, while calls and tokens of tier 4 last;
+ * every so often it reads the batches not yet due too, for a look with
+ * spare tokens (inside the caller's transaction)
  */
 static void
 plan_polls(TimestampTz now, WorkerCall *calls, EnrichHttpCall *https, int *ncalls, long *wait_ms)
 {
 	EnrichOpenBatch *batches;
-	int			nbatches = enrich_queue_due_batches(enrich_max_in_flight * 2, &batches);
+	int			nbatches = enrich_queue_due_batches(enrich_max_in_flight * 2, now >= next_early_read,
+													&batches);
 	EnrichOpenBatch **waiting[ENRICH_ENV_COUNT];
+	EnrichOpenBatch **early[ENRICH_ENV_COUNT];
 	int			nwaiting[ENRICH_ENV_COUNT] = {0};
+	int			nearly[ENRICH_ENV_COUNT] = {0};
+	int			ready_pages[ENRICH_ENV_COUNT] = {0};
 
 	for (int e = 0; e < ENRICH_ENV_COUNT; e++)
+	{
 		waiting[e] = palloc(sizeof(EnrichOpenBatch *) * Max(nbatches, 1));
+		early[e] = palloc(sizeof(EnrichOpenBatch *) * Max(nbatches, 1));
+	}
 	for (int i = 0; i < nbatches && *ncalls < enrich_max_in_flight; i++)
 	{
 		EnrichOpenBatch *b = &batches[i];
+		int			e = b->environment;
 
-		if (b->environment < 0 || !env_callable(b->environment, now, wait_ms))
+		if (e < 0 || strcmp(b->status, "failed") == 0)
+			continue;			/* a failed one was closed when its status was recorded */
+		ready_pages[e] = Max(ready_pages[e], b->env_ready_pages);
+		if (!b->due)
+		{
+			if (!items_ready(b))
+				early[e][nearly[e]++] = b;
 			continue;
-		if (strcmp(b->status, "failed") == 0)
-			continue;			/* closed when its status was recorded */
+		}
+		if (!env_callable(e, now, wait_ms))
+			continue;
 		if (!items_ready(b) && !ring_has(&unlisted_batches, b->batch_id))
 		{
-			waiting[b->environment][nwaiting[b->environment]++] = b;
+			waiting[e][nwaiting[e]++] = b;
 			continue;			/* its status: below */
 		}
-		if (!bucket_take(b->environment, ENRICH_TIER_READ, now, wait_ms))
+		if (!bucket_take(e, ENRICH_TIER_READ, now, wait_ms))
 			continue;
 		plan_batch(b, &calls[*ncalls], &https[*ncalls]);
 		(*ncalls)++;
 	}
+	if (now >= next_early_read)
+		next_early_read = now + enrich_poll_interval_max_ms * (int64) 1000;	/* unless one waits */
 	for (int e = 0; e < ENRICH_ENV_COUNT; e++)
-		plan_statuses(e, waiting[e], nwaiting[e], now, calls, https, ncalls, wait_ms);
+		plan_statuses_early(e, waiting[e], nwaiting[e], early[e], nearly[e], ready_pages[e],
+							now, calls, https, ncalls, wait_ms);
 }
 
 /*
@@ -818,6 +897,7 @@ record_submit(WorkerCall *call, EnrichHttpCall *http)
 			enrich_queue_submitted(batch_id, call->environment, call->leads, call->nleads,
 								   (int) env->completion_ms);
 			batches_recorded = true;
+			next_early_read = 0;	/* a new batch to look at early */
 			if (env->chunk_limit < enrich_batch_size)
 				env->chunk_limit = Min(enrich_batch_size, env->chunk_limit * 2);
 			break;

@@ -249,14 +249,17 @@ rewrite_extra_field(mock_reply *r)
  * ---------------------------------------------------------------------
  */
 
-/* log_request writes the --verbose line of a finished request. */
+/*
+ * log_request writes the --verbose line of a finished request: when it
+ * came (the monotonic clock, ms), what it asked, and how long it took.
+ */
 static void
 log_request(const request *req, const char *outcome)
 {
 	if (!mock_conf.verbose)
 		return;
-	fprintf(stderr, "aggk-mock: %s %s -> %s (%lld ms)\n",
-			req->method, req->path, outcome,
+	fprintf(stderr, "aggk-mock: %lld %s %s -> %s (%lld ms)\n",
+			(long long) req->start_ms, req->method, req->path, outcome,
 			(long long) (mock_mono_ms() - req->start_ms));
 }
 
