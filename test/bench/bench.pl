@@ -792,11 +792,30 @@ sub tier4_calls
 	return ($count->('list_items'), $count->('batch_status'), $count->('list_batches'), $refused, $where);
 }
 
+# apibound_rates returns the items/s of the run that started at t0 (the
+# server's clock): over the whole backfill, from the INSERT to the last
+# person written, and after the API completed its first batch (the figure
+# a cold database, which knows nothing of how long batches take, must
+# reach), both read from the rows
+sub apibound_rates
+{
+	my ($n, $t0) = @_;
+	my ($whole, $after) = split /\|/, sql(qq{
+		WITH first AS (SELECT min(submitted_at + took_ms * interval '1 millisecond') AS at
+					   FROM enrich.batches WHERE took_ms IS NOT NULL),
+			 done AS (SELECT max(completed_at) AS at FROM enrich.requests)
+		SELECT $n / extract(epoch FROM done.at - '$t0'::timestamptz),
+			   (SELECT count(*) FROM enrich.requests r WHERE r.completed_at > first.at)
+			   / extract(epoch FROM done.at - first.at)
+		FROM first, done});
+	return ($whole, $after);
+}
+
 # case_apibound: n requests with the API as the limit
 sub case_apibound
 {
 	my $n = $opt{apibound_requests};
-	my (@rate, @pages_share, @other_per_1000, @refused);
+	my (@rate, @warm_rate, @pages_share, @other_per_1000, @refused);
 
 	with_limited_api(sub {
 		my ($limited) = @_;
@@ -805,24 +824,30 @@ sub case_apibound
 			reset_queue(1);
 			restart_workers();
 			$limited->reset;
-			my $t0 = time;
+			my $t0 = sql('SELECT clock_timestamp()');
 			sql("INSERT INTO enrich.requests (person_id) SELECT 'p-apibound-$run-' || g FROM generate_series(1, $n) g");
 			wait_queue_empty(900, 0.2);
-			my $secs = time - $t0;
+			my ($whole, $after) = apibound_rates($n, $t0);
 			my ($pages, $status, $list, $refused, $where) = tier4_calls($limited->stats);
 			my $tier4 = $pages + $status + $list;
-			push @rate, $n / $secs;
+			push @rate, $whole;
+			push @warm_rate, $after;
 			push @pages_share, $pages / $tier4;
 			push @other_per_1000, ($status + $list) * 1000 / $n;
 			push @refused, $refused;
-			note(sprintf("API-bound run %d: %.1f s, %.0f items/s; tier 4: %d pages, %d status, %d list; %d 429s%s",
-					$run, $secs, $n / $secs, $pages, $status, $list, $refused, $where ? " ($where)" : ''));
+			note(sprintf("API-bound run %d: %.1f s, %.0f items/s, %.0f after the first batch completed; "
+					  . "tier 4: %d pages, %d status, %d list; %d 429s%s",
+					$run, $n / $whole, $whole, $after, $pages, $status, $list, $refused,
+					$where ? " ($where)" : ''));
 		}
 	});
 	reset_queue();
 	my $nice = $n == 100_000 ? '100,000' : $n;
 	add_row(case => 'API-bound', figure => "items/s, $nice requests, contract limits, 2 s delay, 500 items/s per batch",
 		values => \@rate, unit => 'items/s', digits => 0, target => '≥ 2375 (0.95 × 2,500)',
+		test => sub { $_[0] >= 2375 });
+	add_row(case => 'API-bound', figure => 'the same, after the first batch completed (a cold database)',
+		values => \@warm_rate, unit => 'items/s', digits => 0, target => '≥ 2375',
 		test => sub { $_[0] >= 2375 });
 	add_row(case => 'API-bound', figure => 'share of tier 4 calls that were item pages',
 		values => \@pages_share, unit => 'ratio', digits => 3, target => '≥ 0.95', test => sub { $_[0] >= 0.95 });
