@@ -492,5 +492,20 @@ COMMENT ON FUNCTION @extschema@.enrich_databases() IS
 REVOKE ALL ON FUNCTION @extschema@.enrich_databases() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.enrich_databases() TO enrich_admin;
 
+-- Reuse: a request whose identifier was answered recently is settled from
+-- that answer, without an API call (enrich.reuse_within,
+-- enrich.reuse_failures_within, or the request's max_age).
+ALTER TABLE enrich.requests ADD COLUMN reused_from bigint;
+ALTER TABLE enrich.requests ADD COLUMN max_age interval
+    CONSTRAINT requests_max_age_check CHECK (max_age >= interval '0');
+COMMENT ON COLUMN enrich.requests.reused_from IS
+    'the request whose answer settled this one without an API call (NULL: the API answered it)';
+COMMENT ON COLUMN enrich.requests.max_age IS
+    'how old an earlier answer for the same identifier may be to settle this request without a call (NULL: enrich.reuse_within; 0: always call)';
+-- The newest answers the API gave for an identifier, read newest first.
+CREATE INDEX requests_answers ON enrich.requests (environment, identifier, completed_at)
+    WHERE state IN ('done', 'failed') AND reused_from IS NULL;
+GRANT INSERT (max_age) ON enrich.requests TO enrich_user;
+
 -- A worker waiting for this version learns that it is here.
 SELECT @extschema@.enrich_wake();

@@ -132,7 +132,7 @@ SET ROLE enrich_watch_owner;
 UPDATE contacts SET linkedin = 'https://www.linkedin.com/in/ada-lovelace-2' WHERE id = 1;
 UPDATE contacts SET person = '{"fullName": "Grace Hopper"}' WHERE id = 5;
 UPDATE contacts SET pid = 'p-5' WHERE id = 5;
--- another spelling of the same URL is a change of the column too
+-- another spelling of the same URL is the same person: nothing is queued
 UPDATE contacts SET linkedin = 'linkedin.com/in/copy-one' WHERE id = 10;
 UPDATE contacts SET pid = NULL WHERE id = 2;
 UPDATE contacts SET pid = 'p-3' WHERE id = 3;

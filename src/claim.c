@@ -32,6 +32,7 @@
 #include "intake.h"
 #include "plans.h"
 #include "queue.h"
+#include "reuse.h"
 
 /* the statements of this file, each prepared on first use and kept */
 static SPIPlanPtr reserve_id_plan = NULL;
@@ -520,16 +521,17 @@ queued_claim(const DueRequests *due, const int64 *lead_of, QueuedClaim *claim)
 }
 
 /*
- * enrich_queue_claim claims up to limit requests of an environment and
- * returns the ones to send: due queued requests (FOR UPDATE SKIP LOCKED),
- * unless another worker is claiming those right now (queue_lock), else
- * the contacts watched tables queued in enrich.intake (claim_intake).
+ * claim_once claims up to limit requests of an environment and returns the
+ * ones to send: due queued requests (FOR UPDATE SKIP LOCKED), unless
+ * another worker is claiming those right now (queue_lock), else the
+ * contacts watched tables queued in enrich.intake (claim_intake).
  * Requests whose normalized identifier is already in flight, or appears
  * twice among the claimed, become duplicates of that one request: the API
- * is asked once and the answer written to every row.
+ * is asked once and the answer written to every row.  *claimed says
+ * whether it claimed anything.
  */
-int
-enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
+static int
+claim_once(int environment, int limit, EnrichOutgoing **leads_out, bool *claimed)
 {
 	Datum		env = CStringGetTextDatum(enrich_environment_name(environment));
 	bool		queue_claimable = queue_lock(environment);
@@ -540,14 +542,15 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 	QueuedClaim claim;
 
 	*leads_out = NULL;
+	*claimed = false;
 	while (!queue_claimable || claim_due(env, limit, &due) == 0)
 	{
 		int64		submission;
 		int64		made = claim_intake(env, limit, &submission);
-		int			nleads;
 
 		if (made < 0)
 			return 0;			/* nothing waits there either */
+		*claimed = true;
 		if (submission == 0)
 		{
 			/* it made queued requests, seen by no other claim yet: claim those */
@@ -555,12 +558,10 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 			continue;
 		}
 		/* the unique index saw to it that none duplicates another */
-		nleads = made_leads((uint64) made, leads_out);
-		if (nleads > 0)
-			return nleads;
-		/* every contact of it was refused (failed with the reason): go on */
+		return made_leads((uint64) made, leads_out);
 	}
 
+	*claimed = true;
 	lead_of = palloc0(sizeof(int64) * due.n);
 	sorted = sort_by_identifier(&due, &nsorted);
 	follow_leads_in_flight(env, &due, sorted, nsorted, lead_of);
@@ -571,8 +572,35 @@ enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
 		/* another worker claimed one of these identifiers meanwhile */
 		ereport(DEBUG1,
 				(errmsg("enrich worker: a claim collided with another worker's, trying again")));
+		*claimed = false;
 		return 0;
 	}
 	*leads_out = claim.leads;
 	return claim.nleads;
+}
+
+/*
+ * The most chunks one claim settles from recent answers before it returns
+ * with nothing to send: the next round goes on, in a new transaction.
+ */
+#define REUSED_CHUNKS_MAX 10
+
+/*
+ * enrich_queue_claim claims requests to send (claim_once): those a recent
+ * answer settles are settled at once and not sent (enrich_reuse_claimed),
+ * and another chunk is claimed while a whole chunk was settled so
+ */
+int
+enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
+{
+	for (int chunk = 0; chunk < REUSED_CHUNKS_MAX; chunk++)
+	{
+		bool		claimed;
+		int			nleads = claim_once(environment, limit, leads_out, &claimed);
+
+		nleads = enrich_reuse_claimed(*leads_out, nleads);
+		if (nleads > 0 || !claimed)
+			return nleads;
+	}
+	return 0;
 }

@@ -10,6 +10,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/varlena.h"
@@ -40,6 +42,8 @@ int			enrich_rate_burst_s = 2;
 int			enrich_reconcile_grace_ms = 120000;
 int			enrich_idle_check_ms = 30000;
 int			enrich_write_back_timeout_ms = 30000;
+int			enrich_reuse_within_s = 30 * 24 * 3600;
+int			enrich_reuse_failures_within_s = 24 * 3600;
 
 static const struct config_enum_entry enrich_environment_options[] = {
 	{"live", ENRICH_ENV_LIVE, false},
@@ -280,6 +284,22 @@ enrich_worker_guc_init(void)
 							&enrich_write_back_timeout_ms,
 							30000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.reuse_within",
+							"How old a person found for an identifier may be and still settle a new request of it without an API call; 0 = never.",
+							"A request's max_age, when set, takes its place for that request.",
+							&enrich_reuse_within_s,
+							30 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.reuse_failures_within",
+							"How old a not_found answer for an identifier may be and still settle a new request of it without an API call; 0 = never.",
+							"A request's max_age, when shorter, takes its place for that request.",
+							&enrich_reuse_failures_within_s,
+							24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("enrich.tier3_rate",

@@ -152,6 +152,7 @@ enrich_queue_settle_followers(Datum lead_array)
 	return enrich_plan_run(&settle_followers_plan,
 					 "UPDATE enrich.requests f "
 					 "SET state = l.state, person = l.person, error = l.error, item_id = l.item_id, "
+					 "    reused_from = l.reused_from, "
 					 "    completed_at = l.completed_at, next_attempt_at = l.next_attempt_at, "
 					 "    batch_id = l.batch_id, "
 					 "    duplicate_of = CASE WHEN l.state" SQL_OP(=) "'queued' THEN NULL ELSE f.duplicate_of END, "

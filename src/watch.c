@@ -360,6 +360,15 @@ append_backfill_inserts(StringInfo sql)
 }
 
 /*
+ * UPDATED_IDENTIFIER(alias) is what an UPDATE must change for its row to be
+ * queued again: the normalized identifier (a URL spelled otherwise is the
+ * same person), or the values as given when they have none (malformed)
+ */
+#define UPDATED_IDENTIFIER(alias) \
+	"COALESCE(enrich.normalize_identifier(" alias ".linkedin_url, " alias ".person_id, " alias ".pdl_id), " \
+	"pg_catalog.jsonb_build_array(" alias ".linkedin_url, " alias ".person_id, " alias ".pdl_id)::pg_catalog.text)"
+
+/*
  * enqueue_sql builds the one statement that queues the rows of a watched
  * table: $1 is the environment (NULL: enrich.environment), $2 the table's
  * oid.  Rows without any identifier are skipped; a row whose identifiers
@@ -367,8 +376,9 @@ append_backfill_inserts(StringInfo sql)
  * reason, so that the user's statement never fails for its content.
  *
  * For ENQUEUE_UPDATED, new_table and old_table are the transition tables
- * of the trigger, and only the rows whose identifiers changed are queued
- * (rows are matched on source_key, a row whose key changed counts as new).
+ * of the trigger, and only the rows whose normalized identifier changed are
+ * queued (rows are matched on source_key, a row whose key changed counts as
+ * new).
  * ENQUEUE_EXISTING queues the rows of the table whose result column is
  * NULL and that have no request queued or in flight, none refused for the
  * same malformed identifiers (it would only be refused again), and none
@@ -437,8 +447,7 @@ enqueue_sql(const EnrichWatch *w, EnrichEnqueueSource source,
 	{
 		appendStringInfoString(&sql,
 							   " AND (o.source_key IS NULL OR "
-							   "pg_catalog.jsonb_build_array(n.linkedin_url, n.person_id, n.pdl_id)" SQL_OP(<>)
-							   "pg_catalog.jsonb_build_array(o.linkedin_url, o.person_id, o.pdl_id))");
+							   UPDATED_IDENTIFIER("n") SQL_OP(<>) UPDATED_IDENTIFIER("o") ")");
 	}
 	else if (source == ENQUEUE_EXISTING)
 		append_not_queued(&sql);

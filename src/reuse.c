@@ -1,0 +1,108 @@
+/*-------------------------------------------------------------------------
+ *
+ * reuse.c
+ *	  Settling claimed requests from a recent answer instead of an API
+ *	  call: a request whose normalized identifier was found (or not found)
+ *	  recently enough copies that answer, names the request it copied in
+ *	  reused_from, and is written back like any other.  Only answers the
+ *	  API itself gave are copied (reused_from IS NULL), so an answer's age
+ *	  is the age of the call that paid for it, however often it is reused.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+
+#include "guc.h"
+#include "plans.h"
+#include "queue.h"
+#include "reuse.h"
+#include "writeback.h"
+
+/*
+ * settle_reused settles the requests among ids that a recent answer can:
+ * a person found within its window ($2 ms, or the request's max_age), a
+ * not_found within the shorter of that and $3 ms.  The claim's attempt is
+ * taken back: nothing was sent.  It returns how many, the SPI result
+ * holding each one's id, state, source_relid, source_key as text and
+ * person.
+ */
+static uint64
+settle_reused(Datum ids)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[3] = {INT8ARRAYOID, FLOAT8OID, FLOAT8OID};
+	Datum		values[3];
+
+	values[0] = ids;
+	values[1] = Float8GetDatum(enrich_reuse_within_s * 1000.0);
+	values[2] = Float8GetDatum(enrich_reuse_failures_within_s * 1000.0);
+	return enrich_plan_run(&plan,
+						   "UPDATE enrich.requests r SET state = s.state, person = s.person, error = s.error, "
+						   "    item_id = s.item_id, batch_id = s.batch_id, reused_from = s.id, "
+						   "    submission = NULL, claimed_by = NULL, "
+						   "    attempts = pg_catalog.int4larger(r.attempts" SQL_OP(-) "1, 0), "
+						   "    completed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
+						   "FROM (SELECT c.id AS request, a.* "
+						   "      FROM enrich.requests c "
+						   "      CROSS JOIN LATERAL (SELECT a.id, a.state, a.person, a.error, a.item_id, a.batch_id "
+						   "          FROM enrich.requests a "
+						   "          WHERE a.environment" SQL_OP(=) "c.environment "
+						   "            AND a.identifier" SQL_OP(=) "c.identifier "
+						   "            AND " STATE_IN("a.state", "{done,failed}") " AND a.reused_from IS NULL "
+						   "            AND a.id" SQL_OP(<>) "c.id "
+						   "            AND CASE WHEN a.state" SQL_OP(=) "'done' "
+						   "                THEN a.completed_at" SQL_OP(>) "(pg_catalog.now()" SQL_OP(-)
+						   "                     COALESCE(c.max_age, " MILLISECONDS("$2") ")) "
+						   "                ELSE (a.error" SQL_OP(->>) "'code')" SQL_OP(=) "'not_found' "
+						   "                 AND a.completed_at" SQL_OP(>) "(pg_catalog.now()" SQL_OP(-)
+						   "                     LEAST(COALESCE(c.max_age, " MILLISECONDS("$3") "), "
+						   MILLISECONDS("$3") ")) END "
+						   "          ORDER BY a.completed_at DESC LIMIT 1) a "
+						   "      WHERE c.id" SQL_OP(=) "ANY ($1) AND c.identifier IS NOT NULL) s "
+						   "WHERE r.id" SQL_OP(=) "s.request "
+						   "RETURNING r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person",
+						   3, types, values, NULL, false);
+}
+
+/*
+ * enrich_reuse_claimed settles from recent answers the leads a claim is
+ * about to send (requests 'submitting'), and their duplicates with them,
+ * writing back the persons of watched rows; it removes them from leads and
+ * returns how many are left to send
+ */
+int
+enrich_reuse_claimed(EnrichOutgoing *leads, int nleads)
+{
+	int64	   *ids;
+	List	   *groups = NIL;
+	uint64		n;
+	int			kept = 0;
+
+	if (nleads == 0)
+		return 0;
+	ids = palloc(sizeof(int64) * nleads);
+	for (int i = 0; i < nleads; i++)
+		ids[i] = leads[i].request_id;
+	n = settle_reused(enrich_int8_array(ids, nleads));
+	if (n == 0)
+		return nleads;
+	ids = palloc(sizeof(int64) * n);
+	for (uint64 i = 0; i < n; i++)
+		ids[i] = enrich_column_int64(i, 1);
+	enrich_write_back_collect(&groups, n);
+	enrich_write_back_collect(&groups, enrich_queue_settle_followers(enrich_int8_array(ids, (int) n)));
+	enrich_write_back(groups, false);
+	for (int i = 0; i < nleads; i++)
+	{
+		bool		reused = false;
+
+		for (uint64 j = 0; j < n && !reused; j++)
+			reused = ids[j] == leads[i].request_id;
+		if (!reused)
+			leads[kept++] = leads[i];
+	}
+	return kept;
+}

@@ -1,0 +1,16 @@
+/*-------------------------------------------------------------------------
+ *
+ * reuse.h
+ *	  Settling claimed requests from recent answers, without an API call
+ *	  (reuse.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ENRICH_REUSE_H
+#define ENRICH_REUSE_H
+
+#include "queue.h"
+
+extern int	enrich_reuse_claimed(EnrichOutgoing *leads, int nleads);
+
+#endif							/* ENRICH_REUSE_H */
