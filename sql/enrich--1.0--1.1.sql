@@ -507,5 +507,116 @@ CREATE INDEX requests_answers ON enrich.requests (environment, identifier, compl
     WHERE state IN ('done', 'failed') AND reused_from IS NULL;
 GRANT INSERT (max_age) ON enrich.requests TO enrich_user;
 
+-- The ledger: what each environment spent and saved, per UTC day.  Rows
+-- are appended (pending) and the first worker folds them into one row per
+-- day once a second, as with enrich.request_counts; enrich.usage sums them.
+CREATE TABLE enrich.usage_counts (
+    environment       text NOT NULL CHECK (environment IN ('live', 'test')),
+    day               date NOT NULL,
+    submitted         bigint NOT NULL DEFAULT 0,
+    reused            bigint NOT NULL DEFAULT 0,
+    done              bigint NOT NULL DEFAULT 0,
+    failed            bigint NOT NULL DEFAULT 0,
+    bulk_enrich_calls bigint NOT NULL DEFAULT 0,
+    status_calls      bigint NOT NULL DEFAULT 0,
+    list_calls        bigint NOT NULL DEFAULT 0,
+    items_calls       bigint NOT NULL DEFAULT 0,
+    rate_limited      bigint NOT NULL DEFAULT 0,
+    errors            bigint NOT NULL DEFAULT 0,
+    pending           boolean NOT NULL DEFAULT true
+);
+CREATE UNIQUE INDEX usage_counts_day ON enrich.usage_counts (environment, day) WHERE NOT pending;
+CREATE INDEX usage_counts_pending ON enrich.usage_counts (environment, day) WHERE pending;
+REVOKE ALL ON enrich.usage_counts FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('enrich.usage_counts', '');
+COMMENT ON TABLE enrich.usage_counts IS
+    'the ledger behind enrich.usage: rows the workers and enrich_submit append, folded into one row per environment and day';
+COMMENT ON COLUMN enrich.usage_counts.environment IS 'live or test';
+COMMENT ON COLUMN enrich.usage_counts.day IS 'the UTC day';
+COMMENT ON COLUMN enrich.usage_counts.submitted IS 'requests sent in bulk enrich calls the API may have accepted (its credits)';
+COMMENT ON COLUMN enrich.usage_counts.reused IS 'requests settled from an earlier answer, without a call (credits saved)';
+COMMENT ON COLUMN enrich.usage_counts.done IS 'requests the workers settled with a person';
+COMMENT ON COLUMN enrich.usage_counts.failed IS 'requests the API failed for good';
+COMMENT ON COLUMN enrich.usage_counts.bulk_enrich_calls IS 'bulk enrich calls (tier 3)';
+COMMENT ON COLUMN enrich.usage_counts.status_calls IS 'batch status calls (tier 4)';
+COMMENT ON COLUMN enrich.usage_counts.list_calls IS 'list batches calls (tier 4)';
+COMMENT ON COLUMN enrich.usage_counts.items_calls IS 'list items calls (tier 4)';
+COMMENT ON COLUMN enrich.usage_counts.rate_limited IS 'calls the API answered with 429';
+COMMENT ON COLUMN enrich.usage_counts.errors IS 'calls that failed otherwise (5xx, timeouts, connection errors, malformed answers)';
+COMMENT ON COLUMN enrich.usage_counts.pending IS 'appended and not yet folded into its day''s row';
+
+CREATE VIEW enrich.usage AS
+SELECT u.environment, u.day,
+       pg_catalog.sum(u.submitted)::pg_catalog.int8 AS submitted,
+       pg_catalog.sum(u.reused)::pg_catalog.int8 AS reused,
+       pg_catalog.sum(u.done)::pg_catalog.int8 AS done,
+       pg_catalog.sum(u.failed)::pg_catalog.int8 AS failed,
+       pg_catalog.sum(u.bulk_enrich_calls)::pg_catalog.int8 AS bulk_enrich_calls,
+       pg_catalog.sum(u.status_calls)::pg_catalog.int8 AS status_calls,
+       pg_catalog.sum(u.list_calls)::pg_catalog.int8 AS list_calls,
+       pg_catalog.sum(u.items_calls)::pg_catalog.int8 AS items_calls,
+       pg_catalog.sum(u.rate_limited)::pg_catalog.int8 AS rate_limited,
+       pg_catalog.sum(u.errors)::pg_catalog.int8 AS errors
+FROM enrich.usage_counts u
+GROUP BY u.environment, u.day;
+COMMENT ON VIEW enrich.usage IS
+    'per environment and UTC day: requests submitted (credits), settled by reuse (credits saved), done, failed, API calls per endpoint, 429s and errors';
+COMMENT ON COLUMN enrich.usage.environment IS 'live or test';
+COMMENT ON COLUMN enrich.usage.day IS 'the UTC day';
+COMMENT ON COLUMN enrich.usage.submitted IS 'requests sent in bulk enrich calls the API may have accepted (its credits)';
+COMMENT ON COLUMN enrich.usage.reused IS 'requests settled from an earlier answer, without a call (credits saved)';
+COMMENT ON COLUMN enrich.usage.done IS 'requests the workers settled with a person';
+COMMENT ON COLUMN enrich.usage.failed IS 'requests the API failed for good';
+COMMENT ON COLUMN enrich.usage.bulk_enrich_calls IS 'bulk enrich calls (tier 3), enrich_submit''s included';
+COMMENT ON COLUMN enrich.usage.status_calls IS 'batch status calls of the workers (tier 4)';
+COMMENT ON COLUMN enrich.usage.list_calls IS 'list batches calls of the workers (tier 4)';
+COMMENT ON COLUMN enrich.usage.items_calls IS 'list items calls of the workers (tier 4)';
+COMMENT ON COLUMN enrich.usage.rate_limited IS 'calls the API answered with 429';
+COMMENT ON COLUMN enrich.usage.errors IS 'calls that failed otherwise (5xx, timeouts, connection errors, malformed answers)';
+GRANT SELECT ON enrich.usage TO enrich_admin;
+
+-- Budgets: the most requests each environment may submit per UTC day and
+-- month.  At the limit the workers submit nothing more (rows stay queued)
+-- and enrich_submit refuses, until the next period or a higher limit.
+CREATE TABLE enrich.budgets (
+    environment text PRIMARY KEY CHECK (environment IN ('live', 'test')),
+    per_day     bigint CHECK (per_day >= 0),
+    per_month   bigint CHECK (per_month >= 0),
+    set_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    set_by      name NOT NULL DEFAULT CURRENT_USER
+);
+REVOKE ALL ON enrich.budgets FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('enrich.budgets', '');
+COMMENT ON TABLE enrich.budgets IS 'the most requests each environment may submit per UTC day and month (enrich_set_budget)';
+COMMENT ON COLUMN enrich.budgets.environment IS 'live or test';
+COMMENT ON COLUMN enrich.budgets.per_day IS 'requests a UTC day (NULL: no limit)';
+COMMENT ON COLUMN enrich.budgets.per_month IS 'requests a UTC month (NULL: no limit)';
+COMMENT ON COLUMN enrich.budgets.set_at IS 'when the budget was set';
+COMMENT ON COLUMN enrich.budgets.set_by IS 'who set it';
+GRANT SELECT ON enrich.budgets TO enrich_admin;
+
+CREATE FUNCTION @extschema@.enrich_set_budget(environment text, per_day bigint, per_month bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'enrich_set_budget'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.enrich_set_budget(text, bigint, bigint) IS
+    'sets the most requests environment live or test may submit per UTC day and per month (NULL: no limit); the workers resume at once when it is raised';
+REVOKE ALL ON FUNCTION @extschema@.enrich_set_budget(text, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.enrich_set_budget(text, bigint, bigint) TO enrich_admin;
+
+-- What a backfill would cost, before any call.
+CREATE FUNCTION @extschema@.enrich_estimate(source regclass,
+                                            OUT rows_without_person bigint, OUT without_identifier bigint,
+                                            OUT already_queued bigint, OUT malformed bigint,
+                                            OUT reusable bigint, OUT requests_to_send bigint,
+                                            OUT duplicates bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'enrich_estimate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.enrich_estimate(regclass) IS
+    'what a backfill of a watched table would do, before any call: its rows without a person, without an identifier, already queued, malformed, settled from earlier answers, the requests it would send (the credits) and the rows that share one; for the table''s owner';
+REVOKE ALL ON FUNCTION @extschema@.enrich_estimate(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.enrich_estimate(regclass) TO enrich_user;
+
 -- A worker waiting for this version learns that it is here.
 SELECT @extschema@.enrich_wake();

@@ -346,14 +346,35 @@ enrich_queue_batch_error(const char *batch_id, int next_poll_ms, const char *mes
 }
 
 /*
+ * count_outcomes counts the done and failed requests among the n rows of
+ * the last SPI result (id, state, ...)
+ */
+static void
+count_outcomes(uint64 n, EnrichSettled *outcomes)
+{
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *state = enrich_column_text(i, 2);
+
+		if (strcmp(state, "done") == 0)
+			outcomes->done++;
+		else if (strcmp(state, "failed") == 0)
+			outcomes->failed++;
+	}
+}
+
+/*
  * settle_items settles the requests the items of a page answer, each found
  * by the request id echoed in its metadata (never by position), and only
  * while it still waits in that batch, so a page applied twice writes
  * nothing twice; the done ones (their duplicates with them) are added to
- * *groups for write-back.  It returns how many items settled a request.
+ * *groups for write-back, and counted with the failed ones in
+ * *settled_out.
+ * It returns how many items settled a request.
  */
 static uint64
-settle_items(const char *batch_id, const EnrichItemsPage *page, List **groups)
+settle_items(const char *batch_id, const EnrichItemsPage *page, List **groups,
+			 EnrichSettled *settled_out)
 {
 	static SPIPlanPtr plan = NULL;
 	int			n = page->nitems;
@@ -368,6 +389,7 @@ settle_items(const char *batch_id, const EnrichItemsPage *page, List **groups)
 	TEXTARRAYOID, TEXTOID, INT4OID, INT4OID, INT4OID, INT8ARRAYOID};
 	Datum		values[10];
 	uint64		settled;
+	uint64		followers;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -423,8 +445,11 @@ settle_items(const char *batch_id, const EnrichItemsPage *page, List **groups)
 													 "AND " IDENTIFIER_CHECK("r") SQL_OP(=) "u.checked") " "
 							  "RETURNING r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person",
 							  10, types, values, NULL, false);
+	count_outcomes(settled, settled_out);
 	enrich_write_back_collect(groups, settled);
-	enrich_write_back_collect(groups, enrich_queue_settle_returned_leads(settled));
+	followers = enrich_queue_settle_returned_leads(settled);
+	count_outcomes(followers, settled_out);
+	enrich_write_back_collect(groups, followers);
 	return settled;
 }
 
@@ -460,14 +485,15 @@ save_cursor(const char *batch_id, const EnrichItemsPage *page, int next_poll_ms)
  * twice writes nothing twice.  Successes are done and written back to their
  * watched table; retryable failures go back to the queue with back-off
  * until enrich.max_attempts; others fail.  The saved cursor commits with
- * them.  It returns how many items of the page settled a request.
+ * them.  It returns how many items of the page settled a request, and
+ * counts the requests done and failed (duplicates included) in *outcomes.
  */
 int
 enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
-						bool closes_batch, int next_poll_ms)
+						bool closes_batch, int next_poll_ms, EnrichSettled *outcomes)
 {
 	List	   *groups = NIL;
-	uint64		settled = settle_items(batch_id, page, &groups);
+	uint64		settled = settle_items(batch_id, page, &groups, outcomes);
 
 	enrich_write_back(groups, false);
 	save_cursor(batch_id, page, next_poll_ms);

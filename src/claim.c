@@ -588,17 +588,19 @@ claim_once(int environment, int limit, EnrichOutgoing **leads_out, bool *claimed
 /*
  * enrich_queue_claim claims requests to send (claim_once): those a recent
  * answer settles are settled at once and not sent (enrich_reuse_claimed),
- * and another chunk is claimed while a whole chunk was settled so
+ * and counted in *reused, and another chunk is claimed while a whole chunk
+ * was settled so
  */
 int
-enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out)
+enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads_out, int *reused)
 {
+	*reused = 0;
 	for (int chunk = 0; chunk < REUSED_CHUNKS_MAX; chunk++)
 	{
 		bool		claimed;
 		int			nleads = claim_once(environment, limit, leads_out, &claimed);
 
-		nleads = enrich_reuse_claimed(*leads_out, nleads);
+		nleads = enrich_reuse_claimed(*leads_out, nleads, reused);
 		if (nleads > 0 || !claimed)
 			return nleads;
 	}

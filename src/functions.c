@@ -12,6 +12,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -25,6 +26,7 @@
 #include "keys.h"
 #include "functions.h"
 #include "http.h"
+#include "ledger.h"
 #include "privacy.h"
 #include "queue.h"
 
@@ -138,6 +140,56 @@ result_tupdesc(FunctionCallInfo fcinfo)
 }
 
 /*
+ * catalog_has_ledger says whether this database's catalog has the ledger
+ * and the budgets (1.1 and later; SPI connected)
+ */
+static bool
+catalog_has_ledger(void)
+{
+	char	   *version = enrich_queue_catalog_version();
+
+	return version != NULL && strcmp(version, "1.0") != 0;
+}
+
+/*
+ * check_budget refuses a bulk enrich of n requests that the environment's
+ * budget (enrich_set_budget) does not leave room for, before anything is
+ * sent
+ */
+static void
+check_budget(const char *environment, int n)
+{
+	char	   *why = NULL;
+	int64		left = -1;
+
+	SPI_connect();
+	if (catalog_has_ledger())
+		left = enrich_ledger_budget_left(enrich_environment_parse(environment), false, &why);
+	SPI_finish();
+	if (left >= 0 && n > left)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("the budget of environment \"%s\" leaves " INT64_FORMAT " requests, fewer than the %d to send",
+						environment, left, n),
+				 why ? errdetail("Environment \"%s\": %s.", environment, why) : 0,
+				 errhint("Nothing was sent. enrich_set_budget() raises the limit; the workers count against it too.")));
+}
+
+/* count_submitted counts a bulk enrich the API accepted in the ledger */
+static void
+count_submitted(const char *environment, int n)
+{
+	EnrichUsage usage = {0};
+
+	usage.submitted = n;
+	usage.bulk_enrich_calls = 1;
+	SPI_connect();
+	if (catalog_has_ledger())
+		enrich_ledger_add(enrich_environment_parse(environment), &usage);
+	SPI_finish();
+}
+
+/*
  * enrich_submit(requests jsonb, environment text) validates the requests as
  * the API would, sends them as one bulk enrich, records the batch in
  * enrich.batches and returns its id.  In a read-only transaction (or on a
@@ -181,6 +233,7 @@ enrich_submit(PG_FUNCTION_ARGS)
 				 errdetail("%s", problem.reason),
 				 errhint("A request is an object with pdlId, personId, professionalSocialMediaUrl (at least one) and an optional metadata object.")));
 
+	check_budget(environment, nrequests);
 	enrich_call_api(&call, "POST", enrich_api_url_bulk_enrich(environment), environment, body);
 	enrich_api_check(&call, environment, 202);
 	err = enrich_api_parse_batch_id(call.response, &batch_id);
@@ -188,6 +241,7 @@ enrich_submit(PG_FUNCTION_ARGS)
 		enrich_api_malformed(&call, err);
 
 	enrich_queue_record_batch(batch_id, environment, nrequests);
+	count_submitted(environment, nrequests);
 	PG_RETURN_TEXT_P(cstring_to_text(batch_id));
 }
 

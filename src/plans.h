@@ -109,6 +109,19 @@ extern int64 enrich_column_int64(uint64 row, int col);
 /* RETRIED is true of a request r whose item u failed and may be tried again */
 #define RETRIED "u.outcome" SQL_OP(=) "'retry' AND r.attempts" SQL_OP(<) "$7"
 
+/*
+ * ANSWER_REUSABLE(a, within, failures_within) is true of a request a whose
+ * answer a new request of its identifier may copy (reuse.c): the API's own
+ * answer (not a copy), a person younger than within, or a not_found younger
+ * than failures_within (two interval expressions)
+ */
+#define ANSWER_REUSABLE(a, within, failures_within) \
+	STATE_IN(a ".state", "{done,failed}") " AND " a ".reused_from IS NULL " \
+	"AND CASE WHEN " a ".state" SQL_OP(=) "'done' " \
+	"    THEN " a ".completed_at" SQL_OP(>) "(pg_catalog.now()" SQL_OP(-) within ") " \
+	"    ELSE (" a ".error" SQL_OP(->>) "'code')" SQL_OP(=) "'not_found' " \
+	"     AND " a ".completed_at" SQL_OP(>) "(pg_catalog.now()" SQL_OP(-) failures_within ") END"
+
 /* STATE_IN(column, states): the column is one of the states given (in braces) */
 #define STATE_IN(column, states) \
 	column SQL_OP(=) "ANY ('" states "'::pg_catalog.text[])"

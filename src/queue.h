@@ -30,9 +30,17 @@ typedef struct EnrichOpenBatch
 									 * batches of this read */
 } EnrichOpenBatch;
 
+/* the requests a page settled, duplicates included */
+typedef struct EnrichSettled
+{
+	int			done;
+	int			failed;
+} EnrichSettled;
+
 /* queue.c: what the statements of claim.c, reconcile.c and batches.c share */
 #define ENRICH_LOCK_CLAIM 1		/* the lock of an environment's claims */
 #define ENRICH_LOCK_RECONCILE 2	/* the lock of the reconciling worker */
+#define ENRICH_LOCK_BUDGET 3		/* the lock of an environment's budget */
 
 extern void enrich_queue_batch_share(Datum *running, Datum *rank);
 extern Datum enrich_queue_running_workers(bool for_stopped, char *null);
@@ -48,7 +56,7 @@ extern void enrich_queue_refresh_plans(void);
 /* batches.c: the batch enrich_submit sent, recorded in the caller's transaction */
 extern void enrich_queue_record_batch(const char *batch_id, const char *environment,
 									  int nrequests);
-extern int	enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads);
+extern int	enrich_queue_claim(int environment, int limit, EnrichOutgoing **leads, int *reused);
 extern void enrich_queue_submitted(const char *batch_id, int environment,
 								   const EnrichOutgoing *leads, int n, int first_poll_ms);
 extern void enrich_queue_requeue(const EnrichOutgoing *leads, int n, bool count_attempt,
@@ -64,7 +72,7 @@ extern double enrich_queue_typical_completion_ms(int environment);
 extern void enrich_queue_batch_error(const char *batch_id, int next_poll_ms,
 									 const char *message, bool forget_cursor);
 extern int	enrich_queue_apply_page(const char *batch_id, const EnrichItemsPage *page,
-									bool closes_batch, int next_poll_ms);
+									bool closes_batch, int next_poll_ms, EnrichSettled *outcomes);
 extern void enrich_queue_close_batch(const char *batch_id, const char *status,
 									 const char *code, const char *message);
 extern long enrich_queue_next_due_ms(const bool *environment_active);

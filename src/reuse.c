@@ -51,15 +51,10 @@ settle_reused(Datum ids)
 						   "          FROM enrich.requests a "
 						   "          WHERE a.environment" SQL_OP(=) "c.environment "
 						   "            AND a.identifier" SQL_OP(=) "c.identifier "
-						   "            AND " STATE_IN("a.state", "{done,failed}") " AND a.reused_from IS NULL "
 						   "            AND a.id" SQL_OP(<>) "c.id "
-						   "            AND CASE WHEN a.state" SQL_OP(=) "'done' "
-						   "                THEN a.completed_at" SQL_OP(>) "(pg_catalog.now()" SQL_OP(-)
-						   "                     COALESCE(c.max_age, " MILLISECONDS("$2") ")) "
-						   "                ELSE (a.error" SQL_OP(->>) "'code')" SQL_OP(=) "'not_found' "
-						   "                 AND a.completed_at" SQL_OP(>) "(pg_catalog.now()" SQL_OP(-)
-						   "                     LEAST(COALESCE(c.max_age, " MILLISECONDS("$3") "), "
-						   MILLISECONDS("$3") ")) END "
+						   "            AND " ANSWER_REUSABLE("a", "COALESCE(c.max_age, " MILLISECONDS("$2") ")",
+														  "LEAST(COALESCE(c.max_age, " MILLISECONDS("$3") "), "
+														  MILLISECONDS("$3") ")") " "
 						   "          ORDER BY a.completed_at DESC LIMIT 1) a "
 						   "      WHERE c.id" SQL_OP(=) "ANY ($1) AND c.identifier IS NOT NULL) s "
 						   "WHERE r.id" SQL_OP(=) "s.request "
@@ -70,15 +65,17 @@ settle_reused(Datum ids)
 /*
  * enrich_reuse_claimed settles from recent answers the leads a claim is
  * about to send (requests 'submitting'), and their duplicates with them,
- * writing back the persons of watched rows; it removes them from leads and
- * returns how many are left to send
+ * writing back the persons of watched rows; it removes them from leads,
+ * adds how many requests it settled to *reused and returns how many leads
+ * are left to send
  */
 int
-enrich_reuse_claimed(EnrichOutgoing *leads, int nleads)
+enrich_reuse_claimed(EnrichOutgoing *leads, int nleads, int *reused)
 {
 	int64	   *ids;
 	List	   *groups = NIL;
 	uint64		n;
+	uint64		followers;
 	int			kept = 0;
 
 	if (nleads == 0)
@@ -93,15 +90,17 @@ enrich_reuse_claimed(EnrichOutgoing *leads, int nleads)
 	for (uint64 i = 0; i < n; i++)
 		ids[i] = enrich_column_int64(i, 1);
 	enrich_write_back_collect(&groups, n);
-	enrich_write_back_collect(&groups, enrich_queue_settle_followers(enrich_int8_array(ids, (int) n)));
+	followers = enrich_queue_settle_followers(enrich_int8_array(ids, (int) n));
+	enrich_write_back_collect(&groups, followers);
 	enrich_write_back(groups, false);
+	*reused += (int) (n + followers);
 	for (int i = 0; i < nleads; i++)
 	{
-		bool		reused = false;
+		bool		settled = false;
 
-		for (uint64 j = 0; j < n && !reused; j++)
-			reused = ids[j] == leads[i].request_id;
-		if (!reused)
+		for (uint64 j = 0; j < n && !settled; j++)
+			settled = ids[j] == leads[i].request_id;
+		if (!settled)
 			leads[kept++] = leads[i];
 	}
 	return kept;

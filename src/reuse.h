@@ -11,6 +11,6 @@
 
 #include "queue.h"
 
-extern int	enrich_reuse_claimed(EnrichOutgoing *leads, int nleads);
+extern int	enrich_reuse_claimed(EnrichOutgoing *leads, int nleads, int *reused);
 
 #endif							/* ENRICH_REUSE_H */

@@ -694,6 +694,31 @@ enrich_shared_set_backoff(int environment, TimestampTz until, const char *messag
 	SpinLockRelease(&enrich_shared->mutex);
 }
 
+/*
+ * enrich_shared_set_budget_pause publishes why an environment's budget
+ * stops its submissions (NULL: it does not); it returns true when that
+ * starts a pause
+ */
+bool
+enrich_shared_set_budget_pause(int environment, const char *why)
+{
+	EnrichDatabase *db;
+	bool		started = false;
+
+	if (enrich_shared == NULL)
+		return why != NULL;
+	SpinLockAcquire(&enrich_shared->mutex);
+	if ((db = my_entry()) != NULL)
+	{
+		char	   *pause = db->env[environment].budget_pause;
+
+		started = why != NULL && pause[0] == '\0';
+		strlcpy(pause, why != NULL ? why : "", sizeof(db->env[environment].budget_pause));
+	}
+	SpinLockRelease(&enrich_shared->mutex);
+	return started;
+}
+
 /* enrich_shared_set_last_error publishes the last error of an environment */
 void
 enrich_shared_set_last_error(int environment, const char *message)

@@ -34,6 +34,7 @@ typedef struct EnrichEnvShared
 	uint64		paused_generation;	/* keys_generation of the refused key */
 	TimestampTz backoff_until;	/* 0: not backing off */
 	char		last_error[256];
+	char		budget_pause[160];	/* why its budget stops submissions; "" */
 } EnrichEnvShared;
 
 /* one worker's slot: its process, while it runs */
@@ -78,6 +79,7 @@ extern bool enrich_shared_pause_env(int environment, uint64 keys_generation,
 extern bool enrich_shared_env_paused(int environment);
 extern void enrich_shared_set_backoff(int environment, TimestampTz until, const char *message);
 extern void enrich_shared_set_last_error(int environment, const char *message);
+extern bool enrich_shared_set_budget_pause(int environment, const char *why);
 extern uint64 enrich_shared_wake_generation(void);
 
 /* the calls a second enrich_databases() shows decay over this many seconds */

@@ -103,6 +103,8 @@ enrich_worker_state(PG_FUNCTION_ARGS)
 		values[0] = CStringGetTextDatum(why);
 	else if (db.env[environment].paused && db.env[environment].paused_generation == db.keys_generation)
 		values[0] = CStringGetTextDatum("paused: unauthorized (set the key with enrich_set_api_key)");
+	else if (db.env[environment].budget_pause[0] != '\0')
+		values[0] = CStringGetTextDatum(psprintf("paused: %s", db.env[environment].budget_pause));
 	else if (db.env[environment].backoff_until > GetCurrentTimestamp())
 		values[0] = CStringGetTextDatum(psprintf("backing off until %s",
 												 timestamptz_to_str(db.env[environment].backoff_until)));

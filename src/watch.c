@@ -39,6 +39,7 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -59,11 +60,13 @@
 #include "shared.h"
 #include "intake.h"
 #include "plans.h"
+#include "queue.h"
 #include "request.h"
 #include "security.h"
 
 PG_FUNCTION_INFO_V1(enrich_enqueue_from_source);
 PG_FUNCTION_INFO_V1(enrich_enqueue_existing);
+PG_FUNCTION_INFO_V1(enrich_estimate);
 PG_FUNCTION_INFO_V1(enrich_register_watch);
 PG_FUNCTION_INFO_V1(enrich_unregister_watch);
 PG_FUNCTION_INFO_V1(enrich_forget_dropped);
@@ -302,6 +305,18 @@ append_source_rows(StringInfo buf, const EnrichWatch *w, const char *from,
  * watched table it read in C (existing_rows)
  */
 #define EXISTING_ROWS "enrich_existing"
+
+/* what a backfill of a watched table would do, before any call */
+typedef struct BackfillEstimate
+{
+	int64		without_person; /* rows whose result column is NULL */
+	int64		without_identifier; /* of which: no identifier, skipped */
+	int64		in_queue;		/* queued or in flight already: skipped */
+	int64		malformed;		/* refused, failed without a call */
+	int64		reusable;		/* settled from an earlier answer, free */
+	int64		to_send;		/* requests sent: the credits */
+	int64		duplicates;		/* rows that share a request with another */
+} BackfillEstimate;
 
 /*
  * append_not_queued appends the conditions of a backfill on a row n: no
@@ -600,10 +615,13 @@ relation_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 /*
  * existing_rows_of reads the rows of one table (a watched table, or a leaf
  * partition of it) whose result column is NULL and that have an
- * identifier into store, as (linkedin_url, person_id, pdl_id, source_key)
+ * identifier into store, as (linkedin_url, person_id, pdl_id, source_key),
+ * counting the rows without a person, and those without an identifier, in
+ * *estimate
  */
 static void
-existing_rows_of(const EnrichWatch *w, Oid relid, Tuplestorestate *store, TupleDesc rowdesc)
+existing_rows_of(const EnrichWatch *w, Oid relid, Tuplestorestate *store, TupleDesc rowdesc,
+				 BackfillEstimate *estimate)
 {
 	Relation	rel = table_open(relid, NoLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
@@ -622,6 +640,7 @@ existing_rows_of(const EnrichWatch *w, Oid relid, Tuplestorestate *store, TupleD
 		CHECK_FOR_INTERRUPTS();
 		if (!slot_attisnull(slot, source.result))
 			continue;
+		estimate->without_person++;
 		MemoryContextSwitchTo(row_context);
 		if (enrich_source_reader_read(&source, slot, values, nulls))
 		{
@@ -629,6 +648,8 @@ existing_rows_of(const EnrichWatch *w, Oid relid, Tuplestorestate *store, TupleD
 			nulls[3] = false;
 			tuplestore_putvalues(store, rowdesc, values, nulls);
 		}
+		else
+			estimate->without_identifier++;
 		MemoryContextSwitchTo(caller);
 		MemoryContextReset(row_context);
 	}
@@ -643,10 +664,12 @@ existing_rows_of(const EnrichWatch *w, Oid relid, Tuplestorestate *store, TupleD
  * that a backfill queues, in C and by OID, never by name: each leaf
  * partition of a partitioned table is read in turn, a foreign one is
  * skipped with a warning (enrich reads no server through a user mapping).
- * It registers them with SPI (connected by the caller) as EXISTING_ROWS.
+ * It registers them with SPI (connected by the caller) as EXISTING_ROWS,
+ * and counts in *estimate the rows without a person, and without an
+ * identifier.
  */
 static void
-existing_rows(const EnrichWatch *w)
+existing_rows(const EnrichWatch *w, BackfillEstimate *estimate)
 {
 	TupleDesc	rowdesc = CreateTemplateTupleDesc(4);
 	Tuplestorestate *store = tuplestore_begin_heap(false, false, work_mem);
@@ -668,7 +691,7 @@ existing_rows(const EnrichWatch *w)
 		char		relkind = get_rel_relkind(relid);
 
 		if (relkind == RELKIND_RELATION)
-			existing_rows_of(w, relid, store, rowdesc);
+			existing_rows_of(w, relid, store, rowdesc, estimate);
 		else if (relkind == RELKIND_FOREIGN_TABLE)
 			ereport(WARNING,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -689,6 +712,132 @@ existing_rows(const EnrichWatch *w)
 }
 
 /*
+ * ESTIMATE is the statement that tells what a backfill of the rows of
+ * EXISTING_ROWS would do ($1 the environment, $2 the table, $3 and $4
+ * enrich.reuse_within and enrich.reuse_failures_within in ms): the rows it
+ * would queue, the malformed ones among them, those an earlier answer
+ * would settle, the requests it would send and the rows that share one
+ */
+#define ESTIMATE_HEAD \
+	"WITH c AS (SELECT enrich.request_problem(n.linkedin_url, n.person_id, n.pdl_id, NULL) AS problem, " \
+	"    enrich.normalize_identifier(n.linkedin_url, n.person_id, n.pdl_id) AS identifier " \
+	"  FROM (SELECT t.linkedin_url, t.person_id, t.pdl_id, t.source_key::pg_catalog.jsonb AS source_key " \
+	"        FROM " EXISTING_ROWS " t) n WHERE true"
+#define ESTIMATE_TAIL \
+	" OFFSET 0), " \
+	"r AS (SELECT c.identifier, EXISTS (SELECT 1 FROM enrich.requests a " \
+	"    WHERE a.environment" SQL_OP(=) "COALESCE($1, pg_catalog.current_setting('enrich.environment')) " \
+	"      AND a.identifier" SQL_OP(=) "c.identifier " \
+	"      AND " ANSWER_REUSABLE("a", MILLISECONDS("$3"), MILLISECONDS("$4")) ") AS reusable " \
+	"  FROM c WHERE c.problem IS NULL) " \
+	"SELECT (SELECT pg_catalog.count(*) FROM c), " \
+	"  (SELECT pg_catalog.count(*) FROM c WHERE c.problem IS NOT NULL), " \
+	"  (SELECT pg_catalog.count(*) FROM r WHERE r.reusable), " \
+	"  (SELECT pg_catalog.count(DISTINCT r.identifier) FROM r WHERE NOT r.reusable), " \
+	"  (SELECT pg_catalog.count(*)" SQL_OP(-) "pg_catalog.count(DISTINCT r.identifier) " \
+	"   FROM r WHERE NOT r.reusable)"
+
+/*
+ * estimate_backfill completes *estimate (its rows without a person and
+ * without an identifier counted by existing_rows) from the rows of
+ * EXISTING_ROWS, as the bootstrap superuser (earlier answers are read
+ * whoever's they are, as reuse reads them).  SPI is connected.
+ */
+static void
+estimate_backfill(const EnrichWatch *w, BackfillEstimate *estimate)
+{
+	Oid			argtypes[4] = {TEXTOID, OIDOID, FLOAT8OID, FLOAT8OID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	StringInfoData sql;
+	int64		queued;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, ESTIMATE_HEAD);
+	append_not_queued(&sql);
+	appendStringInfoString(&sql, ESTIMATE_TAIL);
+	enrich_watch_arguments(w, values, nulls);
+	values[2] = Float8GetDatum(enrich_reuse_within_s * 1000.0);
+	values[3] = Float8GetDatum(enrich_reuse_failures_within_s * 1000.0);
+	if (enrich_run_privileged(sql.data, 4, argtypes, values, nulls, true) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "enrich: the estimate of table %s failed", relation_display_name(w->relid));
+	queued = enrich_column_int64(0, 1);
+	estimate->in_queue = estimate->without_person - estimate->without_identifier - queued;
+	estimate->malformed = enrich_column_int64(0, 2);
+	estimate->reusable = enrich_column_int64(0, 3);
+	estimate->to_send = enrich_column_int64(0, 4);
+	estimate->duplicates = enrich_column_int64(0, 5);
+}
+
+/*
+ * backfill_rows locks a watched table the caller owns, checks its watch,
+ * reads the rows a backfill would queue (existing_rows) and, unless the
+ * catalog is 1.0's (which has no reuse to count), estimates what it would
+ * cost (estimate_backfill); it returns whether it did.  SPI is connected.
+ */
+static bool
+backfill_rows(Oid relid, EnrichWatch *w, BackfillEstimate *estimate)
+{
+	char	   *version;
+
+	char	   *problem;
+
+	(void) lock_table(relid, AccessShareLock);
+	if (!watch_read(relid, w))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("table %s is not watched", relation_display_name(relid)),
+				 errhint("Call enrich_watch first.")));
+	problem = watch_columns(w, true);
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the watch of table %s no longer matches the table", relation_display_name(relid)),
+				 errdetail("The %s.", problem),
+				 errhint("Call enrich_unwatch and then enrich_watch with the table's columns now.")));
+	memset(estimate, 0, sizeof(*estimate));
+	existing_rows(w, estimate);
+	version = enrich_queue_catalog_version();
+	if (version == NULL || strcmp(version, "1.0") == 0)
+		return false;
+	estimate_backfill(w, estimate);
+	return true;
+}
+
+/*
+ * enrich_estimate(source) tells, before any call, what a backfill of a
+ * watched table would do: its rows without a person, those without an
+ * identifier, already queued, malformed, settled from earlier answers, the
+ * requests it would send (the credits it would spend) and the rows that
+ * share one.  Only the table's owner may call it.
+ */
+Datum
+enrich_estimate(PG_FUNCTION_ARGS)
+{
+	Oid			relid = relation_arg(fcinfo, 0, "source");
+	EnrichWatch w;
+	BackfillEstimate e;
+	TupleDesc	tupdesc;
+	Datum		values[7];
+	bool		nulls[7] = {false, false, false, false, false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "enrich: enrich_estimate must return a row");
+	SPI_connect();
+	(void) backfill_rows(relid, &w, &e);	/* a 1.0 catalog has no enrich_estimate */
+	SPI_finish();
+	values[0] = Int64GetDatum(e.without_person);
+	values[1] = Int64GetDatum(e.without_identifier);
+	values[2] = Int64GetDatum(e.in_queue);
+	values[3] = Int64GetDatum(e.malformed);
+	values[4] = Int64GetDatum(e.reusable);
+	values[5] = Int64GetDatum(e.to_send);
+	values[6] = Int64GetDatum(e.duplicates);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
  * enrich.enqueue_existing(source) queues the rows of a watched table whose
  * result column is NULL and that have no request queued or in flight (the
  * backfill of enrich_watch); a row already refused for the same malformed
@@ -702,24 +851,18 @@ enrich_enqueue_existing(PG_FUNCTION_ARGS)
 {
 	Oid			relid = relation_arg(fcinfo, 0, "source");
 	EnrichWatch w;
-	char	   *problem;
+	BackfillEstimate e;
 	uint64		queued;
 
-	(void) lock_table(relid, AccessShareLock);
 	SPI_connect();
-	if (!watch_read(relid, &w))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("table %s is not watched", relation_display_name(relid)),
-				 errhint("Call enrich_watch first.")));
-	problem = watch_columns(&w, true);
-	if (problem != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the watch of table %s no longer matches the table", relation_display_name(relid)),
-				 errdetail("The %s.", problem),
-				 errhint("Call enrich_unwatch and then enrich_watch with the table's columns now.")));
-	existing_rows(&w);
+	if (backfill_rows(relid, &w, &e))
+		ereport(NOTICE,
+				(errmsg("backfill of %s: " INT64_FORMAT " rows without a person; " INT64_FORMAT
+						" without an identifier, " INT64_FORMAT " already queued or refused, " INT64_FORMAT
+						" malformed, " INT64_FORMAT " settled from earlier answers without a call, "
+						INT64_FORMAT " requests to send (" INT64_FORMAT " rows share one)",
+						relation_display_name(relid), e.without_person, e.without_identifier,
+						e.in_queue, e.malformed, e.reusable, e.to_send, e.duplicates)));
 	queued = enqueue_run(&w, enqueue_sql(&w, ENQUEUE_EXISTING, NULL, NULL), NULL, 0);
 	SPI_finish();
 	PG_RETURN_INT64((int64) queued);

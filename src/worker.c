@@ -51,6 +51,7 @@
 
 #include "api.h"
 #include "budget.h"
+#include "ledger.h"
 #include "counts.h"
 #include "compat.h"
 #include "guc.h"
@@ -613,6 +614,57 @@ worker_start_round(void)
 }
 
 /*
+ * While an environment's budget is spent, the workers look again this
+ * often (a raised budget wakes them at once).
+ */
+#define BUDGET_CHECK_MS 1000
+
+/*
+ * budget_pause publishes that an environment's budget is spent (why), or
+ * no longer (NULL); the worker that publishes a pause first logs it
+ */
+static void
+budget_pause(int environment, const char *why)
+{
+	if (enrich_shared_set_budget_pause(environment, why) && why != NULL)
+		ereport(LOG,
+				(errmsg("enrich worker: environment \"%s\" submits nothing more: %s",
+						enrich_environment_name(environment), why),
+				 errhint("Queued requests wait; enrich_set_budget() raises the limit.")));
+}
+
+/*
+ * claim_within_budget claims up to limit requests of an environment to send
+ * (enrich_queue_claim), no more than its budget has left, and counts them
+ * in the ledger with the ones settled by reuse, in the caller's
+ * transaction; with the budget spent it claims nothing and lowers *wait_ms
+ * to when to look again
+ */
+static int
+claim_within_budget(int e, int limit, EnrichOutgoing **leads, long *wait_ms)
+{
+	char	   *why;
+	int64		left = enrich_ledger_budget_left(e, true, &why);
+	EnrichUsage usage = {0};
+	int			reused;
+	int			nleads;
+
+	budget_pause(e, left == 0 ? why : NULL);
+	if (left == 0)
+	{
+		*wait_ms = Min(*wait_ms, BUDGET_CHECK_MS);
+		return 0;
+	}
+	if (left > 0)
+		limit = (int) Min(limit, left);
+	nleads = enrich_queue_claim(e, limit, leads, &reused);
+	usage.submitted = nleads;
+	usage.reused = reused;
+	enrich_ledger_add(e, &usage);
+	return nleads;
+}
+
+/*
  * plan_submits claims the due requests of an environment, a chunk per
  * short transaction, and starts each chunk's bulk enrich as soon as its
  * claim commits (the API reads one while the next is claimed), while calls
@@ -628,7 +680,7 @@ plan_submits(int e, TimestampTz now, WorkerCall *calls, EnrichHttpCall *https, i
 		int			limit = Min(enrich_batch_size, envs[e].chunk_limit);
 
 		worker_begin("enrich: claiming requests");
-		call->nleads = enrich_queue_claim(e, limit, &call->leads);
+		call->nleads = claim_within_budget(e, limit, &call->leads, wait_ms);
 		worker_commit();
 		if (call->nleads == 0)
 		{
@@ -825,6 +877,7 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 	}
 
 	worker_begin("enrich: planning");
+	enrich_ledger_flush(worker_slot == 0, false);
 	plan_polls(now, calls, https, &ncalls, &wait_ms);
 	/* and write back what rows locked at the time kept out */
 	if (enrich_write_back_retry(ENRICH_API_MAX_REQUESTS) > 0)
@@ -835,9 +888,11 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 		 * Nothing callable now: sleep until the next thing is due, or until
 		 * a rate-limit token or the end of a back-off.  Something due that
 		 * could not be claimed (rows locked elsewhere) is looked at again
-		 * shortly.
+		 * shortly.  What the ledger counted is written first.
 		 */
 		long		due = enrich_queue_next_due_ms(active);
+
+		enrich_ledger_flush(false, true);
 
 		if (wait_ms != LONG_MAX && (due <= 0 || wait_ms < due))
 			due = wait_ms;
@@ -869,6 +924,19 @@ submit_may_have_arrived(EnrichHttpCall *http)
 	return http->status == 202;
 }
 
+/*
+ * submit_charged says whether a bulk enrich may have created a batch, which
+ * the API charges for: it accepted it, or its answer was lost
+ */
+static bool
+submit_charged(EnrichCallOutcome outcome, EnrichHttpCall *http)
+{
+	if (outcome == ENRICH_OUTCOME_OK)
+		return true;
+	return (outcome == ENRICH_OUTCOME_NOT_FOUND || outcome == ENRICH_OUTCOME_TRANSIENT) &&
+		submit_may_have_arrived(http);
+}
+
 /* record_submit records the answer to a bulk enrich */
 static void
 record_submit(WorkerCall *call, EnrichHttpCall *http)
@@ -890,6 +958,14 @@ record_submit(WorkerCall *call, EnrichHttpCall *http)
 		}
 	}
 
+	if (!submit_charged(outcome, http))
+	{
+		/* no batch: the ledger takes back what the claim counted */
+		EnrichUsage usage = {0};
+
+		usage.submitted = -call->nleads;
+		enrich_ledger_add(call->environment, &usage);
+	}
 	switch (outcome)
 	{
 		case ENRICH_OUTCOME_OK:
@@ -1189,6 +1265,8 @@ record_items(WorkerCall *call, EnrichHttpCall *http)
 	int			next;
 	int			unmatched;
 	int			nitems;
+	EnrichSettled settled = {0, 0};
+	EnrichUsage usage = {0};
 
 	if (outcome == ENRICH_OUTCOME_OK)
 	{
@@ -1236,7 +1314,10 @@ record_items(WorkerCall *call, EnrichHttpCall *http)
 	else
 		next = enrich_poll_interval_min_ms;
 	nitems = page.nitems;
-	unmatched = nitems - enrich_queue_apply_page(b->batch_id, &page, closes, next);
+	unmatched = nitems - enrich_queue_apply_page(b->batch_id, &page, closes, next, &settled);
+	usage.done = settled.done;
+	usage.failed = settled.failed;
+	enrich_ledger_count(call->environment, &usage);
 	enrich_api_free_items_page(&page);
 	if (unmatched > 0)
 	{
@@ -1298,6 +1379,40 @@ catalog_present(void)
 }
 
 /*
+ * count_call counts a call in the ledger this worker writes each second:
+ * its endpoint, and whether the API answered 429 or it failed otherwise
+ */
+static void
+count_call(const WorkerCall *call, EnrichHttpCall *http)
+{
+	EnrichUsage usage = {0};
+	char	   *message;
+	EnrichCallOutcome outcome = enrich_api_outcome(http, call->kind == CALL_SUBMIT ? 202 : 200,
+												   &message);
+
+	switch (call->kind)
+	{
+		case CALL_SUBMIT:
+			usage.bulk_enrich_calls = 1;
+			break;
+		case CALL_STATUS:
+			usage.status_calls = 1;
+			break;
+		case CALL_ITEMS:
+			usage.items_calls = 1;
+			break;
+		case CALL_LIST:
+			usage.list_calls = 1;
+			break;
+	}
+	if (outcome == ENRICH_OUTCOME_RATE_LIMITED)
+		usage.rate_limited = 1;
+	else if (outcome != ENRICH_OUTCOME_OK)
+		usage.errors = 1;
+	enrich_ledger_count(call->environment, &usage);
+}
+
+/*
  * worker_record records the answer to one call in its own transaction; it
  * returns false when that failed because enrich is no longer installed, so
  * that the round's other answers are not tried (and logged) in vain
@@ -1312,6 +1427,7 @@ worker_record(WorkerCall *call, EnrichHttpCall *http)
 		"enrich: applying a page of items", "enrich: recording a list of batches"
 	};
 
+	count_call(call, http);
 	PG_TRY();
 	{
 		worker_begin(activity[call->kind]);

@@ -117,7 +117,10 @@ as('app', qq{
 				('-', 'integer', 'integer'), ('-', 'bigint', 'integer'),
 				('/', 'interval', 'double precision'), ('/', 'bigint', 'integer'),
 				('&', 'integer', 'integer'), ('->>', 'jsonb', 'integer'), ('->>', 'jsonb', 'text'),
-				('||', 'text', 'text'), ('=', '"char"', '"char"'), ('=', 'regclass', 'oid')) AS v(op, l, r)
+				('||', 'text', 'text'), ('=', '"char"', '"char"'), ('=', 'regclass', 'oid'),
+				('=', 'date', 'date'), ('>=', 'date', 'date'), ('+', 'date', 'integer'),
+				('+', 'timestamp', 'interval'), ('>', 'timestamptz', 'timestamptz'),
+				('>=', 'interval', 'interval')) AS v(op, l, r)
 			LOOP
 				i := i + 1;
 				EXECUTE format('SELECT pg_typeof(NULL::%s OPERATOR(pg_catalog.%s) NULL::%s)::text',
@@ -173,6 +176,10 @@ $locks->query_safe(q{
 		pg_catalog.pg_advisory_lock(c.oid::int4, e), pg_catalog.pg_advisory_lock(c.oid::int4, e + 100)
 	FROM pg_catalog.pg_class c, pg_catalog.generate_series(0, 3) AS e
 	WHERE c.relnamespace OPERATOR(pg_catalog.=) 'enrich'::regnamespace});
+
+# a budget: enrich_submit and every claim of the workers read it, and
+# write the ledger, as the bootstrap superuser
+sql(q{SELECT public.enrich_set_budget('test', 1000000, 2000000)});
 
 # ad hoc calls as app: each looks up the key as the bootstrap superuser
 my $batch = as('app', q{SELECT enrich_submit('[{"personId": "p-app-1"}, {"personId": "p-app-2"}]')});
@@ -279,7 +286,9 @@ my $renamer = $node->background_psql('postgres', extra_params => [ '-U', 'app' ]
 $renamer->query_safe(q{BEGIN; ALTER TABLE evil.race RENAME TO race_old;
 	CREATE VIEW evil.race AS SELECT * FROM evil.race_old r WHERE evil.grab()});
 my $backfill = $node->background_psql('postgres', extra_params => [ '-U', 'app' ]);
-$backfill->query_until(qr/started/, qq{\\echo started\nSELECT enrich.enqueue_existing('evil.race') AS backfilled;\n});
+# (its NOTICE of what the backfill costs would fail the next query_safe)
+$backfill->query_until(qr/started/,
+	qq{SET client_min_messages = warning;\n\\echo started\nSELECT enrich.enqueue_existing('evil.race') AS backfilled;\n});
 $node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
 	WHERE NOT l.granted AND a.usename = 'app'}) or die 'the backfill did not wait';
 $renamer->query_safe('COMMIT');

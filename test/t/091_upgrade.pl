@@ -44,6 +44,8 @@ is(scalar(grep { /catalog of extension enrich in database "postgres" is version 
 	$workers, 'each worker said so once');
 is(scalar(grep { /HINT:  Run ALTER EXTENSION enrich UPDATE in that database/ } @log), $workers,
 	'naming ALTER EXTENSION enrich UPDATE');
+like($sql->(q{SELECT enrich_submit('[{"personId": "adhoc-under-1-0"}]', 'test')}), qr/^bat_/,
+	'enrich_submit serves a 1.0 catalog too (it has no ledger nor budget to read)');
 
 $sql->('ALTER EXTENSION enrich UPDATE');
 is($sql->(q{SELECT extversion FROM pg_extension WHERE extname = 'enrich'}), '1.1', 'updated to 1.1');

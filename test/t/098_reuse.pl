@@ -46,7 +46,7 @@ $node->safe_psql('postgres', q{
 	GRANT USAGE ON SCHEMA enrich TO crm;
 	GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA enrich TO crm;
 	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean),
-	    enrich_unwatch(regclass) TO crm;
+	    enrich_unwatch(regclass), enrich_estimate(regclass) TO crm;
 	GRANT CREATE ON SCHEMA public TO crm;
 	SET ROLE crm;
 	CREATE TABLE contacts (id bigint PRIMARY KEY, name text, linkedin text, person jsonb);
@@ -126,16 +126,32 @@ is(sent('linkedin.com/in/ana-nunez'), 1, 'without sending the persons again');
 is(sent('linkedin.com/in/zoe-angstrom'), 1, 'any of them');
 is(request_of('contacts', 6), 'done true', 'the backfill reused the answer');
 
-# 6. another table of the same persons, backfilled: only the new one is sent
+# 6. another table of the same persons: enrich_estimate tells what a
+# backfill would cost before any call, the backfill says it too, and only
+# the new person is sent
 $node->safe_psql('postgres', q{SET ROLE crm;
 	CREATE TABLE leads (id text PRIMARY KEY, url text, person jsonb);
 	INSERT INTO leads VALUES ('a', 'linkedin.com/in/zoe-angstrom', NULL), ('b', 'linkedin.com/in/ana-nunez', NULL),
-		('c', 'linkedin.com/in/new-person-ß', NULL);
+		('c', 'linkedin.com/in/new-person-ß', NULL), ('d', 'https://www.linkedin.com/in/new-person-ß/', NULL),
+		('e', NULL, NULL), ('f', 'https://example.com/nobody', NULL), ('g', 'linkedin.com/in/nour-notfound', NULL),
+		('h', 'linkedin.com/in/zoe-angstrom', '{"kept": true}');
+	SELECT enrich_watch('leads', 'person', linkedin_url_column => 'url')});
+is($node->safe_psql('postgres', q{SET ROLE crm; SELECT e::text FROM enrich_estimate('leads') e}), '(7,1,0,1,3,1,1)',
+	'enrich_estimate: 7 rows without a person, 1 without an identifier, none queued, 1 malformed, '
+	  . '3 settled by reuse, 1 request to send, 1 row sharing it');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests WHERE source_relid = 'leads'::regclass}), 0,
+	'and queues nothing');
+is($node->sqlstate_of('postgres', 'crm', q{SELECT * FROM enrich_estimate('contacts_missing')}), '42P01',
+	'an unknown table is refused');
+my (undef, undef, $notice) = $node->psql('postgres', q{SET ROLE crm; SELECT enrich_unwatch('leads');
 	SELECT enrich_watch('leads', 'person', linkedin_url_column => 'url', backfill => true)});
-$node->wait_for(q{SELECT count(*) = 3 FROM leads WHERE person IS NOT NULL}, 'a backfill of known persons is written');
-is(sent('linkedin.com/in/new-person-ß'), 1, 'the new one is sent');
+like($notice, qr/NOTICE:  backfill of (public\.)?leads: 7 rows without a person; 1 without an identifier, 0 already queued or refused, 1 malformed, 3 settled from earlier answers without a call, 1 requests to send \(1 rows share one\)/,
+	'the backfill says the same in a NOTICE');
+$node->wait_for(q{SELECT count(*) = 5 FROM leads WHERE person IS NOT NULL}, 'a backfill of known persons is written');
+is(sent('linkedin.com/in/new-person-ß'), 1, 'the new one is sent, once for its two rows');
 is(sent('linkedin.com/in/zoe-angstrom') + sent('linkedin.com/in/ana-nunez'), 2, 'the known ones are not');
 is($node->safe_psql('postgres', q{SELECT person::text FROM leads WHERE id = 'a'}), $zoe, 'and get the same person');
+is(sent('linkedin.com/in/nour-notfound'), 1, 'nor is the known not_found');
 
 # 7. after a restart, reuse reads what is stored
 $node->restart;
