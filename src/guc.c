@@ -44,6 +44,7 @@ int			enrich_idle_check_ms = 30000;
 int			enrich_write_back_timeout_ms = 30000;
 int			enrich_reuse_within_s = 30 * 24 * 3600;
 int			enrich_reuse_failures_within_s = 24 * 3600;
+int			enrich_keep_requests_s = 0;
 
 static const struct config_enum_entry enrich_environment_options[] = {
 	{"live", ENRICH_ENV_LIVE, false},
@@ -291,6 +292,14 @@ enrich_worker_guc_init(void)
 							"A request's max_age, when set, takes its place for that request.",
 							&enrich_reuse_within_s,
 							30 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.keep_requests",
+							"How long requests done or failed are kept in enrich.requests; 0 = for ever.",
+							"The first worker deletes older ones, oldest first, keeping what reuse needs: the newest answer for each identifier while it may be reused, and any person still to be written back.",
+							&enrich_keep_requests_s,
+							0, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

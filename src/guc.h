@@ -65,6 +65,7 @@ extern int	enrich_idle_check_ms;
 extern int	enrich_write_back_timeout_ms;
 extern int	enrich_reuse_within_s;
 extern int	enrich_reuse_failures_within_s;
+extern int	enrich_keep_requests_s;
 
 extern void enrich_guc_init(void);
 extern const char *enrich_environment_name(int environment);

@@ -14,6 +14,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/timestamp.h"
 
 #include "guc.h"
 #include "plans.h"
@@ -104,4 +105,50 @@ enrich_reuse_claimed(EnrichOutgoing *leads, int nleads, int *reused)
 			leads[kept++] = leads[i];
 	}
 	return kept;
+}
+
+/* the first worker prunes old requests at most this often, this many at a time */
+#define PRUNE_INTERVAL_MS (60 * 1000)
+#define PRUNE_MAX 10000
+
+/*
+ * enrich_reuse_prune deletes requests done or failed more than
+ * enrich.keep_requests ago (0: never), oldest first, at most PRUNE_MAX a
+ * minute, keeping what reuse needs: the newest answer the API gave for an
+ * identifier while it is young enough to be reused, and any request whose
+ * person is still to be written back.  The first worker calls it in its
+ * transaction; it returns how many it deleted.
+ */
+uint64
+enrich_reuse_prune(void)
+{
+	static SPIPlanPtr plan = NULL;
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			types[4] = {FLOAT8OID, FLOAT8OID, FLOAT8OID, INT4OID};
+	Datum		values[4];
+
+	if (enrich_keep_requests_s == 0 || !TimestampDifferenceExceeds(last, now, PRUNE_INTERVAL_MS))
+		return 0;
+	last = now;
+	values[0] = Float8GetDatum(enrich_keep_requests_s * 1000.0);
+	values[1] = Float8GetDatum(enrich_reuse_within_s * 1000.0);
+	values[2] = Float8GetDatum(enrich_reuse_failures_within_s * 1000.0);
+	values[3] = Int32GetDatum(PRUNE_MAX);
+	return enrich_plan_run(&plan,
+						   "DELETE FROM enrich.requests r WHERE r.id" SQL_OP(=) "ANY (ARRAY("
+						   "  SELECT o.id FROM enrich.requests o "
+						   "  WHERE " STATE_IN("o.state", "{done,failed}") " "
+						   "    AND o.completed_at" SQL_OP(<) "(pg_catalog.now()" SQL_OP(-) MILLISECONDS("$1") ") "
+						   "    AND o.write_back_due IS NULL "
+						   "    AND NOT (o.identifier IS NOT NULL "
+						   "             AND " ANSWER_REUSABLE("o", MILLISECONDS("$2"), MILLISECONDS("$3")) " "
+						   "             AND NOT EXISTS (SELECT 1 FROM enrich.requests n "
+						   "                 WHERE n.environment" SQL_OP(=) "o.environment "
+						   "                   AND n.identifier" SQL_OP(=) "o.identifier "
+						   "                   AND " STATE_IN("n.state", "{done,failed}") " "
+						   "                   AND n.reused_from IS NULL "
+						   "                   AND n.completed_at" SQL_OP(>) "o.completed_at)) "
+						   "  ORDER BY o.completed_at LIMIT $4))",
+						   4, types, values, NULL, false);
 }

@@ -12,5 +12,6 @@
 #include "queue.h"
 
 extern int	enrich_reuse_claimed(EnrichOutgoing *leads, int nleads, int *reused);
+extern uint64 enrich_reuse_prune(void);
 
 #endif							/* ENRICH_REUSE_H */

@@ -62,6 +62,7 @@
 #include "privacy.h"
 #include "http.h"
 #include "queue.h"
+#include "reuse.h"
 #include "security.h"
 #include "writeback.h"
 
@@ -608,7 +609,10 @@ worker_start_round(void)
 	worker_load_keys(keys_generation);
 	enrich_queue_refresh_plans();
 	if (worker_slot == 0)
+	{
 		enrich_counts_fold();
+		(void) enrich_reuse_prune();
+	}
 	worker_commit();
 	return true;
 }

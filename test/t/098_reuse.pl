@@ -188,6 +188,31 @@ is(sent('linkedin.com/in/li-na'), 2, 'enrich.reuse_within = 0 calls again');
 is(sent('linkedin.com/in/nour-notfound'), 2, 'enrich.reuse_failures_within = 0 too');
 is(request_of('contacts', 8), 'done false', 'and the answer is not a copy');
 
+# 10. pruning old requests keeps what reuse needs: the newest answer the
+# API gave for each identifier, while it may be reused
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM RESET enrich.reuse_within;
+	ALTER SYSTEM RESET enrich.reuse_failures_within;
+	ALTER SYSTEM SET enrich.keep_requests = '1s';
+	SELECT pg_reload_conf()});
+sleep 2;
+$node->safe_psql('postgres', 'SELECT enrich_wake()');
+# (the two rows of new-person-ß were answered by one call: both are kept)
+$node->wait_for(q{SELECT count(*) = 7 FROM enrich.requests}, 'old requests are pruned')
+  or diag($node->safe_psql('postgres', 'SELECT id, identifier, state, reused_from, completed_at FROM enrich.requests ORDER BY id'));
+is($node->safe_psql('postgres', q{
+	SELECT count(DISTINCT identifier) || ' ' || bool_and(reused_from IS NULL)
+	    || ' ' || bool_and(completed_at = (SELECT max(n.completed_at) FROM enrich.requests n
+	                                       WHERE n.identifier = r.identifier))
+	FROM enrich.requests r}), '6 true true',
+	'but for the newest answer the API gave for each identifier (a not_found within its day included)');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests WHERE error->>'code' = 'not_found'}), 1,
+	'the not_found is kept');
+$node->safe_psql('postgres', q{SET ROLE crm;
+	INSERT INTO contacts VALUES (10, 'Zoë once more', 'linkedin.com/in/zoe-angstrom', NULL)});
+$node->wait_for(q{SELECT enriched IS NOT NULL FROM contacts WHERE id = 10}, 'after pruning, a known person is written');
+is(sent('linkedin.com/in/zoe-angstrom'), 2, 'by reuse, without a call');
+
 $node->stop;
 $mock->stop;
 done_testing();
