@@ -154,16 +154,18 @@ catalog_has_ledger(void)
 /*
  * check_budget refuses a bulk enrich of n requests that the environment's
  * budget (enrich_set_budget) does not leave room for, before anything is
- * sent
+ * sent; it returns whether the catalog has a ledger to count it in
  */
-static void
+static bool
 check_budget(const char *environment, int n)
 {
 	char	   *why = NULL;
 	int64		left = -1;
+	bool		has_ledger;
 
 	SPI_connect();
-	if (catalog_has_ledger())
+	has_ledger = catalog_has_ledger();
+	if (has_ledger)
 		left = enrich_ledger_budget_left(enrich_environment_parse(environment), false, &why);
 	SPI_finish();
 	if (left >= 0 && n > left)
@@ -173,9 +175,10 @@ check_budget(const char *environment, int n)
 						environment, left, n),
 				 why ? errdetail("Environment \"%s\": %s.", environment, why) : 0,
 				 errhint("Nothing was sent. enrich_set_budget() raises the limit; the workers count against it too.")));
+	return has_ledger;
 }
 
-/* count_submitted counts a bulk enrich the API accepted in the ledger */
+/* count_submitted counts a bulk enrich the API accepted in the ledger (1.1 catalogs) */
 static void
 count_submitted(const char *environment, int n)
 {
@@ -184,8 +187,7 @@ count_submitted(const char *environment, int n)
 	usage.submitted = n;
 	usage.bulk_enrich_calls = 1;
 	SPI_connect();
-	if (catalog_has_ledger())
-		enrich_ledger_add(enrich_environment_parse(environment), &usage);
+	enrich_ledger_add(enrich_environment_parse(environment), &usage);
 	SPI_finish();
 }
 
@@ -206,6 +208,7 @@ enrich_submit(PG_FUNCTION_ARGS)
 	EnrichHttpCall call;
 	char	   *batch_id;
 	char	   *err;
+	bool		has_ledger;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -233,7 +236,7 @@ enrich_submit(PG_FUNCTION_ARGS)
 				 errdetail("%s", problem.reason),
 				 errhint("A request is an object with pdlId, personId, professionalSocialMediaUrl (at least one) and an optional metadata object.")));
 
-	check_budget(environment, nrequests);
+	has_ledger = check_budget(environment, nrequests);
 	enrich_call_api(&call, "POST", enrich_api_url_bulk_enrich(environment), environment, body);
 	enrich_api_check(&call, environment, 202);
 	err = enrich_api_parse_batch_id(call.response, &batch_id);
@@ -241,7 +244,8 @@ enrich_submit(PG_FUNCTION_ARGS)
 		enrich_api_malformed(&call, err);
 
 	enrich_queue_record_batch(batch_id, environment, nrequests);
-	count_submitted(environment, nrequests);
+	if (has_ledger)
+		count_submitted(environment, nrequests);
 	PG_RETURN_TEXT_P(cstring_to_text(batch_id));
 }
 

@@ -1385,14 +1385,13 @@ catalog_present(void)
 /*
  * count_call counts a call in the ledger this worker writes each second:
  * its endpoint, and whether the API answered 429 or it failed otherwise
+ * (read from the HTTP status: the answer is classified once, when recorded)
  */
 static void
-count_call(const WorkerCall *call, EnrichHttpCall *http)
+count_call(const WorkerCall *call, const EnrichHttpCall *http)
 {
 	EnrichUsage usage = {0};
-	char	   *message;
-	EnrichCallOutcome outcome = enrich_api_outcome(http, call->kind == CALL_SUBMIT ? 202 : 200,
-												   &message);
+	long		expected = call->kind == CALL_SUBMIT ? 202 : 200;
 
 	switch (call->kind)
 	{
@@ -1409,9 +1408,9 @@ count_call(const WorkerCall *call, EnrichHttpCall *http)
 			usage.list_calls = 1;
 			break;
 	}
-	if (outcome == ENRICH_OUTCOME_RATE_LIMITED)
+	if (http->failure == ENRICH_HTTP_OK && http->status == 429)
 		usage.rate_limited = 1;
-	else if (outcome != ENRICH_OUTCOME_OK)
+	else if (http->failure != ENRICH_HTTP_OK || http->status != expected)
 		usage.errors = 1;
 	enrich_ledger_count(call->environment, &usage);
 }
