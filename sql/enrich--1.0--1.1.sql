@@ -29,18 +29,25 @@ CREATE INDEX requests_write_back_due ON enrich.requests (write_back_due)
 -- whoever calls it, and reads the key columns from the primary key:
 -- enrich_watch leaves the checks to it.  Triggers that outlived their watch
 -- (a dump restored without enrich's tables) are attached again, not refused.
-CREATE OR REPLACE FUNCTION @extschema@.enrich_watch(source regclass, result_column name,
-                                                    linkedin_url_column name DEFAULT NULL,
-                                                    person_id_column name DEFAULT NULL,
-                                                    pdl_id_column name DEFAULT NULL,
-                                                    environment text DEFAULT NULL,
-                                                    backfill boolean DEFAULT false)
+-- refresh_after asks the API again for a row's person once it is that old
+-- (enrich_alter_watch changes it later).
+DROP FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean);
+CREATE FUNCTION @extschema@.enrich_watch(source regclass, result_column name,
+                                         linkedin_url_column name DEFAULT NULL,
+                                         person_id_column name DEFAULT NULL,
+                                         pdl_id_column name DEFAULT NULL,
+                                         environment text DEFAULT NULL,
+                                         backfill boolean DEFAULT false,
+                                         refresh_after interval DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM enrich.register_watch(source, result_column, linkedin_url_column, person_id_column, pdl_id_column, environment, NULL, NULL);
+    IF refresh_after IS NOT NULL THEN
+        PERFORM @extschema@.enrich_alter_watch(source, refresh_after);
+    END IF;
     PERFORM enrich.attach_triggers(source);
     IF backfill THEN
         RETURN enrich.enqueue_existing(source);
@@ -48,6 +55,9 @@ BEGIN
     RETURN 0;
 END
 $$;
+COMMENT ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval) IS
+    'enrich the rows of a table: new and changed rows are queued, persons written to result_column (backfill: the rows without one too; refresh_after: asked again once that old)';
+REVOKE ALL ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval) FROM PUBLIC;
 
 -- The triggers of a watched table go on each of its partitions too (a
 -- statement on a partition fires the partition's statement triggers, not
@@ -184,7 +194,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.enrich_submit(jsonb, text), @extschema@.en
     @extschema@.enrich_item(text, text, text), @extschema@.enrich_items(text, text, integer),
     enrich.items_stream(text, text, integer),
     @extschema@.enrich_batches(date, integer, integer, text),
-    @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean),
+    @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval),
     @extschema@.enrich_unwatch(regclass), @extschema@.enrich_wake(),
     enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
     enrich.unregister_watch(regclass), enrich.enqueue_existing(regclass),
@@ -617,6 +627,75 @@ COMMENT ON FUNCTION @extschema@.enrich_estimate(regclass) IS
     'what a backfill of a watched table would do, before any call: its rows without a person, without an identifier, already queued, malformed, settled from earlier answers, the requests it would send (the credits) and the rows that share one; for the table''s owner';
 REVOKE ALL ON FUNCTION @extschema@.enrich_estimate(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.enrich_estimate(regclass) TO enrich_user;
+
+-- Refresh: a watched row's person is asked again once it is older than the
+-- watch's refresh_after.  enrich.enriched_rows keeps, for each row enrich
+-- wrote a person into, when the API gave that person; the first worker
+-- queues the rows that are due, a few at a time, within
+-- enrich.refresh_window, and the old person stays until the new one is
+-- written.
+ALTER TABLE enrich.watches ADD COLUMN refresh_after interval
+    CONSTRAINT watches_refresh_after_check CHECK (refresh_after > interval '0');
+COMMENT ON COLUMN enrich.watches.refresh_after IS
+    'how old a row''s person may get before the workers ask the API again (NULL: never)';
+
+CREATE TABLE enrich.enriched_rows (
+    source       pg_catalog.regclass NOT NULL,
+    source_key   jsonb NOT NULL,
+    request      bigint NOT NULL,
+    answered_at  timestamptz NOT NULL,
+    refresh_from timestamptz NOT NULL,
+    PRIMARY KEY (source, source_key)
+);
+CREATE INDEX enriched_rows_refresh ON enrich.enriched_rows (source, refresh_from);
+REVOKE ALL ON enrich.enriched_rows FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('enrich.enriched_rows', '');
+COMMENT ON TABLE enrich.enriched_rows IS
+    'each watched row enrich wrote a person into: which request''s person, and when the API gave it';
+COMMENT ON COLUMN enrich.enriched_rows.source IS 'the watched table';
+COMMENT ON COLUMN enrich.enriched_rows.source_key IS 'the row''s primary key, as a JSON array of text';
+COMMENT ON COLUMN enrich.enriched_rows.request IS 'the request whose person was written';
+COMMENT ON COLUMN enrich.enriched_rows.answered_at IS
+    'when the API gave that person (for a reused one: when the request it copied was answered)';
+COMMENT ON COLUMN enrich.enriched_rows.refresh_from IS
+    'what refresh_after counts from: answered_at, or when a refresh was last queued';
+ALTER TABLE enrich.enriched_rows ENABLE ROW LEVEL SECURITY;
+CREATE POLICY enriched_rows_own ON enrich.enriched_rows
+    USING (pg_catalog.pg_has_role(CURRENT_USER,
+                                  (SELECT c.relowner FROM pg_catalog.pg_class c
+                                   WHERE c.oid OPERATOR(pg_catalog.=) source::pg_catalog.oid), 'USAGE')
+           OR (SELECT pg_catalog.pg_has_role(a.oid, 'USAGE') FROM pg_catalog.pg_roles a
+               WHERE a.rolname OPERATOR(pg_catalog.=) 'enrich_admin'));
+GRANT SELECT ON enrich.enriched_rows TO enrich_user;
+-- the rows written before: the newest person of each, from the requests kept
+INSERT INTO enrich.enriched_rows (source, source_key, request, answered_at, refresh_from)
+SELECT DISTINCT ON (r.source_relid, r.source_key)
+       r.source_relid, r.source_key, r.id,
+       COALESCE(a.completed_at, r.completed_at), COALESCE(a.completed_at, r.completed_at)
+FROM enrich.requests r
+JOIN enrich.watches w ON w.source OPERATOR(pg_catalog.=) r.source_relid
+LEFT JOIN enrich.requests a ON a.id OPERATOR(pg_catalog.=) r.reused_from
+WHERE r.state OPERATOR(pg_catalog.=) 'done' AND r.person IS NOT NULL AND r.source_key IS NOT NULL
+  AND r.completed_at IS NOT NULL AND r.write_back_due IS NULL
+ORDER BY r.source_relid, r.source_key, r.id DESC;
+
+CREATE FUNCTION @extschema@.enrich_alter_watch(source regclass, refresh_after interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'enrich_alter_watch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval) IS
+    'changes the watch of a table the caller owns: refresh_after (NULL: unchanged; 0: never refresh)';
+REVOKE ALL ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.enrich_refresh(source regclass, older_than interval DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'enrich_refresh'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.enrich_refresh(regclass, interval) IS
+    'queues at once a new request for each row of a watched table the caller owns whose person is older than older_than (NULL: every row with a person, always called); returns how many';
+REVOKE ALL ON FUNCTION @extschema@.enrich_refresh(regclass, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval),
+    @extschema@.enrich_refresh(regclass, interval) TO enrich_user;
 
 -- A worker waiting for this version learns that it is here.
 SELECT @extschema@.enrich_wake();

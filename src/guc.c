@@ -45,6 +45,7 @@ int			enrich_write_back_timeout_ms = 30000;
 int			enrich_reuse_within_s = 30 * 24 * 3600;
 int			enrich_reuse_failures_within_s = 24 * 3600;
 int			enrich_keep_requests_s = 0;
+char	   *enrich_refresh_window = NULL;
 
 static const struct config_enum_entry enrich_environment_options[] = {
 	{"live", ENRICH_ENV_LIVE, false},
@@ -105,6 +106,45 @@ enrich_environment_arg(const char *name)
 				 errmsg("invalid environment \"%s\"", name),
 				 errhint("The environment is 'live' or 'test'.")));
 	return environment;
+}
+
+/*
+ * enrich_refresh_window_parse reads a time of day window "HH:MM-HH:MM"
+ * (00:00 to 24:00; the end may come before the start: the window then
+ * spans midnight) into minutes since midnight; false when it is not one.
+ * An empty window (any time) gives false too: callers test for it first.
+ */
+bool
+enrich_refresh_window_parse(const char *window, int *start_min, int *end_min)
+{
+	int			h1,
+				m1,
+				h2,
+				m2;
+	char		rest;
+
+	if (sscanf(window, " %2d:%2d - %2d:%2d %c", &h1, &m1, &h2, &m2, &rest) != 4)
+		return false;
+	if (h1 < 0 || h2 < 0 || m1 < 0 || m2 < 0 || m1 > 59 || m2 > 59 ||
+		h1 * 60 + m1 > 24 * 60 || h2 * 60 + m2 > 24 * 60)
+		return false;
+	*start_min = (h1 * 60 + m1) % (24 * 60);
+	*end_min = (h2 * 60 + m2) % (24 * 60);
+	return *start_min != *end_min;
+}
+
+/* check_refresh_window accepts '' (any time) or a window "HH:MM-HH:MM" */
+static bool
+check_refresh_window(char **newval, void **extra, GucSource source)
+{
+	int			start,
+				end;
+
+	if (*newval == NULL || (*newval)[0] == '\0' ||
+		enrich_refresh_window_parse(*newval, &start, &end))
+		return true;
+	GUC_check_errdetail("enrich.refresh_window is a time of day window such as \"02:00-06:00\" (server time), or empty for any time.");
+	return false;
 }
 
 /*
@@ -294,6 +334,15 @@ enrich_worker_guc_init(void)
 							30 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("enrich.refresh_window",
+							   "Time of day when the workers queue the refreshes of watched rows, as HH:MM-HH:MM in the server's time zone; empty = any time.",
+							   "The rows due are spread over what is left of the window (or over the next hour, without one).",
+							   &enrich_refresh_window,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_refresh_window, NULL, NULL);
 
 	DefineCustomIntVariable("enrich.keep_requests",
 							"How long requests done or failed are kept in enrich.requests; 0 = for ever.",

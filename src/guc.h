@@ -66,11 +66,13 @@ extern int	enrich_write_back_timeout_ms;
 extern int	enrich_reuse_within_s;
 extern int	enrich_reuse_failures_within_s;
 extern int	enrich_keep_requests_s;
+extern char *enrich_refresh_window;
 
 extern void enrich_guc_init(void);
 extern const char *enrich_environment_name(int environment);
 extern int	enrich_environment_parse(const char *name);
 extern int	enrich_environment_arg(const char *name);
 extern bool enrich_database_listed(const char *name, bool *explicit);
+extern bool enrich_refresh_window_parse(const char *window, int *start_min, int *end_min);
 
 #endif							/* ENRICH_GUC_H */

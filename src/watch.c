@@ -63,6 +63,7 @@
 #include "queue.h"
 #include "request.h"
 #include "security.h"
+#include "watch.h"
 
 PG_FUNCTION_INFO_V1(enrich_enqueue_from_source);
 PG_FUNCTION_INFO_V1(enrich_enqueue_existing);
@@ -85,20 +86,20 @@ typedef enum EnrichEnqueueSource
 
 
 
-/* relation_display_name returns a table's name as regclass writes it */
-static char *
-relation_display_name(Oid relid)
+/* enrich_relation_name returns a table's name as regclass writes it */
+char *
+enrich_relation_name(Oid relid)
 {
 	return DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(relid)));
 }
 
 /*
- * check_table refuses a relation that does not exist or is not a table,
- * and a table the current user does not own (has not the privileges of
- * its owner); it returns a copy of its pg_class row
+ * enrich_check_table refuses a relation that does not exist or is not a
+ * table, and a table the current user does not own (has not the privileges
+ * of its owner); it returns a copy of its pg_class row
  */
-static Form_pg_class
-check_table(Oid relid)
+Form_pg_class
+enrich_check_table(Oid relid)
 {
 	HeapTuple	tup = SearchSysCacheCopy1(RELOID, ObjectIdGetDatum(relid));
 	Form_pg_class form;
@@ -111,11 +112,11 @@ check_table(Oid relid)
 	if (form->relkind != RELKIND_RELATION && form->relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", relation_display_name(relid))));
+				 errmsg("\"%s\" is not a table", enrich_relation_name(relid))));
 	if (!has_privs_of_role(GetUserId(), form->relowner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of table %s", relation_display_name(relid)),
+				 errmsg("must be owner of table %s", enrich_relation_name(relid)),
 				 errhint("Only the owner of a table may have enrich write into it.")));
 	return form;
 }
@@ -130,9 +131,9 @@ check_table(Oid relid)
 static Form_pg_class
 lock_table(Oid relid, LOCKMODE mode)
 {
-	(void) check_table(relid);
+	(void) enrich_check_table(relid);
 	LockRelationOid(relid, mode);
-	return check_table(relid);
+	return enrich_check_table(relid);
 }
 
 /* name_array_values returns the elements of a name[] datum as C strings */
@@ -229,7 +230,7 @@ watch_read_for(Relation rel, EnrichWatch *w)
 static char *
 watch_columns(EnrichWatch *w, bool need_result)
 {
-	char	   *table = relation_display_name(w->relid);
+	char	   *table = enrich_relation_name(w->relid);
 	Oid			type;
 
 	if (need_result)
@@ -518,7 +519,7 @@ enqueue_run(const EnrichWatch *w, const char *sql, SPIPlanPtr *plan, int cursor_
 	}
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "enrich: queueing the rows of table %s failed: %s",
-			 relation_display_name(w->relid), SPI_result_code_string(rc));
+			 enrich_relation_name(w->relid), SPI_result_code_string(rc));
 	return SPI_processed;
 }
 
@@ -696,7 +697,7 @@ existing_rows(const EnrichWatch *w, BackfillEstimate *estimate)
 			ereport(WARNING,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("enrich did not backfill the rows of foreign partition %s",
-							relation_display_name(relid)),
+							enrich_relation_name(relid)),
 					 errdetail("A backfill reads the rows stored in this database only.")));
 	}
 	AtEOXact_GUC(false, nestlevel);
@@ -761,7 +762,7 @@ estimate_backfill(const EnrichWatch *w, BackfillEstimate *estimate)
 	values[3] = Float8GetDatum(enrich_reuse_failures_within_s * 1000.0);
 	if (enrich_run_privileged(sql.data, 4, argtypes, values, nulls, true) != SPI_OK_SELECT ||
 		SPI_processed != 1)
-		elog(ERROR, "enrich: the estimate of table %s failed", relation_display_name(w->relid));
+		elog(ERROR, "enrich: the estimate of table %s failed", enrich_relation_name(w->relid));
 	queued = enrich_column_int64(0, 1);
 	estimate->in_queue = estimate->without_person - estimate->without_identifier - queued;
 	estimate->malformed = enrich_column_int64(0, 2);
@@ -787,13 +788,13 @@ backfill_rows(Oid relid, EnrichWatch *w, BackfillEstimate *estimate)
 	if (!watch_read(relid, w))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("table %s is not watched", relation_display_name(relid)),
+				 errmsg("table %s is not watched", enrich_relation_name(relid)),
 				 errhint("Call enrich_watch first.")));
 	problem = watch_columns(w, true);
 	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the watch of table %s no longer matches the table", relation_display_name(relid)),
+				 errmsg("the watch of table %s no longer matches the table", enrich_relation_name(relid)),
 				 errdetail("The %s.", problem),
 				 errhint("Call enrich_unwatch and then enrich_watch with the table's columns now.")));
 	memset(estimate, 0, sizeof(*estimate));
@@ -861,7 +862,7 @@ enrich_enqueue_existing(PG_FUNCTION_ARGS)
 						" without an identifier, " INT64_FORMAT " already queued or refused, " INT64_FORMAT
 						" malformed, " INT64_FORMAT " settled from earlier answers without a call, "
 						INT64_FORMAT " requests to send (" INT64_FORMAT " rows share one)",
-						relation_display_name(relid), e.without_person, e.without_identifier,
+						enrich_relation_name(relid), e.without_person, e.without_identifier,
 						e.in_queue, e.malformed, e.reusable, e.to_send, e.duplicates)));
 	queued = enqueue_run(&w, enqueue_sql(&w, ENQUEUE_EXISTING, NULL, NULL), NULL, 0);
 	SPI_finish();
@@ -881,7 +882,7 @@ check_column(Oid relid, const char *column, const char *role, const Oid *types, 
 	if (type == InvalidOid)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("column \"%s\" of table %s does not exist", column, relation_display_name(relid))));
+				 errmsg("column \"%s\" of table %s does not exist", column, enrich_relation_name(relid))));
 	for (int i = 0; i < ntypes; i++)
 		if (type == types[i])
 			return;
@@ -908,7 +909,7 @@ primary_key_columns(Oid relid, Datum *columns, Datum *types)
 	if (!OidIsValid(pk))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-				 errmsg("table %s has no primary key", relation_display_name(relid)),
+				 errmsg("table %s has no primary key", enrich_relation_name(relid)),
 				 errhint("enrich writes each person back to the row with its primary key.")));
 	index = index_open(pk, AccessShareLock);
 	n = IndexRelationGetNumberOfKeyAttributes(index);
@@ -975,7 +976,7 @@ enrich_register_watch(PG_FUNCTION_ARGS)
 			check_column(relid, NameStr(*PG_GETARG_NAME(i)), "identifier", identifier_types, 3,
 						 "text or varchar");
 
-	source_name = relation_display_name(relid);
+	source_name = enrich_relation_name(relid);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = CStringGetTextDatum(source_name);
 	for (int i = 1; i <= 5; i++)
@@ -1022,7 +1023,7 @@ enrich_unregister_watch(PG_FUNCTION_ARGS)
 	int			rc;
 
 	if (exists)
-		(void) check_table(relid);
+		(void) enrich_check_table(relid);
 
 	SPI_connect();
 	if (!exists)
@@ -1056,7 +1057,8 @@ enrich_unregister_watch(PG_FUNCTION_ARGS)
 
 /*
  * enrich.forget_dropped() is the sql_drop event trigger: the watches of
- * the tables a statement dropped go with them, whoever dropped them.  When
+ * the tables a statement dropped go with them, whoever dropped them, and
+ * so does what enrich.enriched_rows kept of their rows.  When
  * the statement drops enrich itself (DROP EXTENSION, DROP SCHEMA enrich),
  * there is nothing left to forget.
  */
@@ -1080,6 +1082,14 @@ enrich_forget_dropped(PG_FUNCTION_ARGS)
 							   0, NULL, NULL, NULL, false);
 	if (rc != SPI_OK_DELETE)
 		elog(ERROR, "enrich: forgetting the watches of dropped tables failed: %s", SPI_result_code_string(rc));
+	if (OidIsValid(get_relname_relid("enriched_rows", namespace)))
+		rc = enrich_run_privileged("DELETE FROM enrich.enriched_rows e "
+								   "USING pg_catalog.pg_event_trigger_dropped_objects() o "
+								   "WHERE o.classid" SQL_OP(=) "'pg_catalog.pg_class'::pg_catalog.regclass "
+								   "AND o.objsubid" SQL_OP(=) "0 AND e.source" SQL_OP(=) "o.objid",
+								   0, NULL, NULL, NULL, false);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "enrich: forgetting the rows of dropped tables failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
 	PG_RETURN_NULL();
 }

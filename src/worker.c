@@ -62,6 +62,7 @@
 #include "privacy.h"
 #include "http.h"
 #include "queue.h"
+#include "refresh.h"
 #include "reuse.h"
 #include "security.h"
 #include "writeback.h"
@@ -612,6 +613,7 @@ worker_start_round(void)
 	{
 		enrich_counts_fold();
 		(void) enrich_reuse_prune();
+		enrich_refresh_round();
 	}
 	worker_commit();
 	return true;

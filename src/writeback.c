@@ -1,11 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * writeback.c
- *	  Writing persons into the result column of watched tables, each table
- *	  as its owner: the persons a page settled, a table at a time, by
- *	  primary key; rows another transaction keeps locked are left for a
- *	  later round (enrich.requests.write_back_due) while everything else
- *	  goes on.
+ *	  The statements on watched tables, each run as the table's owner:
+ *	  writing persons into the result column (the persons a page settled, a
+ *	  table at a time, by primary key; rows another transaction keeps locked
+ *	  are left for a later round, enrich.requests.write_back_due, while
+ *	  everything else goes on; each row written is recorded in
+ *	  enrich.enriched_rows), and reading the identifiers of rows by key for
+ *	  a refresh (refresh.c).
  *
  * The statements are built from the catalog as it is when they run, never
  * from text a user gave: the table's name and its owner now (the table
@@ -33,6 +35,7 @@
 #include "access/relation.h"
 #include "access/stratnum.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
@@ -78,6 +81,7 @@ typedef struct WriteBackTarget
 	Oid			owner;
 	char	   *name;			/* schema-qualified, quoted */
 	char	   *result_column;	/* quoted */
+	char	   *identifiers[3];	/* t's identifier columns as text, or NULL */
 	char	   *match;			/* t's primary key = the key u.k names */
 } WriteBackTarget;
 
@@ -87,6 +91,7 @@ typedef enum WriteBackStatement
 	WB_UPDATE,					/* writes persons by key */
 	WB_LOCK,					/* locks the rows of keys it can */
 	WB_EXISTING,				/* keys that name a row */
+	WB_IDENTIFIERS,				/* the identifiers of the rows of keys */
 	WB_NSTATEMENTS
 } WriteBackStatement;
 
@@ -105,6 +110,7 @@ typedef struct WriteBackStep
 {
 	WriteBackGroup *group;
 	KeyOutcome *outcomes;
+	bool	   *written;		/* the keys whose row got its person */
 } WriteBackStep;
 
 /*
@@ -190,24 +196,39 @@ enrich_write_back_collect(List **groups, uint64 n)
 }
 
 /*
- * read_watch reads the result column and key columns a table's watch
+ * read_watch reads the result column, the identifier columns (as text
+ * expressions of t, into identifiers) and the key columns a table's watch
  * recorded; false when the table is not watched
  */
 static bool
-read_watch(Oid relid, char **result_column, char ***key_columns, int *nkeys)
+read_watch(Oid relid, char **result_column, char **identifiers, char ***key_columns, int *nkeys)
 {
 	static SPIPlanPtr plan = NULL;
+	MemoryContext caller = CurrentMemoryContext;
 	Datum		value = ObjectIdGetDatum(relid);
 	Datum		keys;
 	Datum	   *elems;
 	bool		isnull;
+	int			rc;
 
-	if (enrich_plan_run(&plan,
-						"SELECT result_column::pg_catalog.text, key_columns FROM enrich.watches "
-						"WHERE source" SQL_OP(=) "$1",
-						1, (Oid[]) {OIDOID}, &value, NULL, true) != 1)
+	/* as the bootstrap superuser: enrich_refresh's caller may not read it */
+	rc = enrich_run_privileged_plan(&plan,
+								   "SELECT result_column::pg_catalog.text, key_columns, "
+								   "linkedin_url_column::pg_catalog.text, person_id_column::pg_catalog.text, "
+								   "pdl_id_column::pg_catalog.text FROM enrich.watches "
+								   "WHERE source" SQL_OP(=) "$1",
+								   0, 1, (Oid[]) {OIDOID}, &value, NULL, true);
+	MemoryContextSwitchTo(caller);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		return false;
 	*result_column = enrich_column_text(0, 1);
+	for (int i = 0; i < 3; i++)
+	{
+		char	   *column = enrich_column_text(0, 3 + i);
+
+		identifiers[i] = column == NULL ? NULL :
+			psprintf("t.%s::pg_catalog.text", quote_identifier(column));
+	}
 	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (isnull)
 		return false;
@@ -307,7 +328,7 @@ write_back_target(Oid relid, WriteBackTarget *t, bool *locked_out, char **proble
 
 	*locked_out = false;
 	*problem = NULL;
-	if (!read_watch(relid, &result_column, &key_columns, &nkeys))
+	if (!read_watch(relid, &result_column, t->identifiers, &key_columns, &nkeys))
 		return false;
 	if (!ConditionalLockRelationOid(relid, RowExclusiveLock))
 	{
@@ -348,7 +369,8 @@ write_back_sql(const WriteBackTarget *t, WriteBackStatement which)
 		case WB_UPDATE:
 			return psprintf("UPDATE %s t SET %s = u.person "
 							"FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
-							"pg_catalog.unnest($2::pg_catalog.jsonb[])) AS u(k, person) WHERE %s",
+							"pg_catalog.unnest($2::pg_catalog.jsonb[])) WITH ORDINALITY AS u(k, person, i) "
+							"WHERE %s RETURNING u.i",
 							t->name, t->result_column, t->match);
 		case WB_LOCK:
 			return psprintf("SELECT u.k FROM pg_catalog.unnest($1::pg_catalog.text[]) AS u(k) "
@@ -357,6 +379,14 @@ write_back_sql(const WriteBackTarget *t, WriteBackStatement which)
 		case WB_EXISTING:
 			return psprintf("SELECT DISTINCT u.k FROM pg_catalog.unnest($1::pg_catalog.text[]) AS u(k) "
 							"JOIN %s t ON %s",
+							t->name, t->match);
+		case WB_IDENTIFIERS:
+			return psprintf("SELECT u.i, %s, %s, %s "
+							"FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(k, i) "
+							"JOIN %s t ON %s",
+							t->identifiers[0] ? t->identifiers[0] : "NULL::pg_catalog.text",
+							t->identifiers[1] ? t->identifiers[1] : "NULL::pg_catalog.text",
+							t->identifiers[2] ? t->identifiers[2] : "NULL::pg_catalog.text",
 							t->name, t->match);
 		default:
 			elog(ERROR, "enrich: unknown write-back statement %d", (int) which);
@@ -440,13 +470,31 @@ run_keys(const WriteBackTarget *t, WriteBackStatement which, char **keys, Datum 
 	return SPI_processed;
 }
 
+/*
+ * mark_written marks written the keys of a group whose rows the last
+ * WB_UPDATE wrote (it returns the position of each key among those it was
+ * given: the group's ith key is position[i - 1])
+ */
+static void
+mark_written(WriteBackStep *step, uint64 n, const int *position)
+{
+	for (uint64 r = 0; r < n; r++)
+	{
+		int64		i = enrich_column_int64(r, 1);
+
+		if (i >= 1 && i <= step->group->n)
+			step->written[position != NULL ? position[i - 1] : i - 1] = true;
+	}
+}
+
 /* write_all writes every person of a group (a step run as the table's owner) */
 static void
 write_all(const WriteBackTarget *t, void *arg)
 {
 	WriteBackStep *step = (WriteBackStep *) arg;
+	uint64		n = run_keys(t, WB_UPDATE, step->group->keys, step->group->persons, step->group->n);
 
-	run_keys(t, WB_UPDATE, step->group->keys, step->group->persons, step->group->n);
+	mark_written(step, n, NULL);
 }
 
 /* key_index returns the index of a key in a group */
@@ -472,6 +520,7 @@ write_unlocked(const WriteBackTarget *t, void *arg)
 	bool	   *locked = palloc0(sizeof(bool) * g->n);
 	char	  **keys = palloc(sizeof(char *) * g->n);
 	Datum	   *persons = palloc(sizeof(Datum) * g->n);
+	int		   *position = palloc(sizeof(int) * g->n);
 	int			nlocked = 0;
 	int			nrest = 0;
 	uint64		n;
@@ -484,12 +533,13 @@ write_unlocked(const WriteBackTarget *t, void *arg)
 		if (k >= 0 && !locked[k])
 		{
 			locked[k] = true;
+			position[nlocked] = k;
 			keys[nlocked] = g->keys[k];
 			persons[nlocked++] = g->persons[k];
 		}
 	}
 	if (nlocked > 0)
-		run_keys(t, WB_UPDATE, keys, persons, nlocked);
+		mark_written(step, run_keys(t, WB_UPDATE, keys, persons, nlocked), position);
 
 	for (int i = 0; i < g->n; i++)
 	{
@@ -615,6 +665,59 @@ warn_not_written(const WriteBackGroup *g, const char *table, int sqlerrcode, con
 }
 
 /*
+ * enrich_enriched_rows_kept says whether this database's catalog keeps
+ * enrich.enriched_rows (1.1 and later)
+ */
+bool
+enrich_enriched_rows_kept(void)
+{
+	Oid			namespace = get_namespace_oid("enrich", true);
+
+	return OidIsValid(namespace) && OidIsValid(get_relname_relid("enriched_rows", namespace));
+}
+
+/*
+ * record_written records in enrich.enriched_rows the rows of a group that
+ * got their person (written), with when the API gave it: for a person
+ * reused, when the request it copied was answered, so that a copy never
+ * makes a person look younger than it is.  Of two records of a row, the
+ * later request's stays.
+ */
+static void
+record_written(const WriteBackGroup *g, const bool *written)
+{
+	static SPIPlanPtr plan = NULL;
+	char	  **keys = palloc(sizeof(char *) * Max(g->n, 1));
+	int64	   *ids = palloc(sizeof(int64) * Max(g->n, 1));
+	int			n = 0;
+	Datum		args[3];
+
+	for (int i = 0; i < g->n; i++)
+	{
+		if (!written[i])
+			continue;
+		keys[n] = g->keys[i];
+		ids[n++] = g->ids[i];
+	}
+	if (n == 0 || !enrich_enriched_rows_kept())
+		return;
+	args[0] = ObjectIdGetDatum(g->relid);
+	args[1] = enrich_text_array(keys, n);
+	args[2] = enrich_int8_array(ids, n);
+	enrich_plan_run(&plan,
+					"INSERT INTO enrich.enriched_rows AS e (source, source_key, request, answered_at, refresh_from) "
+					"SELECT $1, u.k::pg_catalog.jsonb, r.id, a.answered_at, a.answered_at "
+					"FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.int8[])) AS u(k, id) "
+					"JOIN enrich.requests r ON r.id" SQL_OP(=) "u.id "
+					"CROSS JOIN LATERAL (SELECT COALESCE((SELECT o.completed_at FROM enrich.requests o "
+					"    WHERE o.id" SQL_OP(=) "r.reused_from), r.completed_at, pg_catalog.now()) AS answered_at) a "
+					"ON CONFLICT (source, source_key) DO UPDATE SET request = excluded.request, "
+					"    answered_at = excluded.answered_at, refresh_from = excluded.refresh_from "
+					"WHERE e.request" SQL_OP(<) "excluded.request",
+					3, (Oid[]) {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID}, args, NULL, false);
+}
+
+/*
  * write_group writes the persons of one group as its table's owner: all at
  * once, waiting WRITE_BACK_LOCK_WAIT at most for locked rows, unless they
  * are deferred ones; else those whose rows it can lock, the others left
@@ -624,7 +727,8 @@ static void
 write_group(WriteBackGroup *g, bool deferred)
 {
 	WriteBackTarget t = {0};
-	WriteBackStep step = {g, palloc(sizeof(KeyOutcome) * Max(g->n, 1))};
+	WriteBackStep step = {g, palloc(sizeof(KeyOutcome) * Max(g->n, 1)),
+	palloc0(sizeof(bool) * Max(g->n, 1))};
 	ErrorData  *error = NULL;
 	bool		locked_out;
 	char	   *problem;
@@ -645,7 +749,10 @@ write_group(WriteBackGroup *g, bool deferred)
 	{
 		error = as_owner(&t, WRITE_BACK_LOCK_WAIT, write_all, &step);
 		if (error == NULL)
+		{
+			record_written(g, step.written);
 			return;
+		}
 		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
 		{
 			warn_not_written(g, t.name, error->sqlerrcode, error->message);
@@ -653,7 +760,10 @@ write_group(WriteBackGroup *g, bool deferred)
 		}
 		FreeErrorData(error);
 	}
+	memset(step.written, 0, sizeof(bool) * g->n);
 	error = as_owner(&t, WRITE_BACK_LOCK_WAIT, write_unlocked, &step);
+	if (error == NULL)
+		record_written(g, step.written);
 	for (int i = 0; error != NULL && i < g->n; i++)
 	{
 		/* a lock on the table (a partition, say): all later; else given up */
@@ -724,4 +834,70 @@ enrich_write_back_retry(int limit)
 	enrich_write_back_collect(&groups, n);
 	enrich_write_back(groups, true);
 	return (int) n;
+}
+
+/* the arguments of the step that reads the identifiers of rows, and what it found */
+typedef struct IdentifierStep
+{
+	char	  **keys;
+	int			n;
+	bool	   *found;			/* whether each key names a row */
+	char	  **identifiers;	/* three a key: linkedin_url, person_id, pdl_id */
+} IdentifierStep;
+
+/*
+ * read_identifiers reads the identifiers of the rows that the keys of a
+ * step name (a step run as the table's owner)
+ */
+static void
+read_identifiers(const WriteBackTarget *t, void *arg)
+{
+	IdentifierStep *step = (IdentifierStep *) arg;
+	uint64		n = run_keys(t, WB_IDENTIFIERS, step->keys, NULL, step->n);
+
+	for (uint64 r = 0; r < n; r++)
+	{
+		int64		i = enrich_column_int64(r, 1);
+
+		if (i < 1 || i > step->n)
+			continue;
+		step->found[i - 1] = true;
+		for (int c = 0; c < 3; c++)
+			step->identifiers[(i - 1) * 3 + c] = enrich_column_text(r, 2 + c);
+	}
+}
+
+/*
+ * enrich_watched_identifiers reads, as a watched table's owner, the
+ * identifiers of the rows that n keys (primary keys as JSON arrays of
+ * text) name now: found[i] says whether key i names a row, and
+ * identifiers[3 * i] to [3 * i + 2] are its linkedin_url, person_id and
+ * pdl_id (NULL where none).  It returns false when it could not: with
+ * *problem NULL when another transaction holds a lock on the table (try
+ * later), else with why (no longer watched, a watch that no longer matches
+ * the table, the statement's error).
+ */
+bool
+enrich_watched_identifiers(Oid relid, char **keys, int n, bool *found, char **identifiers,
+						   char **problem)
+{
+	WriteBackTarget t = {0};
+	IdentifierStep step = {keys, n, found, identifiers};
+	ErrorData  *error;
+	bool		locked_out;
+
+	memset(found, 0, sizeof(bool) * n);
+	memset(identifiers, 0, sizeof(char *) * 3 * n);
+	if (!write_back_target(relid, &t, &locked_out, problem))
+	{
+		if (!locked_out && *problem == NULL)
+			*problem = pstrdup("it is no longer watched");
+		return false;
+	}
+	error = as_owner(&t, NULL, read_identifiers, &step);
+	if (error == NULL)
+		return true;
+	*problem = error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ? NULL : pstrdup(error->message);
+	FreeErrorData(error);
+	return false;
 }

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * writeback.h
- *	  Writing persons into watched tables as their owners (writeback.c).
- *	  Every function runs inside the worker's transaction, SPI connected.
+ *	  The statements on watched tables, run as their owners (writeback.c):
+ *	  writing persons, reading the identifiers of rows to refresh.  Every
+ *	  function runs inside a transaction, SPI connected.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,5 +15,8 @@
 extern void enrich_write_back_collect(List **groups, uint64 n);
 extern void enrich_write_back(List *groups, bool deferred);
 extern int	enrich_write_back_retry(int limit);
+extern bool enrich_enriched_rows_kept(void);
+extern bool enrich_watched_identifiers(Oid relid, char **keys, int n, bool *found,
+									   char **identifiers, char **problem);
 
 #endif							/* ENRICH_WRITEBACK_H */

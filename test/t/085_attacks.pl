@@ -120,7 +120,8 @@ as('app', qq{
 				('||', 'text', 'text'), ('=', '"char"', '"char"'), ('=', 'regclass', 'oid'),
 				('=', 'date', 'date'), ('>=', 'date', 'date'), ('+', 'date', 'integer'),
 				('+', 'timestamp', 'interval'), ('>', 'timestamptz', 'timestamptz'),
-				('>=', 'interval', 'interval')) AS v(op, l, r)
+				('>=', 'interval', 'interval'), ('=', 'interval', 'interval'),
+				('<', 'interval', 'interval')) AS v(op, l, r)
 			LOOP
 				i := i + 1;
 				EXECUTE format('SELECT pg_typeof(NULL::%s OPERATOR(pg_catalog.%s) NULL::%s)::text',
@@ -264,6 +265,21 @@ $node->wait_for(q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('
 ok($node->log_contains(qr/could not write 1 persons back to table evil\.slow: canceling statement due to statement timeout/),
 	'the sleeping trigger was stopped by enrich.write_back_timeout, and logged');
 is(sql(q{SELECT person IS NULL FROM evil.slow}), 't', 'that person is kept in enrich.requests only');
+
+# refreshes: bob's rows on a schedule, app's by hand.  The rows due are
+# read as each table's owner (bob's key through the planted =(varchar,
+# varchar)) and queued as the bootstrap superuser.
+as('bob', q{SELECT public.enrich_alter_watch('bob.contacts', '1 hour')});
+as('app', q{SELECT enrich_alter_watch('evil.leads', '1 hour')});
+sql(q{UPDATE enrich.enriched_rows SET answered_at = answered_at - interval '2 hours',
+	refresh_from = refresh_from - interval '2 hours'});
+$node->wait_for(q{SELECT count(*) > 0 FROM enrich.requests WHERE owner = 'bob' AND max_age IS NOT NULL},
+	"the first worker queues a refresh of bob's rows");
+ok(as('app', q{SELECT enrich_refresh('evil.leads', '1 hour')}) > 0, "app refreshes its rows by hand");
+is($node->sqlstate_of('postgres', 'app', q{SELECT enrich_refresh('bob.contacts')}), '42501',
+	"but not bob's");
+$node->wait_for(q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')},
+	'the refreshes are final');
 
 # after the hostile write-backs, the workers still write, and for bob
 as('bob', q{INSERT INTO bob.contacts VALUES ('c-after', 'https://www.linkedin.com/in/bob-after', NULL)});
