@@ -29,8 +29,9 @@ CREATE INDEX requests_write_back_due ON enrich.requests (write_back_due)
 -- whoever calls it, and reads the key columns from the primary key:
 -- enrich_watch leaves the checks to it.  Triggers that outlived their watch
 -- (a dump restored without enrich's tables) are attached again, not refused.
--- refresh_after asks the API again for a row's person once it is that old
--- (enrich_alter_watch changes it later).
+-- refresh_after asks the API again for a row's person once it is that old;
+-- notify names a channel that hears of each page of persons written
+-- (enrich_alter_watch changes both later).
 DROP FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean);
 CREATE FUNCTION @extschema@.enrich_watch(source regclass, result_column name,
                                          linkedin_url_column name DEFAULT NULL,
@@ -38,15 +39,16 @@ CREATE FUNCTION @extschema@.enrich_watch(source regclass, result_column name,
                                          pdl_id_column name DEFAULT NULL,
                                          environment text DEFAULT NULL,
                                          backfill boolean DEFAULT false,
-                                         refresh_after interval DEFAULT NULL)
+                                         refresh_after interval DEFAULT NULL,
+                                         notify text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM enrich.register_watch(source, result_column, linkedin_url_column, person_id_column, pdl_id_column, environment, NULL, NULL);
-    IF refresh_after IS NOT NULL THEN
-        PERFORM @extschema@.enrich_alter_watch(source, refresh_after);
+    IF refresh_after IS NOT NULL OR notify IS NOT NULL THEN
+        PERFORM @extschema@.enrich_alter_watch(source, refresh_after, notify);
     END IF;
     PERFORM enrich.attach_triggers(source);
     IF backfill THEN
@@ -55,9 +57,9 @@ BEGIN
     RETURN 0;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval) IS
-    'enrich the rows of a table: new and changed rows are queued, persons written to result_column (backfill: the rows without one too; refresh_after: asked again once that old)';
-REVOKE ALL ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval, text) IS
+    'enrich the rows of a table: new and changed rows are queued, persons written to result_column (backfill: the rows without one too; refresh_after: asked again once that old; notify: a channel told of each page written)';
+REVOKE ALL ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval, text) FROM PUBLIC;
 
 -- The triggers of a watched table go on each of its partitions too (a
 -- statement on a partition fires the partition's statement triggers, not
@@ -194,7 +196,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.enrich_submit(jsonb, text), @extschema@.en
     @extschema@.enrich_item(text, text, text), @extschema@.enrich_items(text, text, integer),
     enrich.items_stream(text, text, integer),
     @extschema@.enrich_batches(date, integer, integer, text),
-    @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval),
+    @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval, text),
     @extschema@.enrich_unwatch(regclass), @extschema@.enrich_wake(),
     enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
     enrich.unregister_watch(regclass), enrich.enqueue_existing(regclass),
@@ -629,15 +631,22 @@ REVOKE ALL ON FUNCTION @extschema@.enrich_estimate(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.enrich_estimate(regclass) TO enrich_user;
 
 -- Refresh: a watched row's person is asked again once it is older than the
--- watch's refresh_after.  enrich.enriched_rows keeps, for each row enrich
--- wrote a person into, when the API gave that person; the first worker
--- queues the rows that are due, a few at a time, within
+-- watch's refresh_after.  enrich.enriched_rows keeps, for each row of such a
+-- watch that enrich wrote a person into, when the API gave that person; the
+-- first worker queues the rows that are due, a few at a time, within
 -- enrich.refresh_window, and the old person stays until the new one is
 -- written.
 ALTER TABLE enrich.watches ADD COLUMN refresh_after interval
     CONSTRAINT watches_refresh_after_check CHECK (refresh_after > interval '0');
 COMMENT ON COLUMN enrich.watches.refresh_after IS
     'how old a row''s person may get before the workers ask the API again (NULL: never)';
+
+-- Notifications: a watch's notify channel hears, at the commit of each page
+-- of persons written into its table, which rows got one.
+ALTER TABLE enrich.watches ADD COLUMN notify text
+    CONSTRAINT watches_notify_check CHECK (notify OPERATOR(pg_catalog.<>) '' AND pg_catalog.octet_length(notify) OPERATOR(pg_catalog.<) 64);
+COMMENT ON COLUMN enrich.watches.notify IS
+    'the channel that hears, with each page of persons written into the table, which rows got one (NULL: none)';
 
 CREATE TABLE enrich.enriched_rows (
     source       pg_catalog.regclass NOT NULL,
@@ -651,7 +660,7 @@ CREATE INDEX enriched_rows_refresh ON enrich.enriched_rows (source, refresh_from
 REVOKE ALL ON enrich.enriched_rows FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('enrich.enriched_rows', '');
 COMMENT ON TABLE enrich.enriched_rows IS
-    'each watched row enrich wrote a person into: which request''s person, and when the API gave it';
+    'each row of a watch that refreshes that enrich wrote a person into: which request''s person, and when the API gave it';
 COMMENT ON COLUMN enrich.enriched_rows.source IS 'the watched table';
 COMMENT ON COLUMN enrich.enriched_rows.source_key IS 'the row''s primary key, as a JSON array of text';
 COMMENT ON COLUMN enrich.enriched_rows.request IS 'the request whose person was written';
@@ -667,25 +676,14 @@ CREATE POLICY enriched_rows_own ON enrich.enriched_rows
            OR (SELECT pg_catalog.pg_has_role(a.oid, 'USAGE') FROM pg_catalog.pg_roles a
                WHERE a.rolname OPERATOR(pg_catalog.=) 'enrich_admin'));
 GRANT SELECT ON enrich.enriched_rows TO enrich_user;
--- the rows written before: the newest person of each, from the requests kept
-INSERT INTO enrich.enriched_rows (source, source_key, request, answered_at, refresh_from)
-SELECT DISTINCT ON (r.source_relid, r.source_key)
-       r.source_relid, r.source_key, r.id,
-       COALESCE(a.completed_at, r.completed_at), COALESCE(a.completed_at, r.completed_at)
-FROM enrich.requests r
-JOIN enrich.watches w ON w.source OPERATOR(pg_catalog.=) r.source_relid
-LEFT JOIN enrich.requests a ON a.id OPERATOR(pg_catalog.=) r.reused_from
-WHERE r.state OPERATOR(pg_catalog.=) 'done' AND r.person IS NOT NULL AND r.source_key IS NOT NULL
-  AND r.completed_at IS NOT NULL AND r.write_back_due IS NULL
-ORDER BY r.source_relid, r.source_key, r.id DESC;
-
-CREATE FUNCTION @extschema@.enrich_alter_watch(source regclass, refresh_after interval DEFAULT NULL)
+CREATE FUNCTION @extschema@.enrich_alter_watch(source regclass, refresh_after interval DEFAULT NULL,
+                                               notify text DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'enrich_alter_watch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval) IS
-    'changes the watch of a table the caller owns: refresh_after (NULL: unchanged; 0: never refresh)';
-REVOKE ALL ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval, text) IS
+    'changes the watch of a table the caller owns (NULL: unchanged): refresh_after (0: never refresh), notify (empty: no notifications)';
+REVOKE ALL ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval, text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.enrich_refresh(source regclass, older_than interval DEFAULT NULL)
 RETURNS bigint
@@ -694,7 +692,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.enrich_refresh(regclass, interval) IS
     'queues at once a new request for each row of a watched table the caller owns whose person is older than older_than (NULL: every row with a person, always called); returns how many';
 REVOKE ALL ON FUNCTION @extschema@.enrich_refresh(regclass, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval),
+GRANT EXECUTE ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval, text),
     @extschema@.enrich_refresh(regclass, interval) TO enrich_user;
 
 -- A worker waiting for this version learns that it is here.

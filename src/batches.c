@@ -443,7 +443,8 @@ settle_items(const char *batch_id, const EnrichItemsPage *page, List **groups,
 													 "WHERE b.batch_id" SQL_OP(=) "$6) AND r.state" SQL_OP(=) "'submitting' "
 													 "AND r.duplicate_of IS NULL "
 													 "AND " IDENTIFIER_CHECK("r") SQL_OP(=) "u.checked") " "
-							  "RETURNING r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person",
+							  "RETURNING r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person, "
+							  "    r.completed_at",
 							  10, types, values, NULL, false);
 	count_outcomes(settled, settled_out);
 	enrich_write_back_collect(groups, settled);

@@ -54,24 +54,6 @@ static TimestampTz folded_at = 0;
 	"items_calls, rate_limited, errors"
 #define USAGE_NCOLUMNS 10
 
-/*
- * ledger_run runs one of the ledger's statements as the bootstrap superuser
- * (enrich_run_privileged_plan), its plan kept, and returns SPI's row
- * count; the caller's memory context stays current
- */
-static uint64
-ledger_run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values,
-		   const char *nulls, bool read_only)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	int			rc = enrich_run_privileged_plan(plan, sql, 0, nargs, types, values, nulls, read_only);
-
-	MemoryContextSwitchTo(caller);
-	if (rc < 0)
-		elog(ERROR, "enrich: a statement of the ledger failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
-}
-
 /* usage_values returns a usage as the int8 values of USAGE_COLUMNS */
 static void
 usage_values(const EnrichUsage *u, Datum *values)
@@ -111,7 +93,7 @@ enrich_ledger_add(int environment, const EnrichUsage *usage)
 	for (int i = 1; i <= USAGE_NCOLUMNS; i++)
 		types[i] = INT8OID;
 	usage_values(usage, &values[1]);
-	ledger_run(&plan,
+	enrich_plan_run_privileged(&plan,
 			   "INSERT INTO enrich.usage_counts (environment, day, " USAGE_COLUMNS ") "
 			   "VALUES ($1, pg_catalog.timezone('UTC'::pg_catalog.text, pg_catalog.now())"
 			   "::pg_catalog.date, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -145,7 +127,7 @@ ledger_fold(void)
 {
 	static SPIPlanPtr plan = NULL;
 
-	ledger_run(&plan,
+	enrich_plan_run_privileged(&plan,
 			   "WITH p AS (DELETE FROM enrich.usage_counts WHERE pending RETURNING *) "
 			   "INSERT INTO enrich.usage_counts AS u (environment, day, " USAGE_COLUMNS ", pending) "
 			   "SELECT p.environment, p.day, pg_catalog.sum(p.submitted), pg_catalog.sum(p.reused), "
@@ -210,7 +192,7 @@ budget_row(int environment)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(enrich_environment_name(environment))};
 
-	return ledger_run(&plan,
+	return enrich_plan_run_privileged(&plan,
 					  "SELECT b.per_day, b.per_month, "
 					  "    COALESCE(pg_catalog.sum(u.submitted) FILTER (WHERE u.day" SQL_OP(=) "t.today), 0), "
 					  "    COALESCE(pg_catalog.sum(u.submitted), 0), "

@@ -111,6 +111,25 @@ enrich_plan_run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 }
 
 /*
+ * enrich_plan_run_privileged is enrich_plan_run as the bootstrap superuser
+ * under the pinned settings (enrich_run_privileged_plan): for the
+ * statements on enrich's tables that run in a user's session as well as in
+ * the workers
+ */
+uint64
+enrich_plan_run_privileged(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+						   Datum *values, const char *nulls, bool read_only)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	int			rc = enrich_run_privileged_plan(plan, sql, 0, nargs, argtypes, values, nulls, read_only);
+
+	MemoryContextSwitchTo(caller);
+	if (rc < 0)
+		elog(ERROR, "enrich: a statement failed: %s (%.60s...)", SPI_result_code_string(rc), sql);
+	return SPI_processed;
+}
+
+/*
  * A kept plan suits the size and the statistics its tables had when it was
  * made; the plans are made again when a table has doubled since, past
  * REPLAN_MIN_BLOCKS.

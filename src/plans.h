@@ -41,6 +41,9 @@ extern SPIPlanPtr enrich_plan_prepare(SPIPlanPtr *plan, const char *sql, int nar
 									  Oid *argtypes);
 extern uint64 enrich_plan_run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 							  Datum *values, const char *nulls, bool read_only);
+extern uint64 enrich_plan_run_privileged(SPIPlanPtr *plan, const char *sql, int nargs,
+										 Oid *argtypes, Datum *values, const char *nulls,
+										 bool read_only);
 extern bool enrich_relation_outgrew(Oid relid, BlockNumber *blocks, bool *analyzed);
 extern Datum enrich_int8_array(const int64 *values, int n);
 extern Datum enrich_varlena_array(void **values, int n, Oid element_type);
@@ -121,6 +124,14 @@ extern int64 enrich_column_int64(uint64 row, int col);
 	"    THEN " a ".completed_at" SQL_OP(>) "(pg_catalog.now()" SQL_OP(-) within ") " \
 	"    ELSE (" a ".error" SQL_OP(->>) "'code')" SQL_OP(=) "'not_found' " \
 	"     AND " a ".completed_at" SQL_OP(>) "(pg_catalog.now()" SQL_OP(-) failures_within ") END"
+
+/*
+ * ANSWERED_AT(alias) is when the API gave the answer of a settled request:
+ * its completed_at, or for a copy (reused_from), the copied request's
+ */
+#define ANSWERED_AT(alias) \
+	"CASE WHEN " alias ".reused_from IS NULL THEN " alias ".completed_at " \
+	"ELSE (SELECT o.completed_at FROM enrich.requests o WHERE o.id" SQL_OP(=) alias ".reused_from) END"
 
 /* STATE_IN(column, states): the column is one of the states given (in braces) */
 #define STATE_IN(column, states) \

@@ -161,7 +161,8 @@ enrich_queue_settle_followers(Datum lead_array)
 					 "WHERE f.duplicate_of" SQL_OP(=) "ANY ($1) AND l.id" SQL_OP(=) "f.duplicate_of "
 					 "  AND " NOT_FOR_INDEX(STATE_IN("f.state", "{submitting,submitted}")) " "
 					 "  AND " STATE_IN("l.state", "{queued,done,failed}") " "
-					 "RETURNING f.id, f.state, f.source_relid, f.source_key::pg_catalog.text, f.person",
+					 "RETURNING f.id, f.state, f.source_relid, f.source_key::pg_catalog.text, f.person, "
+					 ANSWERED_AT("f"),
 					 1, types, values, NULL, false);
 }
 

@@ -5,7 +5,7 @@
  *	  again, a few at a time and within enrich.refresh_window, the rows
  *	  whose person is older than their watch's refresh_after
  *	  (enrich.enriched_rows says when the API gave each); enrich_refresh
- *	  queues them by hand; enrich_alter_watch sets refresh_after.
+ *	  queues them by hand (enrich_alter_watch, watch.c, sets refresh_after).
  *
  * A refresh is a new request of the row, with the identifiers the row has
  * now (read as the table's owner, writeback.c); the old person stays in
@@ -42,7 +42,6 @@
 #include "watch.h"
 #include "writeback.h"
 
-PG_FUNCTION_INFO_V1(enrich_alter_watch);
 PG_FUNCTION_INFO_V1(enrich_refresh);
 
 /* the first worker looks for rows due this often */
@@ -56,23 +55,6 @@ PG_FUNCTION_INFO_V1(enrich_refresh);
 
 /* the tables whose refresh failed, warned about once until one succeeds */
 static List *warned = NIL;
-
-/*
- * run runs one of the module's statements as the bootstrap superuser, its
- * plan kept, and returns how many rows it processed; the caller's memory
- * context stays current
- */
-static uint64
-run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	int			rc = enrich_run_privileged_plan(plan, sql, 0, nargs, types, values, nulls, false);
-
-	MemoryContextSwitchTo(caller);
-	if (rc < 0)
-		elog(ERROR, "enrich: a refresh statement failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
-}
 
 /*
  * queue_requests queues a request for each row found among n keys that
@@ -111,7 +93,7 @@ queue_requests(Oid relid, char **keys, int n, const bool *found, char **identifi
 	values[5] = age_bound;
 	nulls[5] = age_bound_null ? 'n' : ' ';
 	values[6] = Float8GetDatum(enrich_reuse_within_s * 1000.0);
-	return run(&plan,
+	return enrich_plan_run_privileged(&plan,
 			   "INSERT INTO enrich.requests (environment, linkedin_url, person_id, pdl_id, "
 			   "    source_relid, source_key, max_age) "
 			   "SELECT COALESCE(w.environment, pg_catalog.current_setting('enrich.environment')), "
@@ -124,7 +106,7 @@ queue_requests(Oid relid, char **keys, int n, const bool *found, char **identifi
 			   "WHERE (u.l IS NOT NULL OR u.p IS NOT NULL OR u.d IS NOT NULL) "
 			   "  AND enrich.request_problem(u.l, u.p, u.d, NULL) IS NULL",
 			   7, (Oid[]) {OIDOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-			   INTERVALOID, FLOAT8OID}, values, nulls);
+			   INTERVALOID, FLOAT8OID}, values, nulls, false);
 }
 
 /*
@@ -143,7 +125,7 @@ mark_queued(Oid relid, char **keys, int n, const bool *found)
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = enrich_text_array(keys, n);
 	values[2] = PointerGetDatum(construct_array(flags, n, BOOLOID, 1, true, TYPALIGN_CHAR));
-	(void) run(&plan,
+	(void) enrich_plan_run_privileged(&plan,
 			   "WITH s AS (SELECT u.k::pg_catalog.jsonb AS k, u.f "
 			   "           FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), "
 			   "                           pg_catalog.unnest($3::pg_catalog.bool[])) AS u(k, f)), "
@@ -151,7 +133,7 @@ mark_queued(Oid relid, char **keys, int n, const bool *found)
 			   "          WHERE e.source" SQL_OP(=) "$1 AND e.source_key" SQL_OP(=) "s.k AND s.f) "
 			   "DELETE FROM enrich.enriched_rows e USING s "
 			   "WHERE e.source" SQL_OP(=) "$1 AND e.source_key" SQL_OP(=) "s.k AND NOT s.f",
-			   3, (Oid[]) {OIDOID, TEXTARRAYOID, BOOLARRAYOID}, values, NULL);
+			   3, (Oid[]) {OIDOID, TEXTARRAYOID, BOOLARRAYOID}, values, NULL, false);
 }
 
 /*
@@ -168,13 +150,13 @@ due_keys(Oid relid, Datum since, Datum older_than, bool older_than_null, int lim
 	char		nulls[4] = {' ', ' ', older_than_null ? 'n' : ' ', ' '};
 	char	  **keys;
 
-	*n = (int) run(&plan,
+	*n = (int) enrich_plan_run_privileged(&plan,
 				   "SELECT e.source_key::pg_catalog.text FROM enrich.enriched_rows e "
 				   "WHERE e.source" SQL_OP(=) "$1 "
 				   "  AND e.refresh_from" SQL_OP(<) "(pg_catalog.now()" SQL_OP(-) "$2) "
 				   "  AND ($3 IS NULL OR e.answered_at" SQL_OP(<) "(pg_catalog.now()" SQL_OP(-) "$3)) "
 				   "ORDER BY e.refresh_from LIMIT $4 FOR UPDATE SKIP LOCKED",
-				   4, (Oid[]) {OIDOID, INTERVALOID, INTERVALOID, INT4OID}, values, nulls);
+				   4, (Oid[]) {OIDOID, INTERVALOID, INTERVALOID, INT4OID}, values, nulls, false);
 	keys = palloc(sizeof(char *) * Max(*n, 1));
 	for (int i = 0; i < *n; i++)
 		keys[i] = enrich_column_text(i, 1);
@@ -338,85 +320,6 @@ enrich_refresh_round(void)
 }
 
 /*
- * interval_arg returns an interval argument, refusing a negative one with
- * an error that names it; *isnull says it was NULL
- */
-static Datum
-interval_arg(FunctionCallInfo fcinfo, int argno, const char *name, bool *isnull)
-{
-	Interval	zero = {0};
-	Datum		value;
-
-	*isnull = PG_ARGISNULL(argno);
-	if (*isnull)
-		return (Datum) 0;
-	value = PG_GETARG_DATUM(argno);
-	if (DatumGetBool(DirectFunctionCall2(interval_lt, value, IntervalPGetDatum(&zero))))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be negative", name),
-				 errhint("Give an interval such as '90 days'.")));
-	return value;
-}
-
-/*
- * watched_table checks that the caller owns a table and that it is
- * watched (SPI connected); it returns the table's OID
- */
-static Oid
-watched_table(FunctionCallInfo fcinfo)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			relid;
-	Datum		value;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("source must not be null")));
-	relid = PG_GETARG_OID(0);
-	(void) enrich_check_table(relid);
-	value = ObjectIdGetDatum(relid);
-	if (run(&plan, "SELECT 1 FROM enrich.watches WHERE source" SQL_OP(=) "$1 FOR UPDATE",
-			1, (Oid[]) {OIDOID}, &value, NULL) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table %s is not watched", enrich_relation_name(relid)),
-				 errhint("Call enrich_watch first.")));
-	return relid;
-}
-
-/*
- * enrich_alter_watch(source, refresh_after) changes the watch of a table
- * the caller owns: refresh_after NULL leaves it as it is, 0 stops the
- * refreshes
- */
-Datum
-enrich_alter_watch(PG_FUNCTION_ARGS)
-{
-	static SPIPlanPtr plan = NULL;
-	bool		unchanged;
-	Datum		after = interval_arg(fcinfo, 1, "refresh_after", &unchanged);
-	Datum		values[2];
-	Oid			relid;
-
-	SPI_connect();
-	relid = watched_table(fcinfo);
-	if (!unchanged)
-	{
-		values[0] = ObjectIdGetDatum(relid);
-		values[1] = after;
-		(void) run(&plan,
-				   "UPDATE enrich.watches SET refresh_after = "
-				   "CASE WHEN $2" SQL_OP(=) "'0'::pg_catalog.interval THEN NULL ELSE $2 END "
-				   "WHERE source" SQL_OP(=) "$1",
-				   2, (Oid[]) {OIDOID, INTERVALOID}, values, NULL);
-	}
-	SPI_finish();
-	PG_RETURN_VOID();
-}
-
-/*
  * enrich_refresh(source, older_than) queues at once, not spread over time
  * and whatever enrich.refresh_window says, a new request for each row of a
  * watched table the caller owns whose person is older than older_than
@@ -428,7 +331,7 @@ Datum
 enrich_refresh(PG_FUNCTION_ARGS)
 {
 	bool		every;
-	Datum		older_than = interval_arg(fcinfo, 1, "older_than", &every);
+	Datum		older_than = enrich_interval_arg(fcinfo, 1, "older_than", &every);
 	Interval	zero = {0};
 	int64		total = 0;
 	MemoryContext chunk;
@@ -436,7 +339,9 @@ enrich_refresh(PG_FUNCTION_ARGS)
 	int			n;
 
 	SPI_connect();
-	relid = watched_table(fcinfo);
+	relid = enrich_watched_table(fcinfo);
+	/* a watch that does not refresh records nothing as it writes */
+	(void) enrich_enriched_rows_sync(relid);
 	chunk = AllocSetContextCreate(CurrentMemoryContext, "enrich_refresh", ALLOCSET_DEFAULT_SIZES);
 	do
 	{

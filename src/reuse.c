@@ -27,8 +27,8 @@
  * a person found within its window ($2 ms, or the request's max_age), a
  * not_found within the shorter of that and $3 ms.  The claim's attempt is
  * taken back: nothing was sent.  It returns how many, the SPI result
- * holding each one's id, state, source_relid, source_key as text and
- * person.
+ * holding each one's id, state, source_relid, source_key as text, person
+ * and when the copied answer was given.
  */
 static uint64
 settle_reused(Datum ids)
@@ -48,7 +48,8 @@ settle_reused(Datum ids)
 						   "    completed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
 						   "FROM (SELECT c.id AS request, a.* "
 						   "      FROM enrich.requests c "
-						   "      CROSS JOIN LATERAL (SELECT a.id, a.state, a.person, a.error, a.item_id, a.batch_id "
+						   "      CROSS JOIN LATERAL (SELECT a.id, a.state, a.person, a.error, a.item_id, a.batch_id, "
+						   "              a.completed_at AS answered_at "
 						   "          FROM enrich.requests a "
 						   "          WHERE a.environment" SQL_OP(=) "c.environment "
 						   "            AND a.identifier" SQL_OP(=) "c.identifier "
@@ -59,7 +60,8 @@ settle_reused(Datum ids)
 						   "          ORDER BY a.completed_at DESC LIMIT 1) a "
 						   "      WHERE c.id" SQL_OP(=) "ANY ($1) AND c.identifier IS NOT NULL) s "
 						   "WHERE r.id" SQL_OP(=) "s.request "
-						   "RETURNING r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person",
+						   "RETURNING r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person, "
+						   "    s.answered_at",
 						   3, types, values, NULL, false);
 }
 

@@ -46,6 +46,12 @@ static const char *const worker_settings[][2] = {
 	{"lock_timeout", "0"},
 	{"statement_timeout", "0"},
 	{"idle_in_transaction_session_timeout", "0"},
+	/*
+	 * a kept plan's estimate may pass jit_above_cost (a count over an index
+	 * range the generic plan guesses a third of): compiling it costs far
+	 * more than the few rows it reads
+	 */
+	{"jit", "off"},
 };
 
 /*

@@ -2,7 +2,7 @@
  *
  * watch.c
  *	  Watched tables: their records (enrich.register_watch,
- *	  enrich.unregister_watch), the trigger of a watched table
+ *	  enrich.unregister_watch, enrich_alter_watch), the trigger of a watched table
  *	  (enrich.enqueue_from_source) and its backfill (enrich.enqueue_existing).
  *	  The new rows of an INSERT or COPY go to the intake (intake.c); the rows
  *	  an UPDATE changed, and a backfill's, are queued by one statement built
@@ -53,6 +53,7 @@
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
 #include "compat.h"
@@ -64,6 +65,7 @@
 #include "request.h"
 #include "security.h"
 #include "watch.h"
+#include "writeback.h"
 
 PG_FUNCTION_INFO_V1(enrich_enqueue_from_source);
 PG_FUNCTION_INFO_V1(enrich_enqueue_existing);
@@ -71,6 +73,7 @@ PG_FUNCTION_INFO_V1(enrich_estimate);
 PG_FUNCTION_INFO_V1(enrich_register_watch);
 PG_FUNCTION_INFO_V1(enrich_unregister_watch);
 PG_FUNCTION_INFO_V1(enrich_forget_dropped);
+PG_FUNCTION_INFO_V1(enrich_alter_watch);
 
 /*
  * where the rows that enqueue_sql queues come from (the new rows of an
@@ -1092,4 +1095,115 @@ enrich_forget_dropped(PG_FUNCTION_ARGS)
 		elog(ERROR, "enrich: forgetting the rows of dropped tables failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
 	PG_RETURN_NULL();
+}
+
+/*
+ * enrich_interval_arg returns an interval argument, refusing a negative
+ * one with an error that names it; *isnull says it was NULL
+ */
+Datum
+enrich_interval_arg(FunctionCallInfo fcinfo, int argno, const char *name, bool *isnull)
+{
+	Interval	zero = {0};
+	Datum		value;
+
+	*isnull = PG_ARGISNULL(argno);
+	if (*isnull)
+		return (Datum) 0;
+	value = PG_GETARG_DATUM(argno);
+	if (DatumGetBool(DirectFunctionCall2(interval_lt, value, IntervalPGetDatum(&zero))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", name),
+				 errhint("Give an interval such as '90 days'.")));
+	return value;
+}
+
+/*
+ * enrich_watched_table checks that the caller owns the table of a
+ * function's first argument and that it is watched, locking its watch
+ * (SPI connected); it returns the table's OID
+ */
+Oid
+enrich_watched_table(FunctionCallInfo fcinfo)
+{
+	Oid			relid = relation_arg(fcinfo, 0, "source");
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	int			rc;
+
+	(void) enrich_check_table(relid);
+	rc = enrich_run_privileged("SELECT 1 FROM enrich.watches WHERE source" SQL_OP(=) "$1 FOR UPDATE",
+							   1, argtypes, values, NULL, false);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "enrich: reading enrich.watches failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table %s is not watched", enrich_relation_name(relid)),
+				 errhint("Call enrich_watch first.")));
+	return relid;
+}
+
+/*
+ * notify_arg returns the channel argument of enrich_alter_watch as text,
+ * refusing one that NOTIFY would refuse: '' stays '' (no notifications)
+ */
+static Datum
+notify_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *channel = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+
+	if (strlen(channel) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("notify channel \"%s\" is too long", channel),
+				 errdetail("A channel name has at most %d bytes.", NAMEDATALEN - 1)));
+	return PG_GETARG_DATUM(argno);
+}
+
+/*
+ * enrich_alter_watch(source, refresh_after, notify) changes the watch of a
+ * table the caller owns: an argument NULL leaves its setting as it is;
+ * refresh_after 0 stops the refreshes, notify '' the notifications.  A
+ * watch that refreshes has its rows recorded in enrich.enriched_rows as
+ * they are written; those written before are recorded from enrich.requests
+ * when refresh_after is set.
+ */
+Datum
+enrich_alter_watch(PG_FUNCTION_ARGS)
+{
+	bool		after_null;
+	Datum		after = enrich_interval_arg(fcinfo, 1, "refresh_after", &after_null);
+	Oid			argtypes[5] = {OIDOID, BOOLOID, INTERVALOID, BOOLOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = "     ";
+	Oid			relid;
+	int			rc;
+
+	SPI_connect();
+	relid = enrich_watched_table(fcinfo);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = BoolGetDatum(!after_null);
+	values[2] = after;
+	nulls[2] = after_null ? 'n' : ' ';
+	values[3] = BoolGetDatum(!PG_ARGISNULL(2));
+	if (PG_ARGISNULL(2))
+		nulls[4] = 'n';
+	else
+		values[4] = notify_arg(fcinfo, 2);
+	rc = enrich_run_privileged("UPDATE enrich.watches SET "
+							   "refresh_after = CASE WHEN NOT $2 THEN refresh_after "
+							   "    WHEN $3" SQL_OP(=) "'0'::pg_catalog.interval THEN NULL ELSE $3 END, "
+							   "notify = CASE WHEN NOT $4 THEN notify "
+							   "    WHEN $5" SQL_OP(=) "'' THEN NULL ELSE $5 END "
+							   "WHERE source" SQL_OP(=) "$1",
+							   5, argtypes, values, nulls, false);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "enrich: writing enrich.watches failed: %s", SPI_result_code_string(rc));
+	/* the rows enriched while the watch did not refresh are recorded now */
+	if (!after_null)
+		(void) enrich_enriched_rows_sync(relid);
+	SPI_finish();
+	PG_RETURN_VOID();
 }

@@ -39,6 +39,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -46,6 +47,7 @@
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/plancache.h"
@@ -72,6 +74,7 @@ typedef struct WriteBackGroup
 	int64	   *ids;			/* the request of each person */
 	char	  **keys;			/* source_key: the primary key as a JSON array of text */
 	Datum	   *persons;		/* jsonb */
+	Datum	   *answered;		/* timestamptz: when the API gave it */
 } WriteBackGroup;
 
 /* a watched table as the write-back statements need it, read from the catalog now */
@@ -82,6 +85,8 @@ typedef struct WriteBackTarget
 	char	   *name;			/* schema-qualified, quoted */
 	char	   *result_column;	/* quoted */
 	char	   *identifiers[3];	/* t's identifier columns as text, or NULL */
+	char	   *notify;			/* the watch's channel, or NULL */
+	bool		track;			/* record the rows written in enrich.enriched_rows */
 	char	   *match;			/* t's primary key = the key u.k names */
 } WriteBackTarget;
 
@@ -118,7 +123,7 @@ typedef struct WriteBackStep
  * one row, the later one's person is written
  */
 static void
-group_add(List **groups, Oid relid, int64 id, char *key, Datum person)
+group_add(List **groups, Oid relid, int64 id, char *key, Datum person, Datum answered)
 {
 	ListCell   *lc;
 	WriteBackGroup *g = NULL;
@@ -139,6 +144,7 @@ group_add(List **groups, Oid relid, int64 id, char *key, Datum person)
 		g->ids = palloc(sizeof(int64) * g->cap);
 		g->keys = palloc(sizeof(char *) * g->cap);
 		g->persons = palloc(sizeof(Datum) * g->cap);
+		g->answered = palloc(sizeof(Datum) * g->cap);
 		*groups = lappend(*groups, g);
 	}
 	for (int i = 0; i < g->n; i++)
@@ -149,6 +155,7 @@ group_add(List **groups, Oid relid, int64 id, char *key, Datum person)
 		{
 			g->ids[i] = id;
 			g->persons[i] = person;
+			g->answered[i] = answered;
 		}
 		return;
 	}
@@ -158,17 +165,20 @@ group_add(List **groups, Oid relid, int64 id, char *key, Datum person)
 		g->ids = repalloc(g->ids, sizeof(int64) * g->cap);
 		g->keys = repalloc(g->keys, sizeof(char *) * g->cap);
 		g->persons = repalloc(g->persons, sizeof(Datum) * g->cap);
+		g->answered = repalloc(g->answered, sizeof(Datum) * g->cap);
 	}
 	g->ids[g->n] = id;
 	g->keys[g->n] = key;
 	g->persons[g->n] = person;
+	g->answered[g->n] = answered;
 	g->n++;
 }
 
 /*
  * enrich_write_back_collect adds the done requests of watched rows among
  * the n rows of the last SPI result (id, state, source_relid, source_key
- * as text, person) to the groups to write back
+ * as text, person, when the API gave the person) to the groups to write
+ * back
  */
 void
 enrich_write_back_collect(List **groups, uint64 n)
@@ -181,6 +191,7 @@ enrich_write_back_collect(List **groups, uint64 n)
 		bool		isnull;
 		Datum		relid;
 		Datum		person;
+		Datum		answered;
 
 		/* an oid (1.0) or a regclass (1.1): the same Datum either way */
 		relid = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &relid_null);
@@ -189,46 +200,55 @@ enrich_write_back_collect(List **groups, uint64 n)
 		person = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 5, &isnull);
 		if (isnull)
 			continue;
+		answered = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 6, &isnull);
+		if (isnull)
+			answered = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		/* copied out of SPI's result, which the next statement replaces */
 		group_add(groups, DatumGetObjectId(relid), enrich_column_int64(i, 1), key,
-				  datumCopy(person, false, -1));
+				  datumCopy(person, false, -1), answered);
 	}
 }
 
 /*
- * read_watch reads the result column, the identifier columns (as text
- * expressions of t, into identifiers) and the key columns a table's watch
- * recorded; false when the table is not watched
+ * read_watch reads what a table's watch recorded into t: the identifier
+ * columns (as text expressions of t), the notify channel and whether it
+ * refreshes (1.1's catalog); and into the caller's variables its result column and key
+ * columns.  It returns false when the table is not watched.
  */
 static bool
-read_watch(Oid relid, char **result_column, char **identifiers, char ***key_columns, int *nkeys)
+read_watch(Oid relid, WriteBackTarget *t, char **result_column, char ***key_columns, int *nkeys)
 {
-	static SPIPlanPtr plan = NULL;
-	MemoryContext caller = CurrentMemoryContext;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	bool		kept = enrich_enriched_rows_kept();
 	Datum		value = ObjectIdGetDatum(relid);
 	Datum		keys;
 	Datum	   *elems;
 	bool		isnull;
-	int			rc;
 
 	/* as the bootstrap superuser: enrich_refresh's caller may not read it */
-	rc = enrich_run_privileged_plan(&plan,
-								   "SELECT result_column::pg_catalog.text, key_columns, "
-								   "linkedin_url_column::pg_catalog.text, person_id_column::pg_catalog.text, "
-								   "pdl_id_column::pg_catalog.text FROM enrich.watches "
-								   "WHERE source" SQL_OP(=) "$1",
-								   0, 1, (Oid[]) {OIDOID}, &value, NULL, true);
-	MemoryContextSwitchTo(caller);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+	if (enrich_plan_run_privileged(&plans[kept ? 1 : 0], kept ?
+									"SELECT result_column::pg_catalog.text, key_columns, "
+									"linkedin_url_column::pg_catalog.text, person_id_column::pg_catalog.text, "
+									"pdl_id_column::pg_catalog.text, notify, refresh_after IS NOT NULL "
+									"FROM enrich.watches "
+									"WHERE source" SQL_OP(=) "$1" :
+									"SELECT result_column::pg_catalog.text, key_columns, "
+									"linkedin_url_column::pg_catalog.text, person_id_column::pg_catalog.text, "
+									"pdl_id_column::pg_catalog.text, NULL::pg_catalog.text, false "
+									"FROM enrich.watches "
+									"WHERE source" SQL_OP(=) "$1",
+									1, (Oid[]) {OIDOID}, &value, NULL, true) != 1)
 		return false;
 	*result_column = enrich_column_text(0, 1);
 	for (int i = 0; i < 3; i++)
 	{
 		char	   *column = enrich_column_text(0, 3 + i);
 
-		identifiers[i] = column == NULL ? NULL :
+		t->identifiers[i] = column == NULL ? NULL :
 			psprintf("t.%s::pg_catalog.text", quote_identifier(column));
 	}
+	t->notify = enrich_column_text(0, 6);
+	t->track = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull));
 	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (isnull)
 		return false;
@@ -328,7 +348,7 @@ write_back_target(Oid relid, WriteBackTarget *t, bool *locked_out, char **proble
 
 	*locked_out = false;
 	*problem = NULL;
-	if (!read_watch(relid, &result_column, t->identifiers, &key_columns, &nkeys))
+	if (!read_watch(relid, t, &result_column, &key_columns, &nkeys))
 		return false;
 	if (!ConditionalLockRelationOid(relid, RowExclusiveLock))
 	{
@@ -677,44 +697,123 @@ enrich_enriched_rows_kept(void)
 }
 
 /*
- * record_written records in enrich.enriched_rows the rows of a group that
- * got their person (written), with when the API gave it: for a person
- * reused, when the request it copied was answered, so that a copy never
- * makes a person look younger than it is.  Of two records of a row, the
- * later request's stays.
+ * enrich_enriched_rows_sync records in enrich.enriched_rows the newest
+ * person each row of a watched table got, as enrich.requests has it (the
+ * rows enriched while the watch did not refresh), where it is newer than
+ * what is recorded; it returns how many rows it recorded.  Run as the
+ * bootstrap superuser (enrich_alter_watch's and enrich_refresh's caller
+ * may not write it).
+ */
+uint64
+enrich_enriched_rows_sync(Oid relid)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		value = ObjectIdGetDatum(relid);
+
+	return enrich_plan_run_privileged(&plan,
+									"INSERT INTO enrich.enriched_rows AS e (source, source_key, request, answered_at, refresh_from) "
+									"SELECT DISTINCT ON (r.source_key) r.source_relid, r.source_key, r.id, "
+									"    " ANSWERED_AT("r") ", " ANSWERED_AT("r") " "
+									"FROM enrich.requests r "
+									"WHERE r.source_relid" SQL_OP(=) "$1 AND r.state" SQL_OP(=) "'done' "
+									"  AND r.person IS NOT NULL AND r.source_key IS NOT NULL "
+									"  AND r.completed_at IS NOT NULL AND r.write_back_due IS NULL "
+									"ORDER BY r.source_key, r.id DESC "
+									"ON CONFLICT (source, source_key) DO UPDATE SET request = excluded.request, "
+									"    answered_at = excluded.answered_at, refresh_from = excluded.refresh_from "
+									"WHERE e.request" SQL_OP(<) "excluded.request",
+									  1, (Oid[]) {OIDOID}, &value, NULL, false);
+}
+
+/*
+ * record_written records in enrich.enriched_rows, for a watch that
+ * refreshes, the rows of a group that got their person (written), with
+ * when the API gave it: for a person reused, when the request it copied
+ * was answered, so that a copy never makes a person look younger than it
+ * is.  Of two records of a row, the later request's stays.
  */
 static void
-record_written(const WriteBackGroup *g, const bool *written)
+record_written(const WriteBackTarget *t, const WriteBackGroup *g, const bool *written)
 {
 	static SPIPlanPtr plan = NULL;
 	char	  **keys = palloc(sizeof(char *) * Max(g->n, 1));
 	int64	   *ids = palloc(sizeof(int64) * Max(g->n, 1));
+	Datum	   *answered = palloc(sizeof(Datum) * Max(g->n, 1));
 	int			n = 0;
-	Datum		args[3];
+	Datum		args[4];
 
 	for (int i = 0; i < g->n; i++)
 	{
 		if (!written[i])
 			continue;
 		keys[n] = g->keys[i];
-		ids[n++] = g->ids[i];
+		ids[n] = g->ids[i];
+		answered[n++] = g->answered[i];
 	}
-	if (n == 0 || !enrich_enriched_rows_kept())
+	if (n == 0 || !t->track)
 		return;
 	args[0] = ObjectIdGetDatum(g->relid);
 	args[1] = enrich_text_array(keys, n);
 	args[2] = enrich_int8_array(ids, n);
+	args[3] = PointerGetDatum(construct_array(answered, n, TIMESTAMPTZOID, sizeof(TimestampTz),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	enrich_plan_run(&plan,
 					"INSERT INTO enrich.enriched_rows AS e (source, source_key, request, answered_at, refresh_from) "
-					"SELECT $1, u.k::pg_catalog.jsonb, r.id, a.answered_at, a.answered_at "
-					"FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.int8[])) AS u(k, id) "
-					"JOIN enrich.requests r ON r.id" SQL_OP(=) "u.id "
-					"CROSS JOIN LATERAL (SELECT COALESCE((SELECT o.completed_at FROM enrich.requests o "
-					"    WHERE o.id" SQL_OP(=) "r.reused_from), r.completed_at, pg_catalog.now()) AS answered_at) a "
+					"SELECT $1, u.k::pg_catalog.jsonb, u.id, u.t, u.t "
+					"FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.int8[]), "
+					"    pg_catalog.unnest($4::pg_catalog.timestamptz[])) AS u(k, id, t) "
 					"ON CONFLICT (source, source_key) DO UPDATE SET request = excluded.request, "
 					"    answered_at = excluded.answered_at, refresh_from = excluded.refresh_from "
 					"WHERE e.request" SQL_OP(<) "excluded.request",
-					3, (Oid[]) {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID}, args, NULL, false);
+					4, (Oid[]) {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}, args, NULL, false);
+}
+
+/* a notification's payload stays under NOTIFY's limit of 8000 bytes */
+#define NOTIFY_PAYLOAD_MAX 7900
+
+/*
+ * notify_written tells the watch's channel, if it has one, which rows of a
+ * group got their person: {"table": "<name>", "keys": [<key>, ...]}, each
+ * key the row's primary key as a JSON array of text, as many notifications
+ * as the keys need (NOTIFY sends them at the commit of the page, and not
+ * at all when it rolls back); a key too long for any is left out
+ */
+static void
+notify_written(const WriteBackTarget *t, const WriteBackGroup *g, const bool *written)
+{
+	StringInfoData head;
+	StringInfoData payload;
+	int			nkeys = 0;
+
+	if (t->notify == NULL)
+		return;
+	initStringInfo(&head);
+	appendStringInfoString(&head, "{\"table\": ");
+	escape_json(&head, t->name);
+	appendStringInfoString(&head, ", \"keys\": [");
+	initStringInfo(&payload);
+	for (int i = 0; i <= g->n; i++)
+	{
+		bool		last = (i == g->n);
+
+		if (!last && (!written[i] || head.len + strlen(g->keys[i]) + 2 > NOTIFY_PAYLOAD_MAX))
+			continue;
+		if (nkeys > 0 && (last || payload.len + strlen(g->keys[i]) + 2 > NOTIFY_PAYLOAD_MAX))
+		{
+			appendStringInfoString(&payload, "]}");
+			Async_Notify(t->notify, payload.data);
+			nkeys = 0;
+		}
+		if (last)
+			break;
+		if (nkeys == 0)
+		{
+			resetStringInfo(&payload);
+			appendBinaryStringInfo(&payload, head.data, head.len);
+		}
+		appendStringInfo(&payload, "%s%s", nkeys > 0 ? ", " : "", g->keys[i]);
+		nkeys++;
+	}
 }
 
 /*
@@ -750,7 +849,8 @@ write_group(WriteBackGroup *g, bool deferred)
 		error = as_owner(&t, WRITE_BACK_LOCK_WAIT, write_all, &step);
 		if (error == NULL)
 		{
-			record_written(g, step.written);
+			record_written(&t, g, step.written);
+			notify_written(&t, g, step.written);
 			return;
 		}
 		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
@@ -763,7 +863,10 @@ write_group(WriteBackGroup *g, bool deferred)
 	memset(step.written, 0, sizeof(bool) * g->n);
 	error = as_owner(&t, WRITE_BACK_LOCK_WAIT, write_unlocked, &step);
 	if (error == NULL)
-		record_written(g, step.written);
+	{
+		record_written(&t, g, step.written);
+		notify_written(&t, g, step.written);
+	}
 	for (int i = 0; error != NULL && i < g->n; i++)
 	{
 		/* a lock on the table (a partition, say): all later; else given up */
@@ -827,7 +930,8 @@ enrich_write_back_retry(int limit)
 					"                AND n.source_key" SQL_OP(=) "r.source_key AND n.id" SQL_OP(>) "r.id)",
 					0, NULL, NULL, NULL, false);
 	n = enrich_plan_run(&due_plan,
-						"SELECT r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person "
+						"SELECT r.id, r.state, r.source_relid, r.source_key::pg_catalog.text, r.person, "
+						ANSWERED_AT("r") " "
 						"FROM enrich.requests r WHERE r.write_back_due" SQL_OP(<=) "pg_catalog.now() "
 						"ORDER BY r.write_back_due LIMIT $1 FOR UPDATE SKIP LOCKED",
 						1, (Oid[]) {INT4OID}, &arg, NULL, false);

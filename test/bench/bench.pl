@@ -51,6 +51,12 @@
 #   twodbs      two databases on that key at once, 50,000 requests each:
 #               each one's items/s, their sum, and the fairness (the share
 #               of the items the slower had when the faster finished)
+#   refresh     a watched table of 1,000,000 rows, each with a person that
+#               enrich.enriched_rows records, refresh_after 90 days: the
+#               first worker's look for rows due (the statement of its round,
+#               every 10 s) with none due and with all due, and
+#               enrich_refresh queuing 10,000 rows (a round's most) found
+#               among them
 #   calls       HTTP calls per 1,000 requests with the mock's start delay at
 #               2 s, for 1,000 and 10,000 requests, against the ideal (one
 #               bulk enrich per 1,000, one items call per 50, one status poll
@@ -63,7 +69,7 @@
 # Usage (test/harness.sh bench runs it as the cluster's OS user, with
 # TESTDIR set, from a copy of test/):
 #   perl -I test/perl -I <pgxs>/src/test/perl test/bench/bench.pl --csv FILE
-#        [--runs N] [--cases throughput,latency,items,trigger,progress,apibound,twodbs,calls]
+#        [--runs N] [--cases throughput,latency,items,trigger,progress,apibound,twodbs,refresh,calls]
 #        [--requests N] [--latency-trials N] [--copy-rows N]
 #        [--items-batches N] [--trigger-runs N] [--progress-rows N]
 #        [--apibound-requests N] [--pgss]
@@ -107,7 +113,8 @@ $PostgreSQL::Test::Utils::timeout_default = 900;
 my %opt = (
 	csv => undef,
 	runs => 3,
-	cases => 'throughput,latency,items,trigger,progress,apibound,twodbs,calls',
+	cases => 'throughput,latency,items,trigger,progress,apibound,twodbs,refresh,calls',
+	refresh_rows => 1_000_000,
 	requests => 100_000,
 	latency_trials => 200,
 	copy_rows => 200_000,
@@ -132,7 +139,7 @@ sub abort
 	local $SIG{__WARN__} = sub { print $TERM $_[0] };
 	GetOptions(\%opt, 'csv=s', 'runs=i', 'cases=s', 'requests=i', 'latency_trials|latency-trials=i',
 		'copy_rows|copy-rows=i', 'items_batches|items-batches=i', 'trigger_runs|trigger-runs=i',
-		'progress_rows|progress-rows=i', 'apibound_requests|apibound-requests=i', 'pgss!')
+		'progress_rows|progress-rows=i', 'refresh_rows|refresh-rows=i', 'apibound_requests|apibound-requests=i', 'pgss!')
 	  or abort("usage: bench.pl [--csv FILE] [--runs N] [--cases LIST] [--requests N] [--latency-trials N]\n"
 		  . "                [--copy-rows N] [--items-batches N] [--trigger-runs N] [--progress-rows N]\n"
 		  . "                [--apibound-requests N] [--pgss]");
@@ -142,8 +149,8 @@ abort("--requests must be a positive multiple of 50") if $opt{requests} < 50 || 
 my %want = map { $_ => 1 } split /,/, $opt{cases};
 for (sort keys %want)
 {
-	abort("unknown case '$_' (throughput, latency, items, trigger, progress, apibound, twodbs, calls)")
-	  unless /^(?:throughput|latency|items|trigger|progress|apibound|twodbs|calls)$/;
+	abort("unknown case '$_' (throughput, latency, items, trigger, progress, apibound, twodbs, refresh, calls)")
+	  unless /^(?:throughput|latency|items|trigger|progress|apibound|twodbs|refresh|calls)$/;
 }
 
 my $started = time;
@@ -776,6 +783,88 @@ sub case_progress
 }
 
 # ---------------------------------------------------------------------------
+# refresh at a million rows
+# ---------------------------------------------------------------------------
+
+# the first worker's look for the rows due of each watch, as refresh.c's
+# round runs it every 10 s
+my $refresh_due_sql = q{
+	SELECT w.source::pg_catalog.oid, w.refresh_after,
+	    (SELECT pg_catalog.count(*) FROM enrich.enriched_rows e
+	     WHERE e.source OPERATOR(pg_catalog.=) w.source
+	       AND e.refresh_from OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) w.refresh_after))
+	FROM enrich.watches w WHERE w.refresh_after IS NOT NULL};
+
+# refresh_fill makes bench.refreshed: n rows with a person, watched with
+# refresh_after 90 days (the rows go in before the watch: none is queued),
+# and records each row in enrich.enriched_rows as answered 0 to 79 days ago
+sub refresh_fill
+{
+	my ($n) = @_;
+	sql(qq{DROP TABLE IF EXISTS bench.refreshed;
+		CREATE TABLE bench.refreshed (id bigint PRIMARY KEY, name text, linkedin text, person jsonb);
+		INSERT INTO bench.refreshed SELECT g, 'Zoë ' || g, 'linkedin.com/in/refresh-' || g, '{"fullName": "Zoë"}'
+		FROM generate_series(1, $n) g;
+		SELECT enrich_watch('bench.refreshed', 'person', linkedin_url_column => 'linkedin',
+		                    refresh_after => '90 days');
+		INSERT INTO enrich.enriched_rows (source, source_key, request, answered_at, refresh_from)
+		SELECT 'bench.refreshed'::regclass, jsonb_build_array(g::text), 0, a, a
+		FROM generate_series(1, $n) g, LATERAL (SELECT now() - (g % 80) * interval '1 day' AS a) t;
+		VACUUM ANALYZE bench.refreshed, enrich.enriched_rows});
+}
+
+# refresh_look returns the median time of 20 runs of the worker's look, in
+# ms, with jit off as in the workers' sessions
+sub refresh_look
+{
+	return sql(qq{SET jit = off; SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY t) FROM (
+		SELECT bench.time_statement(\$s\$$refresh_due_sql\$s\$) AS t FROM generate_series(1, 20)) r}) + 0;
+}
+
+# case_refresh: the cost of the refresh at refresh_rows watched rows
+sub case_refresh
+{
+	my $n = $opt{refresh_rows};
+	my (@none, @all, @hand);
+
+	reset_queue();
+	# no refresh of the bench's table by the workers meanwhile
+	sql("ALTER SYSTEM SET enrich.refresh_window = '00:00-00:01'; SELECT pg_reload_conf()");
+	refresh_fill($n);
+	for my $run (1 .. $opt{runs})
+	{
+		sql(q{UPDATE enrich.enriched_rows
+			SET answered_at = now() - ((source_key->>0)::bigint % 80) * interval '1 day',
+			    refresh_from = now() - ((source_key->>0)::bigint % 80) * interval '1 day'});
+		push @none, refresh_look();
+		# (as autovacuum would after the update: rows fall due with time, not by one)
+		sql(q{UPDATE enrich.enriched_rows SET refresh_from = refresh_from - interval '100 days'});
+		sql(q{VACUUM enrich.enriched_rows});
+		push @all, refresh_look();
+		# 10,000 rows older than 170 days, found among the million due
+		sql(q{UPDATE enrich.enriched_rows SET answered_at = answered_at - interval '180 days'
+			WHERE (source_key->>0)::bigint <= 10000});
+		my $t0 = time;
+		my $queued = sql(q{SELECT enrich_refresh('bench.refreshed', '170 days')});
+		push @hand, (time - $t0) * 1000;
+		die "bench: enrich_refresh queued $queued rows, not 10000\n" unless $queued == 10000;
+		wait_queue_empty(300, 0.2);
+		note(sprintf("refresh run %d: look %.2f ms with none due, %.1f ms with all due; enrich_refresh of 10,000: %.0f ms",
+				$run, $none[-1], $all[-1], $hand[-1]));
+	}
+	sql("ALTER SYSTEM RESET enrich.refresh_window; SELECT pg_reload_conf()");
+	drop_contacts('bench.refreshed');
+	reset_queue();
+	my $nice = $n == 1_000_000 ? '1,000,000' : $n;
+	add_row(case => 'refresh', figure => "the first worker's look for rows due (every 10 s), $nice watched rows, none due",
+		values => \@none, unit => 'ms', digits => 2, target => '≤ 10 ms', test => sub { $_[0] <= 10 });
+	add_row(case => 'refresh', figure => "the same, all $nice due (it counts them to spread them)",
+		values => \@all, unit => 'ms', digits => 1);
+	add_row(case => 'refresh', figure => "enrich_refresh queuing 10,000 rows found among $nice due",
+		values => \@hand, unit => 'ms', digits => 0);
+}
+
+# ---------------------------------------------------------------------------
 # the API as the limit: one key's budget, one database or two
 # ---------------------------------------------------------------------------
 
@@ -1145,6 +1234,7 @@ my @cases = (
 	[ progress => 'progress', \&case_progress ],
 	[ apibound => 'API-bound', \&case_apibound ],
 	[ twodbs => 'two databases', \&case_twodbs ],
+	[ refresh => 'refresh', \&case_refresh ],
 	[ calls => 'HTTP calls', \&case_calls ],
 );
 for my $c (@cases)

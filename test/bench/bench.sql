@@ -11,6 +11,7 @@
 --                        one COMMIT per page, with no HTTP at all
 --   bench.latency        the latency trials: insert one contact, poll every 2 ms
 --                        on the same connection until its person is written
+--   bench.progress_reads, bench.time_statement   time reads and statements
 --
 -- Nothing here is part of the extension.
 
@@ -210,3 +211,16 @@ END
 $$;
 GRANT USAGE ON SCHEMA bench TO PUBLIC;
 GRANT EXECUTE ON FUNCTION bench.progress_reads(integer) TO PUBLIC;
+
+-- bench.time_statement(sql) runs a statement once and returns its time in
+-- milliseconds, planning included
+CREATE FUNCTION bench.time_statement(sql text) RETURNS double precision
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+BEGIN
+    EXECUTE sql;
+    RETURN extract(epoch FROM clock_timestamp() - t0) * 1000;
+END
+$$;

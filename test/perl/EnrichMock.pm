@@ -355,6 +355,14 @@ sub _admin
 # GET /__mock/stats, decoded.
 sub stats { $_[0]->_admin(GET => '/__mock/stats') }
 
+# $mock->submitted($identifier): how many bulk enrich submissions carried a
+# normalized identifier (the proof of what a person cost)
+sub submitted
+{
+	my ($self, $identifier) = @_;
+	return $self->stats->{submissions}{$identifier} // 0;
+}
+
 # POST /__mock/faults; returns the full response (check ->{status} for rejected settings).
 sub set_faults
 {

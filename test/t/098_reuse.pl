@@ -25,11 +25,7 @@ enrich.poll_interval_max = '500ms'
 });
 
 # the number of bulk enrich submissions of each normalized identifier
-sub sent
-{
-	my ($identifier) = @_;
-	return $mock->stats->{submissions}{$identifier} // 0;
-}
+sub sent { return $mock->submitted($_[0]) }
 
 # the request behind a watched row of contacts (the newest), as
 # "state reused" where reused says whether it names the request it copied
@@ -45,7 +41,7 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE crm LOGIN;
 	GRANT USAGE ON SCHEMA enrich TO crm;
 	GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA enrich TO crm;
-	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval),
+	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text),
 	    enrich_unwatch(regclass), enrich_estimate(regclass) TO crm;
 	GRANT CREATE ON SCHEMA public TO crm;
 	SET ROLE crm;

@@ -24,11 +24,7 @@ enrich.poll_interval_max = '500ms'
 });
 
 # the number of bulk enrich submissions of each normalized identifier
-sub sent
-{
-	my ($identifier) = @_;
-	return $mock->stats->{submissions}{$identifier} // 0;
-}
+sub sent { return $mock->submitted($_[0]) }
 
 # sets enrich.refresh_window to a window of server time from $from to $to
 # (intervals from now) and waits until the workers have it
@@ -198,8 +194,23 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.watches WHERE sour
 is($node->psql('postgres', q{ALTER SYSTEM SET enrich.refresh_window = '25:00-02:00'}), 3,
 	'a malformed enrich.refresh_window is refused');
 
-# 10. a dropped table's records go with it
-$node->safe_psql('postgres', q{SET ROLE crm; DROP TABLE contacts});
+# 10. a watch that does not refresh records nothing as it writes; setting
+# refresh_after records the rows it wrote from enrich.requests
+$node->safe_psql('postgres', q{SET ROLE crm;
+	INSERT INTO other VALUES (1, 'linkedin.com/in/zoe-angstrom', NULL), (2, 'linkedin.com/in/other-ünïcode', NULL);
+	SELECT enrich_watch('other', 'person', linkedin_url_column => 'url', backfill => true)});
+$node->wait_for(q{SELECT count(*) = 2 FROM other WHERE person IS NOT NULL}, 'a watch without refresh_after writes');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.enriched_rows WHERE source = 'other'::regclass}), 0,
+	'and records nothing');
+$node->safe_psql('postgres', q{SET ROLE crm; SELECT enrich_alter_watch('other', '30 days')});
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM enrich.enriched_rows e JOIN enrich.requests r ON r.id = e.request
+	WHERE e.source = 'other'::regclass AND e.source_key = r.source_key
+	  AND e.answered_at = COALESCE((SELECT o.completed_at FROM enrich.requests o WHERE o.id = r.reused_from), r.completed_at)}),
+	2, 'refresh_after set records each row written before, as old as its answer');
+
+# 11. a dropped table's records go with it
+$node->safe_psql('postgres', q{SET ROLE crm; DROP TABLE contacts, other});
 is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.enriched_rows}), 0,
 	'DROP TABLE forgets its rows');
 
