@@ -30,8 +30,10 @@ CREATE INDEX requests_write_back_due ON enrich.requests (write_back_due)
 -- enrich_watch leaves the checks to it.  Triggers that outlived their watch
 -- (a dump restored without enrich's tables) are attached again, not refused.
 -- refresh_after asks the API again for a row's person once it is that old;
--- notify names a channel that hears of each page of persons written
--- (enrich_alter_watch changes both later).
+-- notify names a channel that hears of each page of persons written;
+-- columns maps person fields to columns by jsonpath, column_mode says
+-- whether they fill only NULLs or overwrite (enrich_alter_watch changes
+-- each later).
 DROP FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean);
 CREATE FUNCTION @extschema@.enrich_watch(source regclass, result_column name,
                                          linkedin_url_column name DEFAULT NULL,
@@ -40,15 +42,17 @@ CREATE FUNCTION @extschema@.enrich_watch(source regclass, result_column name,
                                          environment text DEFAULT NULL,
                                          backfill boolean DEFAULT false,
                                          refresh_after interval DEFAULT NULL,
-                                         notify text DEFAULT NULL)
+                                         notify text DEFAULT NULL,
+                                         columns jsonb DEFAULT NULL,
+                                         column_mode text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM enrich.register_watch(source, result_column, linkedin_url_column, person_id_column, pdl_id_column, environment, NULL, NULL);
-    IF refresh_after IS NOT NULL OR notify IS NOT NULL THEN
-        PERFORM @extschema@.enrich_alter_watch(source, refresh_after, notify);
+    IF refresh_after IS NOT NULL OR notify IS NOT NULL OR columns IS NOT NULL OR column_mode IS NOT NULL THEN
+        PERFORM @extschema@.enrich_alter_watch(source, refresh_after, notify, columns, column_mode);
     END IF;
     PERFORM enrich.attach_triggers(source);
     IF backfill THEN
@@ -57,9 +61,9 @@ BEGIN
     RETURN 0;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval, text) IS
-    'enrich the rows of a table: new and changed rows are queued, persons written to result_column (backfill: the rows without one too; refresh_after: asked again once that old; notify: a channel told of each page written)';
-REVOKE ALL ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval, text, jsonb, text) IS
+    'enrich the rows of a table: new and changed rows are queued, persons written to result_column (backfill: the rows without one too; refresh_after: asked again once that old; notify: a channel told of each page written; columns: person fields written to columns by jsonpath, column_mode fill or overwrite)';
+REVOKE ALL ON FUNCTION @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval, text, jsonb, text) FROM PUBLIC;
 
 -- The triggers of a watched table go on each of its partitions too (a
 -- statement on a partition fires the partition's statement triggers, not
@@ -196,7 +200,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.enrich_submit(jsonb, text), @extschema@.en
     @extschema@.enrich_item(text, text, text), @extschema@.enrich_items(text, text, integer),
     enrich.items_stream(text, text, integer),
     @extschema@.enrich_batches(date, integer, integer, text),
-    @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval, text),
+    @extschema@.enrich_watch(regclass, name, name, name, name, text, boolean, interval, text, jsonb, text),
     @extschema@.enrich_unwatch(regclass), @extschema@.enrich_wake(),
     enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
     enrich.unregister_watch(regclass), enrich.enqueue_existing(regclass),
@@ -648,6 +652,20 @@ ALTER TABLE enrich.watches ADD COLUMN notify text
 COMMENT ON COLUMN enrich.watches.notify IS
     'the channel that hears, with each page of persons written into the table, which rows got one (NULL: none)';
 
+-- Columns: person fields written into columns of the watched table, each
+-- by a jsonpath, in the write-back's UPDATE.
+ALTER TABLE enrich.watches ADD COLUMN columns jsonb
+    CONSTRAINT watches_columns_check CHECK (pg_catalog.jsonb_typeof(columns) OPERATOR(pg_catalog.=) 'object');
+ALTER TABLE enrich.watches ADD COLUMN column_mode text NOT NULL DEFAULT 'fill'
+    CONSTRAINT watches_column_mode_check CHECK (column_mode OPERATOR(pg_catalog.=) ANY ('{fill,overwrite}'::pg_catalog.text[]));
+ALTER TABLE enrich.watches ADD COLUMN column_failures bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN enrich.watches.columns IS
+    'person fields written into columns of the table: {"column": "jsonpath", ...} (NULL: none)';
+COMMENT ON COLUMN enrich.watches.column_mode IS
+    'fill: a mapped column is written only where it is NULL; overwrite: wherever the path finds a value';
+COMMENT ON COLUMN enrich.watches.column_failures IS
+    'values a path found that did not cast to their column''s type: the column was left as it was';
+
 CREATE TABLE enrich.enriched_rows (
     source       pg_catalog.regclass NOT NULL,
     source_key   jsonb NOT NULL,
@@ -677,13 +695,14 @@ CREATE POLICY enriched_rows_own ON enrich.enriched_rows
                WHERE a.rolname OPERATOR(pg_catalog.=) 'enrich_admin'));
 GRANT SELECT ON enrich.enriched_rows TO enrich_user;
 CREATE FUNCTION @extschema@.enrich_alter_watch(source regclass, refresh_after interval DEFAULT NULL,
-                                               notify text DEFAULT NULL)
+                                               notify text DEFAULT NULL, columns jsonb DEFAULT NULL,
+                                               column_mode text DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'enrich_alter_watch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval, text) IS
-    'changes the watch of a table the caller owns (NULL: unchanged): refresh_after (0: never refresh), notify (empty: no notifications)';
-REVOKE ALL ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval, text, jsonb, text) IS
+    'changes the watch of a table the caller owns (NULL: unchanged): refresh_after (0: never refresh), notify (empty: no notifications), columns (a JSON object of column names and jsonpaths; {}: none), column_mode (fill or overwrite)';
+REVOKE ALL ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval, text, jsonb, text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.enrich_refresh(source regclass, older_than interval DEFAULT NULL)
 RETURNS bigint
@@ -692,7 +711,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.enrich_refresh(regclass, interval) IS
     'queues at once a new request for each row of a watched table the caller owns whose person is older than older_than (NULL: every row with a person, always called); returns how many';
 REVOKE ALL ON FUNCTION @extschema@.enrich_refresh(regclass, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval, text),
+GRANT EXECUTE ON FUNCTION @extschema@.enrich_alter_watch(regclass, interval, text, jsonb, text),
     @extschema@.enrich_refresh(regclass, interval) TO enrich_user;
 
 -- A worker waiting for this version learns that it is here.

@@ -13,7 +13,7 @@ CREATE ROLE enrich_watch_other;
 CREATE ROLE enrich_watch_app;
 -- what an owner needs to watch its tables
 GRANT USAGE ON SCHEMA enrich TO enrich_watch_owner;
-GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text),
+GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text, jsonb, text),
     enrich_unwatch(regclass),
     enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
     enrich.unregister_watch(regclass), enrich.enqueue_from_source(),
@@ -21,7 +21,7 @@ GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, b
     enrich.detach_triggers(regclass)
     TO enrich_watch_owner;
 GRANT USAGE ON SCHEMA enrich TO enrich_watch_other;
-GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text),
+GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text, jsonb, text),
     enrich_unwatch(regclass), enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
     enrich.enqueue_existing(regclass), enrich.unregister_watch(regclass),
     enrich.attach_triggers(regclass), enrich.detach_triggers(regclass) TO enrich_watch_other;

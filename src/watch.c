@@ -47,6 +47,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/jsonpath.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/queryenvironment.h"
 #include "utils/rel.h"
@@ -1163,9 +1165,131 @@ notify_arg(FunctionCallInfo fcinfo, int argno)
 }
 
 /*
- * enrich_alter_watch(source, refresh_after, notify) changes the watch of a
- * table the caller owns: an argument NULL leaves its setting as it is;
- * refresh_after 0 stops the refreshes, notify '' the notifications.  A
+ * check_mapped_column refuses a column of a columns mapping that the
+ * write-back cannot write: one the table lacks, one the watch itself uses
+ * (the result, an identifier, a primary key column), a generated one, or
+ * one whose type has no array type (the values go to the UPDATE as arrays)
+ */
+static void
+check_mapped_column(const EnrichWatch *w, const char *column)
+{
+	HeapTuple	tup = SearchSysCacheAttName(w->relid, column);
+	Form_pg_attribute attr;
+	bool		own = strcmp(column, w->result_column) == 0;
+
+	if (HeapTupleIsValid(tup) && ((Form_pg_attribute) GETSTRUCT(tup))->attnum <= 0)
+	{
+		/* a system column */
+		ReleaseSysCache(tup);
+		tup = NULL;
+	}
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of columns does not exist in table %s",
+						column, enrich_relation_name(w->relid))));
+	attr = (Form_pg_attribute) GETSTRUCT(tup);
+	for (int i = 0; i < ENRICH_NIDENTIFIERS; i++)
+		own |= w->identifier_columns[i] != NULL && strcmp(column, w->identifier_columns[i]) == 0;
+	for (int i = 0; i < w->nkeys; i++)
+		own |= strcmp(column, w->key_columns[i]) == 0;
+	if (own || attr->attgenerated != '\0' || !OidIsValid(get_array_type(attr->atttypid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("column \"%s\" of columns cannot be written by enrich", column),
+				 errdetail(own ? "It is the watch's result, identifier or primary key column." :
+						   attr->attgenerated != '\0' ? "It is a generated column." :
+						   "Its type has no array type."),
+				 errhint("Map person fields to other columns of the table.")));
+	ReleaseSysCache(tup);
+}
+
+/*
+ * check_mapped_path refuses a jsonpath of a columns mapping that does not
+ * parse, naming its column
+ */
+static void
+check_mapped_path(const char *column, const char *path)
+{
+	MemoryContext context = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		(void) DirectFunctionCall1(jsonpath_in, CStringGetDatum(path));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid jsonpath for column \"%s\" of columns: %s", column, error->message)));
+	}
+	PG_END_TRY();
+}
+
+/*
+ * check_columns checks a columns argument: a JSON object whose each key is
+ * a column of the watched table enrich may write and whose each value is a
+ * jsonpath as a string ({} maps nothing)
+ */
+static void
+check_columns(Oid relid, Jsonb *columns)
+{
+	EnrichWatch w;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken token;
+	char	   *column = NULL;
+
+	if (!JB_ROOT_IS_OBJECT(columns))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("columns must be a JSON object of column names and jsonpaths"),
+				 errhint("For example: {\"job_title\": \"$.jobTitle\"}.")));
+	if (!watch_read(relid, &w))
+		elog(ERROR, "enrich: the watch of table %u is gone", relid);
+	it = JsonbIteratorInit(&columns->root);
+	while ((token = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (token == WJB_KEY)
+		{
+			column = pnstrdup(v.val.string.val, v.val.string.len);
+			check_mapped_column(&w, column);
+		}
+		else if (token == WJB_VALUE)
+		{
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("the jsonpath for column \"%s\" of columns must be a string", column)));
+			check_mapped_path(column, pnstrdup(v.val.string.val, v.val.string.len));
+		}
+	}
+}
+
+/* column_mode_arg returns enrich_alter_watch's column_mode, checked */
+static Datum
+column_mode_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *mode = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+
+	if (strcmp(mode, "fill") != 0 && strcmp(mode, "overwrite") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid column_mode \"%s\"", mode),
+				 errhint("The column_mode is 'fill' (only where the column is NULL) or 'overwrite'.")));
+	return PG_GETARG_DATUM(argno);
+}
+
+/*
+ * enrich_alter_watch(source, refresh_after, notify, columns, column_mode)
+ * changes the watch of a table the caller owns: an argument NULL leaves its
+ * setting as it is; refresh_after 0 stops the refreshes, notify '' the
+ * notifications, columns {} the columns written.  A
  * watch that refreshes has its rows recorded in enrich.enriched_rows as
  * they are written; those written before are recorded from enrich.requests
  * when refresh_after is set.
@@ -1175,14 +1299,26 @@ enrich_alter_watch(PG_FUNCTION_ARGS)
 {
 	bool		after_null;
 	Datum		after = enrich_interval_arg(fcinfo, 1, "refresh_after", &after_null);
-	Oid			argtypes[5] = {OIDOID, BOOLOID, INTERVALOID, BOOLOID, TEXTOID};
-	Datum		values[5];
-	char		nulls[5] = "     ";
+	Oid			argtypes[7] = {OIDOID, BOOLOID, INTERVALOID, BOOLOID, TEXTOID, JSONBOID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7] = "       ";
 	Oid			relid;
 	int			rc;
 
 	SPI_connect();
 	relid = enrich_watched_table(fcinfo);
+	nulls[5] = nulls[6] = 'n';
+	if (!PG_ARGISNULL(3))
+	{
+		check_columns(relid, PG_GETARG_JSONB_P(3));
+		values[5] = PG_GETARG_DATUM(3);
+		nulls[5] = ' ';
+	}
+	if (!PG_ARGISNULL(4))
+	{
+		values[6] = column_mode_arg(fcinfo, 4);
+		nulls[6] = ' ';
+	}
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = BoolGetDatum(!after_null);
 	values[2] = after;
@@ -1196,9 +1332,12 @@ enrich_alter_watch(PG_FUNCTION_ARGS)
 							   "refresh_after = CASE WHEN NOT $2 THEN refresh_after "
 							   "    WHEN $3" SQL_OP(=) "'0'::pg_catalog.interval THEN NULL ELSE $3 END, "
 							   "notify = CASE WHEN NOT $4 THEN notify "
-							   "    WHEN $5" SQL_OP(=) "'' THEN NULL ELSE $5 END "
+							   "    WHEN $5" SQL_OP(=) "'' THEN NULL ELSE $5 END, "
+							   "columns = CASE WHEN $6 IS NULL THEN columns "
+							   "    WHEN $6" SQL_OP(=) "'{}'::pg_catalog.jsonb THEN NULL ELSE $6 END, "
+							   "column_mode = COALESCE($7, column_mode) "
 							   "WHERE source" SQL_OP(=) "$1",
-							   5, argtypes, values, nulls, false);
+							   7, argtypes, values, nulls, false);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "enrich: writing enrich.watches failed: %s", SPI_result_code_string(rc));
 	/* the rows enriched while the watch did not refresh are recorded now */

@@ -56,6 +56,7 @@
 #include "utils/syscache.h"
 #include "utils/timeout.h"
 
+#include "columns.h"
 #include "compat.h"
 #include "guc.h"
 #include "plans.h"
@@ -87,6 +88,7 @@ typedef struct WriteBackTarget
 	char	   *identifiers[3];	/* t's identifier columns as text, or NULL */
 	char	   *notify;			/* the watch's channel, or NULL */
 	bool		track;			/* record the rows written in enrich.enriched_rows */
+	EnrichColumnMap columns;	/* person fields written into other columns */
 	char	   *match;			/* t's primary key = the key u.k names */
 } WriteBackTarget;
 
@@ -116,6 +118,7 @@ typedef struct WriteBackStep
 	WriteBackGroup *group;
 	KeyOutcome *outcomes;
 	bool	   *written;		/* the keys whose row got its person */
+	int64		failures;		/* mapped values that did not cast */
 } WriteBackStep;
 
 /*
@@ -212,11 +215,13 @@ enrich_write_back_collect(List **groups, uint64 n)
 /*
  * read_watch reads what a table's watch recorded into t: the identifier
  * columns (as text expressions of t), the notify channel and whether it
- * refreshes (1.1's catalog); and into the caller's variables its result column and key
- * columns.  It returns false when the table is not watched.
+ * refreshes (1.1's catalog); and into the caller's variables its result
+ * column, key columns, and columns mapping (JSON text) and column_mode.
+ * It returns false when the table is not watched.
  */
 static bool
-read_watch(Oid relid, WriteBackTarget *t, char **result_column, char ***key_columns, int *nkeys)
+read_watch(Oid relid, WriteBackTarget *t, char **result_column, char ***key_columns, int *nkeys,
+		   char **columns, char **column_mode)
 {
 	static SPIPlanPtr plans[2] = {NULL, NULL};
 	bool		kept = enrich_enriched_rows_kept();
@@ -229,13 +234,13 @@ read_watch(Oid relid, WriteBackTarget *t, char **result_column, char ***key_colu
 	if (enrich_plan_run_privileged(&plans[kept ? 1 : 0], kept ?
 									"SELECT result_column::pg_catalog.text, key_columns, "
 									"linkedin_url_column::pg_catalog.text, person_id_column::pg_catalog.text, "
-									"pdl_id_column::pg_catalog.text, notify, refresh_after IS NOT NULL "
-									"FROM enrich.watches "
+									"pdl_id_column::pg_catalog.text, notify, refresh_after IS NOT NULL, "
+									"columns::pg_catalog.text, column_mode FROM enrich.watches "
 									"WHERE source" SQL_OP(=) "$1" :
 									"SELECT result_column::pg_catalog.text, key_columns, "
 									"linkedin_url_column::pg_catalog.text, person_id_column::pg_catalog.text, "
-									"pdl_id_column::pg_catalog.text, NULL::pg_catalog.text, false "
-									"FROM enrich.watches "
+									"pdl_id_column::pg_catalog.text, NULL::pg_catalog.text, false, "
+									"NULL::pg_catalog.text, 'fill' FROM enrich.watches "
 									"WHERE source" SQL_OP(=) "$1",
 									1, (Oid[]) {OIDOID}, &value, NULL, true) != 1)
 		return false;
@@ -249,6 +254,8 @@ read_watch(Oid relid, WriteBackTarget *t, char **result_column, char ***key_colu
 	}
 	t->notify = enrich_column_text(0, 6);
 	t->track = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull));
+	*columns = enrich_column_text(0, 8);
+	*column_mode = enrich_column_text(0, 9);
 	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (isnull)
 		return false;
@@ -342,13 +349,15 @@ write_back_target(Oid relid, WriteBackTarget *t, bool *locked_out, char **proble
 	char	   *result_column;
 	char	  **key_columns;
 	int			nkeys;
+	char	   *columns;
+	char	   *column_mode;
 	HeapTuple	classtup;
 	Form_pg_class form;
 	Relation	rel;
 
 	*locked_out = false;
 	*problem = NULL;
-	if (!read_watch(relid, t, &result_column, &key_columns, &nkeys))
+	if (!read_watch(relid, t, &result_column, &key_columns, &nkeys, &columns, &column_mode))
 		return false;
 	if (!ConditionalLockRelationOid(relid, RowExclusiveLock))
 	{
@@ -377,7 +386,41 @@ write_back_target(Oid relid, WriteBackTarget *t, bool *locked_out, char **proble
 	rel = relation_open(relid, NoLock);
 	t->match = key_match(rel, key_columns, nkeys, problem);
 	relation_close(rel, NoLock);
+	enrich_columns_read(relid, columns, column_mode, &t->columns);
 	return t->match != NULL;
+}
+
+/*
+ * update_sql returns the text of a table's WB_UPDATE: the person into the
+ * result column, and each mapped column's value ($3, $4, ...: arrays of the
+ * columns' types) where it is NULL (fill) or wherever there is one
+ * (overwrite)
+ */
+static char *
+update_sql(const WriteBackTarget *t)
+{
+	const EnrichColumnMap *m = &t->columns;
+	StringInfoData sets;
+	StringInfoData arrays;
+	StringInfoData names;
+
+	initStringInfo(&sets);
+	initStringInfo(&arrays);
+	initStringInfo(&names);
+	for (int c = 0; c < m->n; c++)
+	{
+		if (m->overwrite)
+			appendStringInfo(&sets, ", %s = COALESCE(u.c%d, t.%s)", m->names[c], c, m->names[c]);
+		else
+			appendStringInfo(&sets, ", %s = COALESCE(t.%s, u.c%d)", m->names[c], m->names[c], c);
+		appendStringInfo(&arrays, ", pg_catalog.unnest($%d)", c + 3);
+		appendStringInfo(&names, ", c%d", c);
+	}
+	return psprintf("UPDATE %s t SET %s = u.person%s "
+					"FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
+					"pg_catalog.unnest($2::pg_catalog.jsonb[])%s) WITH ORDINALITY AS u(k, person%s, i) "
+					"WHERE %s RETURNING u.i",
+					t->name, t->result_column, sets.data, arrays.data, names.data, t->match);
 }
 
 /* write_back_sql returns the text of a statement of a table */
@@ -387,11 +430,7 @@ write_back_sql(const WriteBackTarget *t, WriteBackStatement which)
 	switch (which)
 	{
 		case WB_UPDATE:
-			return psprintf("UPDATE %s t SET %s = u.person "
-							"FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
-							"pg_catalog.unnest($2::pg_catalog.jsonb[])) WITH ORDINALITY AS u(k, person, i) "
-							"WHERE %s RETURNING u.i",
-							t->name, t->result_column, t->match);
+			return update_sql(t);
 		case WB_LOCK:
 			return psprintf("SELECT u.k FROM pg_catalog.unnest($1::pg_catalog.text[]) AS u(k) "
 							"JOIN %s t ON %s FOR UPDATE OF t SKIP LOCKED",
@@ -460,11 +499,15 @@ plan_names_only(SPIPlanPtr plan, Oid relid)
 static SPIPlanPtr
 write_back_plan(const WriteBackTarget *t, WriteBackStatement which)
 {
-	Oid			argtypes[2] = {TEXTARRAYOID, JSONBARRAYOID};
+	Oid		   *argtypes = palloc(sizeof(Oid) * (2 + t->columns.n));
 	char	   *sql = write_back_sql(t, which);
 	SPIPlanPtr *plan = enrich_plan_slot(&write_back_plans, t->relid, (int) which, sql, true);
 
-	(void) enrich_plan_prepare(plan, sql, which == WB_UPDATE ? 2 : 1, argtypes);
+	argtypes[0] = TEXTARRAYOID;
+	argtypes[1] = JSONBARRAYOID;
+	for (int c = 0; c < t->columns.n; c++)
+		argtypes[2 + c] = t->columns.array_types[c];
+	(void) enrich_plan_prepare(plan, sql, which == WB_UPDATE ? 2 + t->columns.n : 1, argtypes);
 	if (!plan_names_only(*plan, t->relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -472,17 +515,25 @@ write_back_plan(const WriteBackTarget *t, WriteBackStatement which)
 	return *plan;
 }
 
-/* run_keys runs a statement of a table with keys (and persons, for an update) */
+/*
+ * run_keys runs a statement of a table with keys (and persons, for an
+ * update, with the values of the mapped columns: those that did not cast
+ * are added to *failures)
+ */
 static uint64
-run_keys(const WriteBackTarget *t, WriteBackStatement which, char **keys, Datum *persons, int n)
+run_keys(const WriteBackTarget *t, WriteBackStatement which, char **keys, Datum *persons, int n,
+		 int64 *failures)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	Datum		args[2];
+	Datum	   *args = palloc(sizeof(Datum) * (2 + t->columns.n));
 	int			rc;
 
 	args[0] = enrich_text_array(keys, n);
 	if (persons != NULL)
+	{
 		args[1] = PointerGetDatum(construct_array(persons, n, JSONBOID, -1, false, TYPALIGN_INT));
+		*failures += enrich_columns_values(&t->columns, persons, n, &args[2]);
+	}
 	rc = SPI_execute_plan(write_back_plan(t, which), args, NULL, false, 0);
 	MemoryContextSwitchTo(caller);
 	if (rc < 0)
@@ -512,7 +563,8 @@ static void
 write_all(const WriteBackTarget *t, void *arg)
 {
 	WriteBackStep *step = (WriteBackStep *) arg;
-	uint64		n = run_keys(t, WB_UPDATE, step->group->keys, step->group->persons, step->group->n);
+	uint64		n = run_keys(t, WB_UPDATE, step->group->keys, step->group->persons, step->group->n,
+							 &step->failures);
 
 	mark_written(step, n, NULL);
 }
@@ -545,7 +597,7 @@ write_unlocked(const WriteBackTarget *t, void *arg)
 	int			nrest = 0;
 	uint64		n;
 
-	n = run_keys(t, WB_LOCK, g->keys, NULL, g->n);
+	n = run_keys(t, WB_LOCK, g->keys, NULL, g->n, NULL);
 	for (uint64 i = 0; i < n; i++)
 	{
 		int			k = key_index(g, enrich_column_text(i, 1));
@@ -559,7 +611,7 @@ write_unlocked(const WriteBackTarget *t, void *arg)
 		}
 	}
 	if (nlocked > 0)
-		mark_written(step, run_keys(t, WB_UPDATE, keys, persons, nlocked), position);
+		mark_written(step, run_keys(t, WB_UPDATE, keys, persons, nlocked, &step->failures), position);
 
 	for (int i = 0; i < g->n; i++)
 	{
@@ -569,7 +621,7 @@ write_unlocked(const WriteBackTarget *t, void *arg)
 	}
 	if (nrest == 0)
 		return;
-	n = run_keys(t, WB_EXISTING, keys, NULL, nrest);
+	n = run_keys(t, WB_EXISTING, keys, NULL, nrest, NULL);
 	for (uint64 i = 0; i < n; i++)
 	{
 		int			k = key_index(g, enrich_column_text(i, 1));
@@ -768,6 +820,35 @@ record_written(const WriteBackTarget *t, const WriteBackGroup *g, const bool *wr
 					4, (Oid[]) {REGCLASSOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}, args, NULL, false);
 }
 
+/* the tables whose mapped values did not all cast, warned about once */
+static List *cast_warned = NIL;
+
+/*
+ * count_failures adds a page's mapped values that did not cast to their
+ * watch's column_failures, and says so once per table in the log
+ */
+static void
+count_failures(const WriteBackTarget *t, int64 failures)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2] = {ObjectIdGetDatum(t->relid), Int64GetDatum(failures)};
+
+	if (failures == 0)
+		return;
+	enrich_plan_run_privileged(&plan,
+							   "UPDATE enrich.watches SET column_failures = column_failures" SQL_OP(+) "$2 "
+							   "WHERE source" SQL_OP(=) "$1",
+							   2, (Oid[]) {OIDOID, INT8OID}, args, NULL, false);
+	if (list_member_oid(cast_warned, t->relid))
+		return;
+	cast_warned = lappend_oid(cast_warned, t->relid);
+	ereport(WARNING,
+			(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+			 errmsg("values of the columns mapped for table %s did not cast to their column's type", t->name),
+			 errdetail("Those columns were left as they were; enrich.watches.column_failures counts them."),
+			 errhint("Change the jsonpath or the column's type with enrich_alter_watch.")));
+}
+
 /* a notification's payload stays under NOTIFY's limit of 8000 bytes */
 #define NOTIFY_PAYLOAD_MAX 7900
 
@@ -851,6 +932,7 @@ write_group(WriteBackGroup *g, bool deferred)
 		{
 			record_written(&t, g, step.written);
 			notify_written(&t, g, step.written);
+			count_failures(&t, step.failures);
 			return;
 		}
 		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
@@ -861,11 +943,13 @@ write_group(WriteBackGroup *g, bool deferred)
 		FreeErrorData(error);
 	}
 	memset(step.written, 0, sizeof(bool) * g->n);
+	step.failures = 0;
 	error = as_owner(&t, WRITE_BACK_LOCK_WAIT, write_unlocked, &step);
 	if (error == NULL)
 	{
 		record_written(&t, g, step.written);
 		notify_written(&t, g, step.written);
+		count_failures(&t, step.failures);
 	}
 	for (int i = 0; error != NULL && i < g->n; i++)
 	{
@@ -957,7 +1041,7 @@ static void
 read_identifiers(const WriteBackTarget *t, void *arg)
 {
 	IdentifierStep *step = (IdentifierStep *) arg;
-	uint64		n = run_keys(t, WB_IDENTIFIERS, step->keys, NULL, step->n);
+	uint64		n = run_keys(t, WB_IDENTIFIERS, step->keys, NULL, step->n, NULL);
 
 	for (uint64 r = 0; r < n; r++)
 	{

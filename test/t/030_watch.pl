@@ -28,7 +28,7 @@ sub person_of
 $node->safe_psql('postgres', q{
 	CREATE ROLE crm LOGIN;
 	GRANT USAGE ON SCHEMA enrich TO crm;
-	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text),
+	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text, jsonb, text),
 	    enrich_unwatch(regclass) TO crm;
 	GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA enrich TO crm;
 	GRANT CREATE ON SCHEMA public TO crm;

@@ -85,7 +85,7 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE mallory;
 	GRANT USAGE ON SCHEMA enrich TO owner_role, mallory;
 	GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA enrich TO owner_role, mallory;
-	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text) TO owner_role, mallory;
+	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text, jsonb, text) TO owner_role, mallory;
 	GRANT INSERT, UPDATE, SELECT ON enrich.requests TO mallory;
 	GRANT CREATE ON SCHEMA public TO owner_role;
 	SET ROLE owner_role;

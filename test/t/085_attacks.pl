@@ -233,8 +233,14 @@ as('app', q{
 	CREATE FUNCTION evil.leak_domain(v int) RETURNS boolean LANGUAGE plpgsql AS $$
 	BEGIN RETURN evil.leak('a domain'); END $$;
 	CREATE DOMAIN evil.lead_id AS int CHECK (evil.leak_domain(VALUE));
-	CREATE TABLE evil.domained (id evil.lead_id PRIMARY KEY, url text, person jsonb);
-	SELECT enrich_watch('evil.domained', 'person', linkedin_url_column => 'url');
+	-- and a column the person's job title is mapped to, of a domain whose
+	-- CHECK runs planted code: the worker casts each value to it
+	CREATE FUNCTION evil.noted(v text) RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN PERFORM evil.note('a mapped column''s domain'); RETURN true; END $$;
+	CREATE DOMAIN evil.title AS text CHECK (evil.noted(VALUE));
+	CREATE TABLE evil.domained (id evil.lead_id PRIMARY KEY, url text, person jsonb, title evil.title);
+	SELECT enrich_watch('evil.domained', 'person', linkedin_url_column => 'url',
+	                    columns => '{"title": "$.jobTitle"}');
 });
 # each in a session of its own: their CHECKs change the session's settings too
 as('app', q{INSERT INTO evil.domained SELECT g, 'https://www.linkedin.com/in/domained-' || g, NULL
@@ -258,6 +264,10 @@ $node->wait_for(q{SELECT count(*) = 60 FROM evil.leads WHERE person IS NOT NULL}
 	"app's hostile table is written back");
 $node->wait_for(q{SELECT count(*) = 5 FROM evil.domained WHERE person IS NOT NULL},
 	"app's table keyed by a hostile domain is written back");
+is(sql(q{SELECT count(*) FROM evil.domained WHERE title = person->>'jobTitle'}), 5,
+	'with the job title cast to its hostile domain');
+ok($node->log_contains(qr/planted a mapped column's domain ran as app /),
+	"the domain's CHECK ran, as app");
 $node->wait_for(q{SELECT state = 'done' FROM enrich.requests WHERE linkedin_url LIKE '%slow-1'},
 	'the request of the row whose trigger sleeps is done');
 $node->wait_for(q{SELECT count(*) = 0 FROM enrich.requests WHERE state NOT IN ('done', 'failed')},

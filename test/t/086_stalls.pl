@@ -166,7 +166,7 @@ $node->wait_for(q{SELECT state = 'done' FROM enrich.requests WHERE person_id = '
 # the write-back runs as the table's owner now
 sql(q{CREATE ROLE first_owner; CREATE ROLE second_owner;
 	GRANT USAGE ON SCHEMA enrich TO first_owner, second_owner;
-	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text),
+	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text, jsonb, text),
 		enrich.register_watch(regclass, name, name, name, name, text, name[], text[]),
 		enrich.attach_triggers(regclass), enrich.enqueue_from_source() TO first_owner;
 	CREATE TABLE owned (id int PRIMARY KEY, url text, person jsonb, written_by name);

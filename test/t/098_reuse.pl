@@ -41,7 +41,7 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE crm LOGIN;
 	GRANT USAGE ON SCHEMA enrich TO crm;
 	GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA enrich TO crm;
-	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text),
+	GRANT EXECUTE ON FUNCTION enrich_watch(regclass, name, name, name, name, text, boolean, interval, text, jsonb, text),
 	    enrich_unwatch(regclass), enrich_estimate(regclass) TO crm;
 	GRANT CREATE ON SCHEMA public TO crm;
 	SET ROLE crm;

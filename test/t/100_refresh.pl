@@ -144,7 +144,7 @@ is($node->safe_psql('postgres', q{SET ROLE crm; SELECT enrich_refresh('contacts'
 $node->wait_for(q{SELECT count(*) = 0 FROM contacts WHERE person->>'old' = 'true'}, 'and each gets its new person');
 for my $p (@people)
 {
-	is(sent($p->[2]), 2, "$p->[1]: sent twice in all, the first time and once to refresh");
+	is(sent($p->[2]), 2, "$p->[2]: sent twice in all, the first time and once to refresh");
 }
 is($node->safe_psql('postgres', q{SET ROLE crm; SELECT enrich_refresh('contacts', '1 day')}), 0,
 	'nothing is older than a day now');
