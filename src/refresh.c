@@ -71,7 +71,7 @@ queue_requests(Oid relid, char **keys, int n, const bool *found, char **identifi
 	char	  **ids[3];
 	int			m = 0;
 	Datum		values[7];
-	char		nulls[7] = "       ";
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	for (int c = 0; c < 3; c++)
 		ids[c] = palloc(sizeof(char *) * n);

@@ -1301,7 +1301,7 @@ enrich_alter_watch(PG_FUNCTION_ARGS)
 	Datum		after = enrich_interval_arg(fcinfo, 1, "refresh_after", &after_null);
 	Oid			argtypes[7] = {OIDOID, BOOLOID, INTERVALOID, BOOLOID, TEXTOID, JSONBOID, TEXTOID};
 	Datum		values[7];
-	char		nulls[7] = "       ";
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	Oid			relid;
 	int			rc;
 
