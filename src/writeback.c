@@ -232,17 +232,17 @@ read_watch(Oid relid, WriteBackTarget *t, char **result_column, char ***key_colu
 
 	/* as the bootstrap superuser: enrich_refresh's caller may not read it */
 	if (enrich_plan_run_privileged(&plans[kept ? 1 : 0], kept ?
-									"SELECT result_column::pg_catalog.text, key_columns, "
-									"linkedin_url_column::pg_catalog.text, person_id_column::pg_catalog.text, "
-									"pdl_id_column::pg_catalog.text, notify, refresh_after IS NOT NULL, "
-									"columns::pg_catalog.text, column_mode FROM enrich.watches "
-									"WHERE source" SQL_OP(=) "$1" :
-									"SELECT result_column::pg_catalog.text, key_columns, "
-									"linkedin_url_column::pg_catalog.text, person_id_column::pg_catalog.text, "
-									"pdl_id_column::pg_catalog.text, NULL::pg_catalog.text, false, "
-									"NULL::pg_catalog.text, 'fill' FROM enrich.watches "
-									"WHERE source" SQL_OP(=) "$1",
-									1, (Oid[]) {OIDOID}, &value, NULL, true) != 1)
+								  "SELECT result_column::pg_catalog.text, key_columns, "
+								  "linkedin_url_column::pg_catalog.text, person_id_column::pg_catalog.text, "
+								  "pdl_id_column::pg_catalog.text, notify, refresh_after IS NOT NULL, "
+								  "columns::pg_catalog.text, column_mode FROM enrich.watches "
+								  "WHERE source" SQL_OP(=) "$1" :
+								  "SELECT result_column::pg_catalog.text, key_columns, "
+								  "linkedin_url_column::pg_catalog.text, person_id_column::pg_catalog.text, "
+								  "pdl_id_column::pg_catalog.text, NULL::pg_catalog.text, false, "
+								  "NULL::pg_catalog.text, 'fill' FROM enrich.watches "
+								  "WHERE source" SQL_OP(=) "$1",
+								  1, (Oid[]) {OIDOID}, &value, NULL, true) != 1)
 		return false;
 	*result_column = enrich_column_text(0, 1);
 	for (int i = 0; i < 3; i++)
@@ -763,17 +763,17 @@ enrich_enriched_rows_sync(Oid relid)
 	Datum		value = ObjectIdGetDatum(relid);
 
 	return enrich_plan_run_privileged(&plan,
-									"INSERT INTO enrich.enriched_rows AS e (source, source_key, request, answered_at, refresh_from) "
-									"SELECT DISTINCT ON (r.source_key) r.source_relid, r.source_key, r.id, "
-									"    " ANSWERED_AT("r") ", " ANSWERED_AT("r") " "
-									"FROM enrich.requests r "
-									"WHERE r.source_relid" SQL_OP(=) "$1 AND r.state" SQL_OP(=) "'done' "
-									"  AND r.person IS NOT NULL AND r.source_key IS NOT NULL "
-									"  AND r.completed_at IS NOT NULL AND r.write_back_due IS NULL "
-									"ORDER BY r.source_key, r.id DESC "
-									"ON CONFLICT (source, source_key) DO UPDATE SET request = excluded.request, "
-									"    answered_at = excluded.answered_at, refresh_from = excluded.refresh_from "
-									"WHERE e.request" SQL_OP(<) "excluded.request",
+									  "INSERT INTO enrich.enriched_rows AS e (source, source_key, request, answered_at, refresh_from) "
+									  "SELECT DISTINCT ON (r.source_key) r.source_relid, r.source_key, r.id, "
+									  "    " ANSWERED_AT("r") ", " ANSWERED_AT("r") " "
+									  "FROM enrich.requests r "
+									  "WHERE r.source_relid" SQL_OP(=) "$1 AND r.state" SQL_OP(=) "'done' "
+									  "  AND r.person IS NOT NULL AND r.source_key IS NOT NULL "
+									  "  AND r.completed_at IS NOT NULL AND r.write_back_due IS NULL "
+									  "ORDER BY r.source_key, r.id DESC "
+									  "ON CONFLICT (source, source_key) DO UPDATE SET request = excluded.request, "
+									  "    answered_at = excluded.answered_at, refresh_from = excluded.refresh_from "
+									  "WHERE e.request" SQL_OP(<) "excluded.request",
 									  1, (Oid[]) {OIDOID}, &value, NULL, false);
 }
 
