@@ -132,30 +132,42 @@ enrich_plan_run_privileged(SPIPlanPtr *plan, const char *sql, int nargs, Oid *ar
 /*
  * A kept plan suits the size and the statistics its tables had when it was
  * made; the plans are made again when a table has doubled since, past
- * REPLAN_MIN_BLOCKS.
+ * REPLAN_MIN_BLOCKS.  A table whose storage was replaced (TRUNCATE, VACUUM
+ * FULL, CLUSTER) or that shrank to less than half (a purge that vacuum cut
+ * off) counts its growth from its new size: its plans, made again at their
+ * next use for the table as it then was (nearly empty, maybe not analyzed
+ * since), would otherwise stay while it grows back to millions of rows.
  */
 #define REPLAN_MIN_BLOCKS 64
 
 /*
- * enrich_relation_outgrew says whether a table has doubled since *blocks (past
- * REPLAN_MIN_BLOCKS), and then sets *blocks to its size now; *analyzed says
- * whether it was ever analyzed
+ * enrich_relation_outgrew says whether a table has doubled since *size was
+ * set (past REPLAN_MIN_BLOCKS), and then sets *size to the table as it is;
+ * a table rewritten or shrunk since counts from nothing; *analyzed says
+ * whether it was analyzed since its storage was made (TRUNCATE forgets it)
  */
 bool
-enrich_relation_outgrew(Oid relid, BlockNumber *blocks, bool *analyzed)
+enrich_relation_outgrew(Oid relid, EnrichPlannedSize *size, bool *analyzed)
 {
 	Relation	rel = try_relation_open(relid, AccessShareLock);
 	BlockNumber now;
+	Oid			relfilenode;
 
 	if (rel == NULL)
 		return false;
 	now = RelationGetNumberOfBlocks(rel);
+	relfilenode = rel->rd_rel->relfilenode;
 	if (analyzed != NULL)
 		*analyzed = rel->rd_rel->reltuples >= 0;
 	relation_close(rel, AccessShareLock);
-	if (now <= Max(*blocks * 2, REPLAN_MIN_BLOCKS))
+	if (relfilenode != size->relfilenode || now < size->blocks / 2)
+	{
+		size->blocks = 0;
+		size->relfilenode = relfilenode;
+	}
+	if (now <= Max(size->blocks * 2, REPLAN_MIN_BLOCKS))
 		return false;
-	*blocks = now;
+	size->blocks = now;
 	return true;
 }
 
@@ -184,7 +196,7 @@ enrich_plan_slot(EnrichPlanSlot **slots, Oid relid, int kind, const char *sql, b
 		*slots = slot;
 	}
 	if (slot->sql == NULL || strcmp(slot->sql, sql) != 0 ||
-		(replan_grown && enrich_relation_outgrew(relid, &slot->blocks, NULL)))
+		(replan_grown && enrich_relation_outgrew(relid, &slot->size, NULL)))
 	{
 		if (slot->plan != NULL)
 			SPI_freeplan(slot->plan);

@@ -23,6 +23,17 @@
 	"(pg_catalog.hashtext(coalesce(" alias ".identifier, ''))" SQL_OP(&) "65535)"
 
 
+/*
+ * The size of a table when the plans reading it were made: its blocks, and
+ * its storage (relfilenode), which TRUNCATE, VACUUM FULL and CLUSTER
+ * replace, emptying or shrinking it (enrich_relation_outgrew)
+ */
+typedef struct EnrichPlannedSize
+{
+	BlockNumber blocks;
+	Oid			relfilenode;
+} EnrichPlannedSize;
+
 /* the kept plan of a statement built for one table (enrich_plan_slot) */
 typedef struct EnrichPlanSlot
 {
@@ -30,7 +41,7 @@ typedef struct EnrichPlanSlot
 	int			kind;			/* which statement of the table, the caller's */
 	char	   *sql;			/* the text it was prepared from */
 	SPIPlanPtr	plan;			/* NULL until prepared */
-	BlockNumber blocks;			/* the table's size when it was made */
+	EnrichPlannedSize size;		/* the table's size when it was made */
 	struct EnrichPlanSlot *next;
 } EnrichPlanSlot;
 
@@ -44,7 +55,7 @@ extern uint64 enrich_plan_run(SPIPlanPtr *plan, const char *sql, int nargs, Oid 
 extern uint64 enrich_plan_run_privileged(SPIPlanPtr *plan, const char *sql, int nargs,
 										 Oid *argtypes, Datum *values, const char *nulls,
 										 bool read_only);
-extern bool enrich_relation_outgrew(Oid relid, BlockNumber *blocks, bool *analyzed);
+extern bool enrich_relation_outgrew(Oid relid, EnrichPlannedSize *size, bool *analyzed);
 extern Datum enrich_int8_array(const int64 *values, int n);
 extern Datum enrich_varlena_array(void **values, int n, Oid element_type);
 extern Datum enrich_text_array(char **values, int n);

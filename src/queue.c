@@ -50,11 +50,12 @@ static SPIPlanPtr installation_plan = NULL;
  * enrich.requests, a minute later.  So the worker's kept plans are made
  * again whenever enrich.requests has doubled since (enrich_relation_outgrew),
  * and the worker analyzes it itself the first time, when autovacuum never
- * has.
+ * has.  An emptied table (TRUNCATE: not analyzed since) counts its growth
+ * afresh: a worker that ran for days met the same slowness after it.
  */
 
-/* enrich.requests' size in blocks when the kept plans were dropped last */
-static BlockNumber queue_plans_blocks = 0;
+/* enrich.requests' size when the kept plans were dropped last */
+static EnrichPlannedSize queue_plans_size = {0, InvalidOid};
 
 /*
  * enrich_queue_refresh_plans drops the kept plans of the worker when
@@ -68,7 +69,7 @@ enrich_queue_refresh_plans(void)
 	Oid			requests = OidIsValid(schema) ? get_relname_relid("requests", schema) : InvalidOid;
 	bool		analyzed = true;
 
-	if (!OidIsValid(requests) || !enrich_relation_outgrew(requests, &queue_plans_blocks, &analyzed))
+	if (!OidIsValid(requests) || !enrich_relation_outgrew(requests, &queue_plans_size, &analyzed))
 		return;
 	/* unless another worker (or autovacuum) is analyzing it right now */
 	if (!analyzed && ConditionalLockRelationOid(requests, ShareUpdateExclusiveLock))
