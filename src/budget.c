@@ -14,6 +14,15 @@
  * none gets less than about its share, whatever the number of workers
  * each runs.  A database alone uses the whole budget.
  *
+ * A token is taken before its call is ready (a bulk enrich's requests are
+ * claimed after its token, in a transaction of their own), but the API
+ * counts the call when it arrives.  Until the worker says its calls went
+ * out (enrich_budget_sent), a token taken still holds its place in the
+ * burst: the bucket refills to the burst less the tokens pending.
+ * Otherwise each worker claiming while the bucket refilled added a call to
+ * the burst the API allows, and two workers sending their chunks after
+ * slow claims met a 429.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -40,6 +49,11 @@
 #define SHARER_MEMORY_SECONDS 2.0
 /* the share above a fair one at which a database leaves tokens to others */
 #define SHARER_MARGIN 0.05
+/*
+ * how long after the last token taken the tokens still pending are
+ * forgotten, should a process have failed to say its calls were made
+ */
+#define PENDING_FORGET_USECS (10 * USECS_PER_SEC)
 
 /* a database's use of one tier of a key's budget */
 typedef struct Sharer
@@ -55,6 +69,10 @@ typedef struct Sharer
 typedef struct TokenBucket
 {
 	double		tokens;
+	int			pending;		/* tokens taken whose calls were not made yet */
+	TimestampTz taken_at;		/* the last token taken */
+	double		capacity;		/* the capacity and the rate of the last refill */
+	int			rate;
 	TimestampTz refilled_at;
 	TimestampTz blocked_until;	/* a 429 said to wait */
 	Sharer		sharers[ENRICH_MAX_SHARERS];
@@ -77,6 +95,21 @@ typedef struct BudgetShared
 static BudgetShared *budget_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/*
+ * The tokens this process took whose calls it has not made yet, by key and
+ * tier: a worker has a few at most (its calls of one round)
+ */
+#define ENRICH_MAX_PENDING 8
+typedef struct PendingTokens
+{
+	uint64		key_hash;
+	int			tier;
+	int			count;
+} PendingTokens;
+
+static PendingTokens my_pending[ENRICH_MAX_PENDING];
+static bool exit_callback_registered = false;
 
 /* budget_shmem_request asks the postmaster for the budgets' memory */
 static void
@@ -219,15 +252,77 @@ bucket_capacity(int rate)
 	return Max(1.0, (double) rate * enrich_rate_burst_s - Max(1.0, rate / 10.0));
 }
 
-/* refill adds the tokens earned since the last refill; the spinlock is held */
+/*
+ * refill adds the tokens earned since the last refill, up to the capacity
+ * less the tokens pending; the spinlock is held
+ */
 static void
 refill(TokenBucket *b, double capacity, int rate, TimestampTz now)
 {
+	double		room = Max(0.0, capacity - b->pending);
+
 	if (b->refilled_at == 0)
-		b->tokens = capacity;
+		b->tokens = room;
 	else if (now > b->refilled_at)
-		b->tokens = Min(capacity, b->tokens + (now - b->refilled_at) / 1e6 * rate);
+		b->tokens = Max(b->tokens, Min(room, b->tokens + (now - b->refilled_at) / 1e6 * rate));
 	b->refilled_at = Max(b->refilled_at, now);
+	b->capacity = capacity;
+	b->rate = rate;
+	/* a safety net: tokens are pending for a round, not for long */
+	if (b->pending > 0 && now - b->taken_at > PENDING_FORGET_USECS)
+		b->pending = 0;
+}
+
+/*
+ * settle_pending takes n tokens off the bucket's pending ones, after a
+ * refill up to the room they left (what was earned while they were pending
+ * is not earned again); the spinlock is held
+ */
+static void
+settle_pending(TokenBucket *b, int n, TimestampTz now)
+{
+	if (b->rate > 0)
+		refill(b, b->capacity, b->rate, now);
+	b->pending = Max(0, b->pending - n);
+}
+
+/*
+ * note_pending adds n (negative: takes away) to this process's tokens
+ * pending of a key's tier, and returns how many it takes away from the
+ * bucket's (no more than this process added)
+ */
+static int
+note_pending(uint64 key_hash, int tier, int n)
+{
+	PendingTokens *free_entry = NULL;
+
+	for (int i = 0; i < ENRICH_MAX_PENDING; i++)
+	{
+		PendingTokens *p = &my_pending[i];
+
+		if (p->count > 0 && p->key_hash == key_hash && p->tier == tier)
+		{
+			int			before = p->count;
+
+			p->count = Max(0, p->count + n);
+			return p->count - before;
+		}
+		if (p->count == 0 && free_entry == NULL)
+			free_entry = p;
+	}
+	if (n <= 0 || free_entry == NULL)
+		return 0;				/* none noted (more keys than entries: not held) */
+	free_entry->key_hash = key_hash;
+	free_entry->tier = tier;
+	free_entry->count = n;
+	return n;
+}
+
+/* budget_exit lets go of the tokens a worker leaving still held pending */
+static void
+budget_exit(int code, Datum arg)
+{
+	enrich_budget_sent();
 }
 
 /*
@@ -253,7 +348,7 @@ enrich_budget_look(uint64 key_hash, int tier, int rate, TimestampTz now, long in
 	me = sharer_of(b, now);
 	refill(b, bucket_capacity(rate), rate, now);
 	if (b->blocked_until <= now && now - me->looked_at >= interval_ms * (int64) 1000 &&
-		(starved || b->tokens >= bucket_capacity(rate) - 1.0))
+		(starved || b->tokens >= bucket_capacity(rate) - b->pending - 1.0))
 	{
 		me->looked_at = now;
 		look = true;
@@ -280,6 +375,11 @@ enrich_budget_take(uint64 key_hash, int tier, int rate, TimestampTz now, long *w
 
 	if (budget_shared == NULL)
 		return true;
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(budget_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
 	SpinLockAcquire(&budget_shared->mutex);
 	b = key_bucket(key_hash, tier, now);
 	me = sharer_of(b, now);
@@ -294,6 +394,8 @@ enrich_budget_take(uint64 key_hash, int tier, int rate, TimestampTz now, long *w
 		if (b->tokens >= 1.0 && !over_share(b, me, capacity, now))
 		{
 			b->tokens -= 1.0;
+			b->pending += note_pending(key_hash, tier, 1);
+			b->taken_at = now;
 			taken = true;
 		}
 		else
@@ -309,18 +411,48 @@ enrich_budget_take(uint64 key_hash, int tier, int rate, TimestampTz now, long *w
 	return taken;
 }
 
+/*
+ * enrich_budget_sent says that the calls of every token this process took
+ * were made (or will never be): their tokens hold no place in the burst
+ * any more
+ */
+void
+enrich_budget_sent(void)
+{
+	if (budget_shared == NULL)
+		return;
+	for (int i = 0; i < ENRICH_MAX_PENDING; i++)
+	{
+		PendingTokens *p = &my_pending[i];
+		TokenBucket *b;
+		TimestampTz now;
+
+		if (p->count == 0)
+			continue;
+		now = GetCurrentTimestamp();
+		SpinLockAcquire(&budget_shared->mutex);
+		b = key_bucket(p->key_hash, p->tier, now);
+		settle_pending(b, p->count, now);
+		SpinLockRelease(&budget_shared->mutex);
+		p->count = 0;
+	}
+}
+
 /* enrich_budget_give_back returns a token that was not used */
 void
 enrich_budget_give_back(uint64 key_hash, int tier, int rate)
 {
 	TokenBucket *b;
 	TimestampTz now = GetCurrentTimestamp();
+	int			returned;
 
 	if (budget_shared == NULL || rate == 0)
 		return;
 	SpinLockAcquire(&budget_shared->mutex);
 	b = key_bucket(key_hash, tier, now);
-	b->tokens = Min(b->tokens + 1.0, bucket_capacity(rate));
+	returned = -note_pending(key_hash, tier, -1);
+	settle_pending(b, returned, now);
+	b->tokens = Min(b->tokens + 1.0, Max(0.0, bucket_capacity(rate) - b->pending));
 	{
 		Sharer	   *me = sharer_of(b, now);
 

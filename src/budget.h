@@ -19,6 +19,7 @@ extern bool enrich_budget_take(uint64 key_hash, int tier, int rate, TimestampTz 
 extern bool enrich_budget_look(uint64 key_hash, int tier, int rate, TimestampTz now,
 							   long interval_ms, bool starved);
 extern void enrich_budget_give_back(uint64 key_hash, int tier, int rate);
+extern void enrich_budget_sent(void);
 extern void enrich_budget_block(uint64 key_hash, int tier, TimestampTz until);
 
 #endif							/* ENRICH_BUDGET_H */

@@ -700,6 +700,7 @@ plan_submits(int e, TimestampTz now, WorkerCall *calls, EnrichHttpCall *https, i
 					 enrich_api_build_worker_body(call->leads, call->nleads));
 		(*ncalls)++;
 		enrich_http_start(&https[*ncalls - 1]);
+		enrich_budget_sent();
 		*started = *ncalls;
 		/* sent while the next chunk is claimed */
 		enrich_http_drive();
@@ -912,6 +913,7 @@ worker_plan(WorkerCall *calls, EnrichHttpCall *https, volatile int *started, lon
 		enrich_http_start(&https[i]);
 		*started = i + 1;
 	}
+	enrich_budget_sent();
 	enrich_http_drive();
 }
 
@@ -1752,6 +1754,8 @@ worker_round(void)
 		sleep_ms = 1000;		/* do not spin on a persistent error */
 	}
 	PG_END_TRY();
+	/* the tokens of calls an error kept from being made count as spent */
+	enrich_budget_sent();
 
 	if (ncalls == 0)
 	{
