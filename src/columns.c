@@ -10,14 +10,18 @@
  * input function from its text (a JSON string's own text; a number or a
  * boolean as JSON writes it; an object or array as JSON), a jsonb column
  * takes it as it is.  A value that does not cast gives NULL and is counted:
- * it never fails the page.  The values are computed in the write-back's
- * step, as the table's owner, so that the input function of a type the
- * owner made runs with the owner's privileges only.
+ * it never fails the page, whether the type says so softly or raises an
+ * error (a type of an extension, a domain whose CHECK raises).  A page's
+ * values of a column are cast in one subtransaction, and one by one, each
+ * in its own, only when an error escaped it.  The values are computed in
+ * the write-back's step, as the table's owner, so that the input function
+ * of a type the owner made runs with the owner's privileges only.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "utils/array.h"
@@ -25,6 +29,8 @@
 #include "utils/jsonb.h"
 #include "utils/jsonpath.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 
 #include "columns.h"
 #include "compat.h"
@@ -139,6 +145,69 @@ value_text(Jsonb *jb)
 	return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 }
 
+/* the values of one column of a page, being cast */
+typedef struct ColumnCast
+{
+	FmgrInfo	flinfo;
+	Oid			type;
+	Oid			typioparam;
+	int32		typmod;
+	char	  **texts;			/* NULL: no value */
+	Datum	   *values;
+	bool	   *nulls;
+	bool	   *failed;			/* did not cast */
+	int			from;			/* the range being cast */
+	int			to;
+} ColumnCast;
+
+/* cast_range casts the texts of cast->from .. cast->to - 1 */
+static void
+cast_range(ColumnCast *cast)
+{
+	for (int i = cast->from; i < cast->to; i++)
+	{
+		cast->failed[i] = false;
+		cast->nulls[i] = (cast->texts[i] == NULL);
+		if (cast->nulls[i])
+			continue;
+		if (!enrich_input_soft(&cast->flinfo, cast->texts[i], cast->typioparam, cast->typmod,
+									&cast->values[i]))
+			cast->failed[i] = cast->nulls[i] = true;
+	}
+}
+
+/*
+ * cast_in_subtransaction runs cast_range in a subtransaction and says
+ * whether no error escaped it (then the range's values are cast, or marked
+ * failed); what it allocates is in the caller's memory context
+ */
+static bool
+cast_in_subtransaction(ColumnCast *cast)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		cast_range(cast);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(context);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(context);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
 /*
  * column_values fills values and nulls with the value of mapped column c
  * for each of n persons; returns how many did not cast
@@ -147,32 +216,40 @@ static int64
 column_values(const EnrichColumnMap *map, int c, const Datum *persons, int n, Datum vars,
 			  Datum *values, bool *nulls)
 {
-	Oid			type = map->types[c];
+	ColumnCast	cast = {.type = map->types[c], .typmod = map->typmods[c], .values = values,
+	.nulls = nulls, .from = 0, .to = n};
 	Oid			input;
-	Oid			typioparam;
-	FmgrInfo	flinfo;
 	int64		failures = 0;
 
-	getTypeInputInfo(type, &input, &typioparam);
-	fmgr_info(input, &flinfo);
+	cast.texts = palloc0(sizeof(char *) * Max(n, 1));
+	cast.failed = palloc0(sizeof(bool) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
 		Jsonb	   *found = path_first(persons[i], map->paths[c], vars);
-		char	   *text = found == NULL ? NULL : value_text(found);
 
-		nulls[i] = (text == NULL);
-		if (nulls[i])
-			continue;
-		if (type == JSONBOID)
+		cast.texts[i] = found == NULL ? NULL : value_text(found);
+		nulls[i] = (cast.texts[i] == NULL);
+		if (!nulls[i] && cast.type == JSONBOID)
 			values[i] = JsonbPGetDatum(found);
-		else if (type == TEXTOID)
-			values[i] = CStringGetTextDatum(text);
-		else if (!enrich_input_safe(&flinfo, text, typioparam, map->typmods[c], &values[i]))
+		else if (!nulls[i] && cast.type == TEXTOID)
+			values[i] = CStringGetTextDatum(cast.texts[i]);
+	}
+	if (cast.type == JSONBOID || cast.type == TEXTOID)
+		return 0;				/* taken as they are */
+	getTypeInputInfo(cast.type, &input, &cast.typioparam);
+	fmgr_info(input, &cast.flinfo);
+	if (!cast_in_subtransaction(&cast))
+	{
+		/* an error escaped: each value alone, so that only its own is lost */
+		for (cast.from = 0; cast.from < n; cast.from++)
 		{
-			nulls[i] = true;
-			failures++;
+			cast.to = cast.from + 1;
+			if (!cast_in_subtransaction(&cast))
+				cast.failed[cast.from] = nulls[cast.from] = true;
 		}
 	}
+	for (int i = 0; i < n; i++)
+		failures += cast.failed[i] ? 1 : 0;
 	return failures;
 }
 

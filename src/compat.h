@@ -104,50 +104,28 @@ enrich_wait_event(uint32 *cache, const char *name)
 }
 
 /*
- * enrich_input_safe calls a type's input function and says whether the
- * text was a value of the type, without an error: with a soft error
- * context since PostgreSQL 16, in a subtransaction before it
+ * enrich_input_soft calls a type's input function and says whether the
+ * text was a value of the type: since PostgreSQL 16 with a soft error
+ * context, so that an input function (or a domain's CHECK) that reports a
+ * bad value softly returns false; before, every error is raised (the
+ * caller catches it in a subtransaction)
  */
 #if PG_VERSION_NUM >= 160000
 #include "nodes/miscnodes.h"
 
 static inline bool
-enrich_input_safe(FmgrInfo *flinfo, char *str, Oid typioparam, int32 typmod, Datum *result)
+enrich_input_soft(FmgrInfo *flinfo, char *str, Oid typioparam, int32 typmod, Datum *result)
 {
 	ErrorSaveContext escontext = {T_ErrorSaveContext};
 
 	return InputFunctionCallSafe(flinfo, str, typioparam, typmod, (Node *) &escontext, result);
 }
 #else
-#include "access/xact.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
-
 static inline bool
-enrich_input_safe(FmgrInfo *flinfo, char *str, Oid typioparam, int32 typmod, Datum *result)
+enrich_input_soft(FmgrInfo *flinfo, char *str, Oid typioparam, int32 typmod, Datum *result)
 {
-	MemoryContext context = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(context);
-	PG_TRY();
-	{
-		*result = InputFunctionCall(flinfo, str, typioparam, typmod);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(context);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(context);
-	CurrentResourceOwner = owner;
-	return ok;
+	*result = InputFunctionCall(flinfo, str, typioparam, typmod);
+	return true;
 }
 #endif
 

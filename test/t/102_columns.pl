@@ -3,7 +3,9 @@
 # the same UPDATE as the person: only where the column is NULL (column_mode
 # fill) or wherever the path finds a value (overwrite).  A bad column, path
 # or mode is refused at watch time naming it; a value that does not cast
-# leaves its column as it was and is counted, never failing the page.
+# leaves its column as it was and is counted, never failing the page, even
+# when the type raises an error (a domain whose CHECK raises) instead of
+# saying so softly: the page's other values of that column are written.
 use strict;
 use warnings;
 use utf8;
@@ -22,18 +24,29 @@ enrich.poll_interval_min = '50ms'
 enrich.poll_interval_max = '500ms'
 });
 
-$node->safe_psql('postgres', q{
+# a domain whose CHECK raises an error (not a soft one) for the name of the
+# first person
+my $refused_name = $mock->person(professionalSocialMediaUrl => 'linkedin.com/in/zoe-angstrom')->{person}{fullName};
+$node->safe_psql('postgres', qq{
 	CREATE ROLE crm LOGIN;
 	GRANT enrich_user TO crm;
 	GRANT CREATE ON SCHEMA public TO crm;
 	SET ROLE crm;
+	CREATE FUNCTION public.name_ok(text) RETURNS boolean LANGUAGE plpgsql AS \$f\$
+	BEGIN
+		IF \$1 = \$n\$$refused_name\$n\$ THEN
+			RAISE EXCEPTION 'this name is refused';
+		END IF;
+		RETURN true;
+	END \$f\$;
+	CREATE DOMAIN public.checked_name AS text CHECK (public.name_ok(VALUE));
 	CREATE TABLE people (id int PRIMARY KEY, linkedin text, person jsonb,
 		"full name" text, years smallint, skills jsonb, first_skill varchar(40),
-		note text DEFAULT 'kept', bad int, seen timestamptz);
+		note text DEFAULT 'kept', bad int, seen timestamptz, checked public.checked_name);
 });
 
 my $columns = q{{"full name": "$.fullName", "years": "$.yearsOfExperience", "skills": "$.skills",
-	"first_skill": "$.skills[0]", "note": "$.noSuchField", "bad": "$.fullName"}};
+	"first_skill": "$.skills[0]", "note": "$.noSuchField", "bad": "$.fullName", "checked": "$.fullName"}};
 
 # refused at watch time, naming what is wrong, and nothing is watched
 my %refused = (
@@ -76,7 +89,11 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM people WHERE note = 'kept
 	'a path that finds nothing leaves the column');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM people WHERE bad IS NULL}), 3,
 	'a value that does not cast leaves it too');
-is($node->safe_psql('postgres', q{SELECT column_failures FROM enrich.watches}), 3, 'and is counted');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM people
+	WHERE checked IS NOT DISTINCT FROM CASE WHEN id = 1 THEN NULL ELSE person->>'fullName' END}), 3,
+	'a domain whose CHECK raises an error leaves only that value\'s column, the page\'s others are written');
+is($node->safe_psql('postgres', q{SELECT column_failures FROM enrich.watches}), 4, 'and each is counted');
 ok($node->log_contains(qr/values of the columns mapped for table public\.people did not cast/),
 	'and said in the log');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.requests WHERE state = 'done'}), 3,
