@@ -45,10 +45,12 @@
 #               the contract's rate limits (tier 3: 5/s, tier 4: 50/s, bursts
 #               of 2 s), a 2 s start delay and 500 items/s per batch, with
 #               enrich.tier3_rate = 5 and enrich.tier4_rate = 50: items/s
+#               from the INSERT's commit (the INSERT's own time apart)
 #               against the key's ceiling (50 pages of 50 a second), the
 #               share of tier 4 calls that carried items, the status and
 #               list calls, and 429s; then the same number of contacts
 #               in a table, backfilled by enrich_watch and written back
+#               (timed from the call of enrich_watch)
 #   twodbs      two databases on that key at once, 50,000 requests each:
 #               each one's items/s, their sum, and the fairness (the share
 #               of the items the slower had when the faster finished)
@@ -923,7 +925,7 @@ sub apibound_rates
 sub case_apibound
 {
 	my $n = $opt{apibound_requests};
-	my (@rate, @warm_rate, @pages_share, @other_per_1000, @refused, @backfill_rate);
+	my (@rate, @warm_rate, @pages_share, @other_per_1000, @refused, @backfill_rate, @insert_secs);
 
 	with_limited_api(sub {
 		my ($limited) = @_;
@@ -932,8 +934,12 @@ sub case_apibound
 			reset_queue(1);
 			restart_workers();
 			$limited->reset;
-			my $t0 = sql('SELECT clock_timestamp()');
-			sql("INSERT INTO enrich.requests (person_id) SELECT 'p-apibound-$run-' || g FROM generate_series(1, $n) g");
+			# timed from the INSERT's commit, as end-to-end is: the workers
+			# see nothing before; the INSERT's own time is a figure of its own
+			my ($before, $t0) = split /\n/, sql("SELECT clock_timestamp(); "
+				  . "INSERT INTO enrich.requests (person_id) SELECT 'p-apibound-$run-' || g FROM generate_series(1, $n) g; "
+				  . "SELECT clock_timestamp()");
+			push @insert_secs, sql("SELECT extract(epoch FROM '$t0'::timestamptz - '$before'::timestamptz)");
 			wait_queue_empty(900, 0.2);
 			my ($whole, $after) = apibound_rates($n, $t0);
 			my ($pages, $status, $list, $refused, $where) = tier4_calls($limited->stats);
@@ -969,9 +975,11 @@ sub case_apibound
 	});
 	reset_queue();
 	my $nice = $n == 100_000 ? '100,000' : $n;
-	add_row(case => 'API-bound', figure => "items/s, $nice requests inserted into enrich.requests, contract limits, 2 s delay, 500 items/s per batch",
+	add_row(case => 'API-bound', figure => "items/s, $nice requests inserted into enrich.requests, contract limits, 2 s delay, 500 items/s per batch, from the INSERT's commit",
 		values => \@rate, unit => 'items/s', digits => 0, target => '≥ 2375 (0.95 × 2,500)',
 		test => sub { $_[0] >= 2375 });
+	add_row(case => 'API-bound', figure => "that INSERT of $nice rows into enrich.requests (its triggers included)",
+		values => \@insert_secs, unit => 's', digits => 2);
 	add_row(case => 'API-bound', figure => 'the same, after the first batch completed (a cold database)',
 		values => \@warm_rate, unit => 'items/s', digits => 0, target => '≥ 2375',
 		test => sub { $_[0] >= 2375 });
