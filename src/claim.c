@@ -42,46 +42,15 @@ static SPIPlanPtr intake_due_plan = NULL;
 
 
 /*
- * in_subtransaction runs step(arg) in a subtransaction.  When a claim there
- * collides with another worker's (the unique index of identifiers in
- * flight refuses a row, or the two wait on each other's rows), the
- * subtransaction is rolled back and it returns false; any other error goes
- * on up.
+ * claim_collided says whether an error in a claim's subtransaction is a
+ * collision with another worker's claim (the unique index of identifiers in
+ * flight refuses a row, or the two wait on each other's rows): then the
+ * subtransaction is rolled back alone, and any other error goes on up
  */
 static bool
-in_subtransaction(void (*step) (void *arg), void *arg)
+claim_collided(int sqlerrcode)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool done = false;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		step(arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		done = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION &&
-			edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED)
-			PG_RE_THROW();
-		FlushErrorState();
-		FreeErrorData(edata);
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
-	return done;
+	return sqlerrcode == ERRCODE_UNIQUE_VIOLATION || sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED;
 }
 
 /* what expand_intake_claimed's subtransaction expands, and how many it made */
@@ -116,7 +85,7 @@ expand_intake_claimed(Datum intake_ids, int64 submission, uint64 *made)
 {
 	IntakeClaim claim = {intake_ids, submission, 0};
 
-	if (!in_subtransaction(expand_intake_step, &claim))
+	if (!enrich_in_subtransaction(expand_intake_step, &claim, claim_collided))
 		return false;
 	*made = claim.made;
 	return true;
@@ -567,7 +536,7 @@ claim_once(int environment, int limit, EnrichOutgoing **leads_out, bool *claimed
 	follow_leads_in_flight(env, &due, sorted, nsorted, lead_of);
 	follow_first_of_each(&due, sorted, nsorted, lead_of);
 	queued_claim(&due, lead_of, &claim);
-	if (!in_subtransaction(claim_queued_step, &claim))
+	if (!enrich_in_subtransaction(claim_queued_step, &claim, claim_collided))
 	{
 		/* another worker claimed one of these identifiers meanwhile */
 		ereport(DEBUG1,

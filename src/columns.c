@@ -21,7 +21,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "utils/array.h"
@@ -29,11 +28,10 @@
 #include "utils/jsonb.h"
 #include "utils/jsonpath.h"
 #include "utils/lsyscache.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "columns.h"
 #include "compat.h"
+#include "plans.h"
 
 /*
  * enrich_columns_read reads a watch's columns mapping (its JSON text, NULL
@@ -177,35 +175,22 @@ cast_range(ColumnCast *cast)
 }
 
 /*
- * cast_in_subtransaction runs cast_range in a subtransaction and says
- * whether no error escaped it (then the range's values are cast, or marked
- * failed); what it allocates is in the caller's memory context
+ * cast_failed says whether an error while casting is the value's: any
+ * error but a cancel (enrich_in_subtransaction lets that go on up)
  */
 static bool
-cast_in_subtransaction(ColumnCast *cast)
+cast_failed(int sqlerrcode)
 {
-	MemoryContext context = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
+	return true;
+}
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(context);
-	PG_TRY();
-	{
-		cast_range(cast);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(context);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(context);
-	CurrentResourceOwner = owner;
-	return ok;
+/*
+ * cast_range_step is cast_range as a step of enrich_in_subtransaction
+ */
+static void
+cast_range_step(void *arg)
+{
+	cast_range((ColumnCast *) arg);
 }
 
 /*
@@ -238,13 +223,13 @@ column_values(const EnrichColumnMap *map, int c, const Datum *persons, int n, Da
 		return 0;				/* taken as they are */
 	getTypeInputInfo(cast.type, &input, &cast.typioparam);
 	fmgr_info(input, &cast.flinfo);
-	if (!cast_in_subtransaction(&cast))
+	if (!enrich_in_subtransaction(cast_range_step, &cast, cast_failed))
 	{
 		/* an error escaped: each value alone, so that only its own is lost */
 		for (cast.from = 0; cast.from < n; cast.from++)
 		{
 			cast.to = cast.from + 1;
-			if (!cast_in_subtransaction(&cast))
+			if (!enrich_in_subtransaction(cast_range_step, &cast, cast_failed))
 				cast.failed[cast.from] = nulls[cast.from] = true;
 		}
 	}

@@ -3,7 +3,8 @@
  * plans.c
  *	  SPI helpers the worker's modules share: a statement prepared on first
  *	  use and kept for the life of the process, run with its answer checked;
- *	  the array datums the statements take; the columns of their results.
+ *	  the array datums the statements take; the columns of their results;
+ *	  a step run in a subtransaction that some errors roll back alone.
  *
  * The worker's session runs under the pinned settings (security.c), so a
  * kept plan, made again after a change of a table it reads, resolves its
@@ -14,6 +15,7 @@
 #include "postgres.h"
 
 #include "access/relation.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
@@ -21,6 +23,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 
 #include "plans.h"
 
@@ -279,4 +282,44 @@ enrich_column_int64(uint64 row, int col)
 		default:
 			return pg_strtoint64(enrich_column_text(row, col));
 	}
+}
+
+/*
+ * enrich_in_subtransaction runs step(arg) in a subtransaction.  An error
+ * whose SQLSTATE caught() accepts rolls the subtransaction back, and it
+ * returns false; any other error goes on up, and so does a cancel (the
+ * step under way is cancelled, not its value).  What step allocates is in
+ * the caller's memory context.
+ */
+bool
+enrich_in_subtransaction(void (*step) (void *arg), void *arg, bool (*caught) (int sqlerrcode))
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool done = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		step(arg);
+		ReleaseCurrentSubTransaction();
+		done = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(context);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || !caught(edata->sqlerrcode))
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(edata);
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(context);
+	CurrentResourceOwner = owner;
+	return done;
 }

@@ -56,6 +56,8 @@ extern uint64 enrich_plan_run_privileged(SPIPlanPtr *plan, const char *sql, int 
 										 Oid *argtypes, Datum *values, const char *nulls,
 										 bool read_only);
 extern bool enrich_relation_outgrew(Oid relid, EnrichPlannedSize *size, bool *analyzed);
+extern bool enrich_in_subtransaction(void (*step) (void *arg), void *arg,
+									 bool (*caught) (int sqlerrcode));
 extern Datum enrich_int8_array(const int64 *values, int n);
 extern Datum enrich_varlena_array(void **values, int n, Oid element_type);
 extern Datum enrich_text_array(char **values, int n);
