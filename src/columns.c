@@ -114,6 +114,15 @@ path_first(Datum person, Datum path, Datum vars)
 	return fcinfo->isnull ? NULL : DatumGetJsonbP(result);
 }
 
+/* json_null says whether a JSON value is null */
+static bool
+json_null(Jsonb *jb)
+{
+	JsonbValue	v;
+
+	return JB_ROOT_IS_SCALAR(jb) && JsonbExtractScalar(&jb->root, &v) && v.type == jbvNull;
+}
+
 /*
  * value_text returns the text a JSON value is cast from: a string's own
  * text, a number or a boolean as JSON writes it, NULL for null, an object
@@ -212,11 +221,16 @@ column_values(const EnrichColumnMap *map, int c, const Datum *persons, int n, Da
 	{
 		Jsonb	   *found = path_first(persons[i], map->paths[c], vars);
 
+		if (cast.type == JSONBOID)
+		{
+			/* taken as it is: no text made of it */
+			nulls[i] = found == NULL || json_null(found);
+			values[i] = nulls[i] ? (Datum) 0 : JsonbPGetDatum(found);
+			continue;
+		}
 		cast.texts[i] = found == NULL ? NULL : value_text(found);
 		nulls[i] = (cast.texts[i] == NULL);
-		if (!nulls[i] && cast.type == JSONBOID)
-			values[i] = JsonbPGetDatum(found);
-		else if (!nulls[i] && cast.type == TEXTOID)
+		if (!nulls[i] && cast.type == TEXTOID)
 			values[i] = CStringGetTextDatum(cast.texts[i]);
 	}
 	if (cast.type == JSONBOID || cast.type == TEXTOID)

@@ -230,6 +230,8 @@ round_quota(int64 due, int left_s)
 static void
 warn_refresh(Oid relid, const char *problem)
 {
+	MemoryContext caller;
+
 	if (problem == NULL)
 	{
 		warned = list_delete_oid(warned, relid);
@@ -237,7 +239,10 @@ warn_refresh(Oid relid, const char *problem)
 	}
 	if (list_member_oid(warned, relid))
 		return;
+	/* kept across rounds: the worker's loop memory is reset after each */
+	caller = MemoryContextSwitchTo(TopMemoryContext);
 	warned = lappend_oid(warned, relid);
+	MemoryContextSwitchTo(caller);
 	ereport(WARNING,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("enrich could not refresh the rows of table %s: %s",

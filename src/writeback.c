@@ -832,6 +832,7 @@ count_failures(const WriteBackTarget *t, int64 failures)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[2] = {ObjectIdGetDatum(t->relid), Int64GetDatum(failures)};
+	MemoryContext caller;
 
 	if (failures == 0)
 		return;
@@ -841,7 +842,10 @@ count_failures(const WriteBackTarget *t, int64 failures)
 							   2, (Oid[]) {OIDOID, INT8OID}, args, NULL, false);
 	if (list_member_oid(cast_warned, t->relid))
 		return;
+	/* kept across rounds: the worker's loop memory is reset after each */
+	caller = MemoryContextSwitchTo(TopMemoryContext);
 	cast_warned = lappend_oid(cast_warned, t->relid);
+	MemoryContextSwitchTo(caller);
 	ereport(WARNING,
 			(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 			 errmsg("values of the columns mapped for table %s did not cast to their column's type", t->name),
